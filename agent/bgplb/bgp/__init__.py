@@ -1,0 +1,1 @@
+"""The BGP speaker seam: the whole wanted route set per peer, MetalLB style."""

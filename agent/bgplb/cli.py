@@ -1,0 +1,82 @@
+"""The ``bgp-lb`` command line. Each subcommand is a thin call into the module that owns it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad input: a bad config, an unknown service, a bad argument
+
+DEFAULT_CONFIG = "/etc/bgp-lb/config.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bgp-lb", description=__doc__)
+    p.add_argument("--version", action="version", version=f"bgp-lb {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    run.add_argument("--log-format", choices=["json", "text"], default=None)
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+
+    chk = sub.add_parser("check-config", help="validate a config file; exit 2 on errors")
+    chk.add_argument("config")
+
+    prt = sub.add_parser("print-config", help="print the parsed config (secrets redacted)")
+    prt.add_argument("config")
+    prt.add_argument("--effective", action="store_true", help="include every default")
+    prt.add_argument("--format", choices=["yaml", "json"], default="yaml")
+
+    node = sub.add_parser("check-node", help="check kernel modules and sysctls the agent needs")
+    node.add_argument("config", nargs="?", default=None)
+    node.add_argument("--json", action="store_true")
+
+    for name, help_ in (
+        ("status", "show the agent's status"),
+        ("drain", "drain a service (or --all: the node)"),
+        ("undrain", "undrain a service (or --all: the node)"),
+        ("reload", "ask the agent to reload its config"),
+    ):
+        c = sub.add_parser(name, help=help_)
+        if name in ("drain", "undrain"):
+            g = c.add_mutually_exclusive_group(required=True)
+            g.add_argument("service", nargs="?")
+            g.add_argument("--all", action="store_true", help="the whole node")
+        if name == "drain":
+            c.add_argument("--wait", action="store_true", help="return once withdrawn")
+        if name == "status":
+            c.add_argument("--json", action="store_true")
+        c.add_argument("--config", default=None, help="read the API address/token from here")
+        c.add_argument("--api", default=None, help="API base URL (default from config)")
+        c.add_argument("--token-file", default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cmd: str = args.command
+    if cmd in ("check-config", "print-config"):
+        from .config_cli import run_config_command
+
+        return run_config_command(args)
+    if cmd == "run":
+        from .agent import run_agent
+
+        return run_agent(args)
+    if cmd == "check-node":
+        from .dataplane.prereq import run_check_node
+
+        return run_check_node(args)
+    from .client import run_client_command
+
+    return run_client_command(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

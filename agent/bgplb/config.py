@@ -1,0 +1,229 @@
+"""The configuration file: the only module that knows its formats.
+
+``load_config(path)`` returns a frozen, validated :class:`Config` or raises :class:`ConfigError`
+carrying every problem as ``(field path, reason)``. Nothing else in the agent sees raw dicts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .model import ForwardMethod, IPAddress, PeerType, Protocol, RouteAttributes, ServiceMode
+
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+SCHEDULERS = frozenset({"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos"})
+GSHUT = "65535:0"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- node
+
+
+class LogConfig(Strict):
+    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ApiConfig(Strict):
+    listen: IPAddress = ipaddress.IPv4Address("127.0.0.1")
+    port: int = Field(default=9180, ge=1, le=65535)
+    token_file: Path | None = None  # bearer token for mutating endpoints; none = they are disabled
+    metrics_listen: IPAddress | None = None  # /metrics on its own listener as well
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class NodeConfig(Strict):
+    router_id: ipaddress.IPv4Address
+    local_as: int = Field(ge=1, le=4294967295)
+    backend_v4: ipaddress.IPv4Address | None = None  # node's own address for the local backend
+    backend_v6: ipaddress.IPv6Address | None = None  # (defaults: v4 = router_id; v6 = required)
+    api: ApiConfig = ApiConfig()
+    log: LogConfig = LogConfig()
+    state_dir: Path = Path("/var/lib/bgp-lb")
+    runtime_dir: Path = Path("/run/bgp-lb")
+    shutdown_grace: float = Field(default=3.0, ge=0, le=600)
+    keep_dataplane_on_exit: bool = False
+    resync_interval: float = Field(default=10.0, gt=0, le=3600)
+    drain_delay: float = Field(default=5.0, ge=0, le=3600)
+    metrics_per_real_server: bool = True
+    same_as_fleet: bool = False  # every LB node uses this local_as (makes MED comparable)
+
+    @property
+    def local_backend_v4(self) -> ipaddress.IPv4Address:
+        return self.backend_v4 or self.router_id
+
+
+# --------------------------------------------------------------------------- peers
+
+
+class PeerConfig(Strict):
+    address: IPAddress
+    asn: int = Field(ge=1, le=4294967295)
+    name: str | None = None
+    port: int = Field(default=179, ge=1, le=65535)
+    local_address: IPAddress | None = None
+    next_hop_v4: ipaddress.IPv4Address | None = None
+    next_hop_v6: ipaddress.IPv6Address | None = None
+    hold_time: int = Field(default=9, ge=0, le=65535)
+    md5_password_file: Path | None = None
+    passive: bool = False
+    multihop: int | None = Field(default=None, ge=1, le=255)
+
+    @property
+    def key(self) -> str:
+        return str(self.address)
+
+    def peer_type(self, local_as: int) -> PeerType:
+        return PeerType.IBGP if self.asn == local_as else PeerType.EBGP
+
+
+# --------------------------------------------------------------------------- checks
+
+
+class CheckBase(Strict):
+    name: str | None = None  # defaults to the check type; must be unique within its owner
+    interval: float = Field(default=0.5, gt=0, le=3600)
+    fast_interval: float | None = Field(default=0.25, gt=0, le=3600)  # while a state changes
+    timeout: float = Field(default=1.0, gt=0, le=3600)
+    rise: int = Field(default=3, ge=1, le=100)
+    fall: int = Field(default=2, ge=1, le=100)
+    source_address: IPAddress | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type  # type: ignore[attr-defined, no-any-return]
+
+
+class HttpCheck(CheckBase):
+    type: Literal["http", "https"]
+    port: int | None = Field(default=None, ge=1, le=65535)  # default: the target port
+    address: IPAddress | None = None  # default: the backend/real server address
+    path: str = "/"
+    expect_status: tuple[int, ...] = ()  # empty = any 2xx
+    host: str | None = None
+    verify_tls: bool = True
+    body_match: str | None = None  # regular expression searched in the body
+
+
+class TcpCheck(CheckBase):
+    type: Literal["tcp"]
+    port: int | None = Field(default=None, ge=1, le=65535)
+    address: IPAddress | None = None
+
+
+class IcmpCheck(CheckBase):
+    type: Literal["icmp"]
+    addresses: tuple[IPAddress, ...] = Field(min_length=1)
+
+
+class ExecCheck(CheckBase):
+    type: Literal["exec"]
+    argv: tuple[str, ...] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+Check = Annotated[HttpCheck | TcpCheck | IcmpCheck | ExecCheck, Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- services
+
+
+class AttributesConfig(Strict):
+    communities: tuple[str, ...] = ()
+    large_communities: tuple[str, ...] = ()
+    extended_communities: tuple[str, ...] = ()
+    as_path_prepend: int = Field(default=0, ge=0, le=16)  # extra copies of our own AS
+    med: int | None = Field(default=None, ge=0, le=4294967295)
+    local_pref: int | None = Field(default=None, ge=0, le=4294967295)
+
+    def resolve(self, local_as: int) -> RouteAttributes:
+        return RouteAttributes(
+            communities=self.communities,
+            large_communities=self.large_communities,
+            extended_communities=self.extended_communities,
+            as_path=(local_as,) * (self.as_path_prepend + 1) if self.as_path_prepend else (),
+            med=self.med,
+            local_pref=self.local_pref,
+        )
+
+
+class StateAttributes(Strict):
+    """Route attributes per service state. ``None`` = the per-peer-type defaults."""
+
+    healthy: AttributesConfig = AttributesConfig()
+    degraded: AttributesConfig | None = None
+    draining: AttributesConfig | None = None
+
+
+class PortConfig(Strict):
+    port: int = Field(ge=1, le=65535)
+    target_port: int | None = Field(default=None, ge=1, le=65535)  # default: same as port
+    protocol: Protocol = Protocol.TCP
+    scheduler: str = "wlc"
+    persistence: int | None = Field(default=None, ge=1, le=31536000)  # seconds
+
+    @property
+    def target(self) -> int:
+        return self.target_port or self.port
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        if v not in SCHEDULERS:
+            raise ValueError(f"unknown IPVS scheduler {v!r} (one of {', '.join(sorted(SCHEDULERS))})")
+        return v
+
+
+class RealServerConfig(Strict):
+    address: IPAddress
+    port: int | None = Field(default=None, ge=1, le=65535)  # default: each port's target port
+    weight: int = Field(default=1, ge=0, le=65535)
+    forward: ForwardMethod = ForwardMethod.MASQ
+    checks: tuple[Check, ...] = ()
+
+
+class ServiceConfig(Strict):
+    name: str
+    vips: tuple[IPAddress, ...] = Field(min_length=1)
+    mode: ServiceMode = ServiceMode.IPVS
+    interface: str | None = None  # announce mode: the existing interface holding the VIP
+    ports: tuple[PortConfig, ...] = ()
+    real_servers: tuple[RealServerConfig, ...] = ()
+    unhealthy_real_server: Literal["weight0", "remove"] = "weight0"
+    min_healthy: int = Field(default=1, ge=1)
+    checks: tuple[Check, ...] = ()
+    on_down: Literal["withdraw", "announce_degraded"] = "withdraw"
+    attributes: StateAttributes = StateAttributes()
+    drain_delay: float | None = Field(default=None, ge=0, le=3600)  # default: node.drain_delay
+
+    @field_validator("name")
+    @classmethod
+    def _ifname(cls, v: str) -> str:
+        if not IFNAME_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid Linux interface name "
+                "(1-15 characters: letters, digits, '_', '-', '.')"
+            )
+        return v
+
+
+class Config(Strict):
+    node: NodeConfig
+    peers: tuple[PeerConfig, ...] = Field(min_length=1)
+    services: tuple[ServiceConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        # Filled in by the cross-check functions; see ``check_config``.
+        return self
+
+    def service(self, name: str) -> ServiceConfig | None:
+        return next((s for s in self.services if s.name == name), None)

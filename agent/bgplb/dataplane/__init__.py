@@ -1,0 +1,1 @@
+"""The dataplane seam: links, VIPs and IPVS behind one small Protocol."""

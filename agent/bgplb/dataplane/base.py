@@ -1,0 +1,26 @@
+"""The dataplane Protocol. Real: ``netlink.NetlinkDataplane``; tests: ``fake.FakeDataplane``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from ..model import DataplaneAction, ObservedDataplane
+
+
+class DataplaneError(Exception):
+    """An action or observation failed; the message says which object and why."""
+
+
+class Dataplane(Protocol):
+    async def start(self, wake: Callable[[], None]) -> None:
+        """Open handles; call ``wake()`` whenever the kernel changes something we care about."""
+
+    async def observe(self) -> ObservedDataplane:
+        """What the kernel really has: our objects, colliding foreign ones, counters."""
+
+    async def apply(self, action: DataplaneAction) -> None:
+        """Carry out one action; idempotent. Raises DataplaneError."""
+
+    async def close(self) -> None:
+        """Release handles (does not remove objects)."""
