@@ -1,0 +1,188 @@
+"""Logging: JSON lines (default) or text, structured events, secret redaction, rate limiting.
+
+``log_event(logger, "check_down", service="web", check="http")`` logs a record whose
+message is the event name and whose fields travel in ``extra`` (JSON keys; ``key=value``
+in text). Secrets registered with :func:`register_secret` are replaced by ``***`` in every
+record that passes a handler installed by :func:`setup_logging` (and in its final output).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pythonjsonlogger.json import JsonFormatter
+
+from .clock import Clock
+
+REDACTED = "***"
+_STANDARD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+)
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def register_secret(secret: str) -> None:
+    """Never log this string (an API token, an MD5 password); empty strings are ignored."""
+    secret = secret.strip()
+    if secret:
+        with _secrets_lock:
+            _secrets.add(secret)
+
+
+def clear_secrets() -> None:
+    """Forget every registered secret (tests; a reload re-registers the current ones)."""
+    with _secrets_lock:
+        _secrets.clear()
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret (also in its JSON-escaped form) replaced."""
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+        escaped = json.dumps(secret)[1:-1]
+        if escaped != secret and escaped in text:
+            text = text.replace(escaped, REDACTED)
+    return text
+
+
+def _redact_value(value: object) -> object:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    text = str(value)
+    cleaned = redact(text)
+    return value if cleaned == text else cleaned
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record in place so that no registered secret survives in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # bad %-args: keep the template only
+            message = str(record.msg)
+        record.msg, record.args = redact(message), None
+        for attr, value in list(record.__dict__.items()):
+            if attr not in _STANDARD_ATTRS:
+                record.__dict__[attr] = _redact_value(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+# --------------------------------------------------------------------------- formatters
+
+
+class RedactingJsonFormatter(JsonFormatter):
+    """JSON lines; the final line is redacted once more (belt and braces)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...`` for terminals."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [
+            f"{k}={v}"
+            for k, v in record.__dict__.items()
+            if k not in _STANDARD_ATTRS and k != "event" and not k.startswith("_")
+        ]
+        if fields:
+            first, newline, rest = line.partition("\n")
+            line = first + " " + " ".join(fields) + newline + rest
+        return redact(line)
+
+
+def json_formatter() -> JsonFormatter:
+    return RedactingJsonFormatter(
+        "{levelname}{name}{message}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,
+    )
+
+
+def setup_logging(fmt: Literal["json", "text"], level: str) -> None:
+    """Route every log record through one stderr handler with redaction; idempotent."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_bgplb", False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._bgplb = True  # type: ignore[attr-defined]
+    handler.setFormatter(json_formatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(max(root.level, logging.WARNING))
+
+
+# --------------------------------------------------------------------------- events
+
+
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log ``event`` with structured fields (service, check, peer, vip, reason, ...).
+
+    Field names that clash with LogRecord attributes get a trailing ``_``."""
+    extra: dict[str, object] = {"event": event}
+    for key, value in fields.items():
+        name = f"{key}_" if key in _STANDARD_ATTRS else key
+        extra[name] = value if isinstance(value, int | float | bool | None) else str(value)
+    logger.log(level, event, extra=extra)
+
+
+class RateLimiter:
+    """Lets one message per key through every ``period`` seconds; counts the rest."""
+
+    def __init__(self, clock: Clock, period: float) -> None:
+        self._clock = clock
+        self._period = period
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self._clock.now()
+        last = self._last.get(key)
+        if last is not None and now - last < self._period:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        return True
+
+    def take_suppressed(self, key: str) -> int:
+        """How many messages for ``key`` were dropped since the last call (then resets)."""
+        return self._suppressed.pop(key, 0)
+
+    def forget(self, keys: Iterable[str] | None = None) -> None:
+        """Drop state for ``keys`` (all when None), e.g. when an error condition clears."""
+        if keys is None:
+            self._last.clear()
+            self._suppressed.clear()
+            return
+        for key in keys:
+            self._last.pop(key, None)
+            self._suppressed.pop(key, None)

@@ -1,0 +1,417 @@
+"""Prometheus metrics: one registry, ``bgplb_*`` names, base units, update methods for agent.py.
+
+Labels only ever carry bounded values (service / check / peer names from the config, enum
+values); free text such as check errors never becomes a label. IPVS statistics are read at
+scrape time from a callback returning the last :class:`ObservedDataplane`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .model import (
+    CheckStatus,
+    Decision,
+    IPVSCounters,
+    ObservedDataplane,
+    PeerKey,
+    PeerState,
+    PeerStatus,
+    Reason,
+    RouteSet,
+)
+
+CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class CheckKeyLike(Protocol):
+    """``health.CheckKey``: target is None for a service-level check."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def target(self) -> str | None: ...
+    @property
+    def check(self) -> str: ...
+
+
+class CheckResultLike(Protocol):
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def latency(self) -> float: ...
+
+
+class CheckStateLike(Protocol):
+    @property
+    def status(self) -> CheckStatus: ...
+
+
+class DecisionLike(Protocol):
+    """``policy.ServiceDecision``."""
+
+    @property
+    def decision(self) -> Decision: ...
+    @property
+    def reason(self) -> Reason: ...
+
+
+K = TypeVar("K", bound=CheckKeyLike)
+DataplaneSource = Callable[[], ObservedDataplane | None]
+
+
+def _target_label(target: str | None) -> str:
+    return target if target is not None else ""
+
+
+class IPVSCollector(Collector):
+    """Kernel IPVS statistics, read from ``source()`` when Prometheus scrapes."""
+
+    def __init__(self, source: DataplaneSource | None, per_real_server: bool) -> None:
+        self.source = source
+        self.per_real_server = per_real_server
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # dynamic: no name clash checks needed at registration
+
+    def collect(self) -> Iterable[Metric]:
+        observed = self.source() if self.source is not None else None
+        if observed is None:
+            return []
+        vs_labels = ["vip", "port", "protocol"]
+        out = list(
+            _families(
+                "bgplb_ipvs",
+                "virtual service",
+                vs_labels,
+                (
+                    ([str(k.vip), str(k.port), str(k.protocol)], c)
+                    for k, c in sorted(observed.service_counters.items())
+                ),
+            )
+        )
+        if self.per_real_server:
+            rs = (
+                ([str(k.service.vip), str(k.service.port), str(k.service.protocol), str(k)], c)
+                for k, c in sorted(observed.real_server_counters.items())
+            )
+            out += _families(
+                "bgplb_ipvs_real_server", "real server", [*vs_labels, "real_server"], rs
+            )
+        return out
+
+
+def _families(
+    prefix: str,
+    what: str,
+    labels: list[str],
+    rows: Iterable[tuple[list[str], IPVSCounters]],
+) -> Iterator[Metric]:
+    active = GaugeMetricFamily(
+        f"{prefix}_active_connections", f"IPVS active connections per {what}.", labels=labels
+    )
+    inactive = GaugeMetricFamily(
+        f"{prefix}_inactive_connections", f"IPVS inactive connections per {what}.", labels=labels
+    )
+    conns = CounterMetricFamily(
+        f"{prefix}_connections", f"IPVS connections scheduled per {what}.", labels=labels
+    )
+    dir_labels = [*labels, "direction"]
+    packets = CounterMetricFamily(
+        f"{prefix}_packets", f"IPVS packets per {what} and direction.", labels=dir_labels
+    )
+    octets = CounterMetricFamily(
+        f"{prefix}_bytes", f"IPVS bytes per {what} and direction.", labels=dir_labels
+    )
+    for values, c in rows:
+        active.add_metric(values, c.active_connections)
+        inactive.add_metric(values, c.inactive_connections)
+        conns.add_metric(values, c.connections)
+        packets.add_metric([*values, "in"], c.packets_in)
+        packets.add_metric([*values, "out"], c.packets_out)
+        octets.add_metric([*values, "in"], c.bytes_in)
+        octets.add_metric([*values, "out"], c.bytes_out)
+    yield from (active, inactive, conns, packets, octets)
+
+
+class Metrics:
+    """The agent's metrics. ``registry`` is private to this object unless one is passed in."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        dataplane: DataplaneSource | None = None,
+        per_real_server: bool = True,
+        exabgp_version: str = "",
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.per_real_server = per_real_server
+        r = self.registry
+        svc_check = ["service", "target", "check"]
+        self.check_up = Gauge(
+            "bgplb_check_up", "1 while the check's tracker status is up.", svc_check, registry=r
+        )
+        self.check_result = Counter(
+            "bgplb_check_result",
+            "Health check probe results.",
+            [*svc_check, "result"],
+            registry=r,
+        )
+        self.check_duration = Histogram(
+            "bgplb_check_duration_seconds",
+            "Health check probe duration.",
+            ["service", "check"],
+            buckets=CHECK_BUCKETS,
+            registry=r,
+        )
+        self.service_healthy = Gauge(
+            "bgplb_service_healthy", "1 while the service's checks pass.", ["service"], registry=r
+        )
+        self.service_decision = Gauge(
+            "bgplb_service_decision",
+            "1 for the service's current route decision, 0 for the others.",
+            ["service", "decision"],
+            registry=r,
+        )
+        self.service_reason = Gauge(
+            "bgplb_service_reason",
+            "1 for the reason of the service's current decision, 0 for the others.",
+            ["service", "reason"],
+            registry=r,
+        )
+        self.admin_drained = Gauge(
+            "bgplb_admin_drained",
+            "1 while the operator has drained the service.",
+            ["service"],
+            registry=r,
+        )
+        self.node_drained = Gauge(
+            "bgplb_node_drained", "1 while the operator has drained the whole node.", registry=r
+        )
+        self.real_server_healthy = Gauge(
+            "bgplb_real_server_healthy",
+            "1 while all checks of the real server pass.",
+            ["service", "real_server"],
+            registry=r,
+        )
+        self.routes_advertised = Gauge(
+            "bgplb_routes_advertised",
+            "Routes the speaker has announced to the peer for the service.",
+            ["service", "peer"],
+            registry=r,
+        )
+        self.session_up = Gauge(
+            "bgplb_bgp_session_up",
+            "1 while the BGP session with the peer is established.",
+            ["peer"],
+            registry=r,
+        )
+        self.session_transitions = Counter(
+            "bgplb_bgp_session_transitions",
+            "BGP session state changes seen per peer.",
+            ["peer"],
+            registry=r,
+        )
+        self.speaker_commands_total = Counter(
+            "bgplb_speaker_commands", "Commands written to the BGP speaker.", registry=r
+        )
+        self.speaker_restarts = Counter(
+            "bgplb_speaker_restarts", "Restarts of the BGP speaker process.", registry=r
+        )
+        self.reconcile_duration = Histogram(
+            "bgplb_reconcile_duration_seconds",
+            "Duration of a reconcile pass.",
+            buckets=RECONCILE_BUCKETS,
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "bgplb_reconcile_errors", "Errors met during reconcile passes.", registry=r
+        )
+        self.reconcile_runs = Counter("bgplb_reconcile_runs", "Reconcile passes run.", registry=r)
+        self.reload_success = Gauge(
+            "bgplb_config_reload_success", "1 if the last config (re)load succeeded.", registry=r
+        )
+        self.reload_timestamp = Gauge(
+            "bgplb_config_reload_timestamp_seconds",
+            "Wall-clock time of the last config (re)load attempt.",
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "bgplb_build_info",
+            "Always 1; labels carry the agent, Python and ExaBGP versions.",
+            ["version", "python", "exabgp"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version(), exabgp_version).set(1)
+        self.ipvs = IPVSCollector(dataplane, per_real_server)
+        r.register(self.ipvs)
+        self._checks: set[tuple[str, str, str]] = set()
+        self._services: set[str] = set()
+        self._real_servers: set[tuple[str, str]] = set()
+        self._route_series: set[tuple[str, str]] = set()
+        self._peer_up: dict[PeerKey, bool] = {}
+
+    # ------------------------------------------------------------------ sources
+
+    def set_dataplane_source(self, source: DataplaneSource | None) -> None:
+        self.ipvs.source = source
+
+    # ------------------------------------------------------------------ health
+
+    def record_check(
+        self, key: CheckKeyLike, result: CheckResultLike, state: CheckStateLike
+    ) -> None:
+        """One probe finished: count it, time it, and set the tracker status."""
+        target = _target_label(key.target)
+        outcome = "success" if result.ok else "failure"
+        self.check_result.labels(key.service, target, key.check, outcome).inc()
+        self.check_duration.labels(key.service, key.check).observe(max(0.0, result.latency))
+        self._set_check_up(key, state)
+
+    def set_check_states(self, states: Mapping[K, CheckStateLike]) -> None:
+        """The whole health snapshot: sets ``check_up`` and ``real_server_healthy`` and
+        removes the series of checks that are gone."""
+        seen: set[tuple[str, str, str]] = set()
+        rs_ok: dict[tuple[str, str], bool] = {}
+        for key, state in states.items():
+            seen.add(self._set_check_up(key, state))
+            if key.target is not None:
+                rs = (key.service, key.target)
+                rs_ok[rs] = rs_ok.get(rs, True) and state.status is CheckStatus.UP
+        gone_checks, self._checks = self._checks - seen, seen
+        for gone in gone_checks:
+            self._remove_check(gone)
+        if self.per_real_server:
+            for rs, ok in rs_ok.items():
+                self.real_server_healthy.labels(*rs).set(1 if ok else 0)
+            for rs in self._real_servers - rs_ok.keys():
+                self.real_server_healthy.remove(*rs)
+            self._real_servers = set(rs_ok)
+
+    def _set_check_up(self, key: CheckKeyLike, state: CheckStateLike) -> tuple[str, str, str]:
+        labels = (key.service, _target_label(key.target), key.check)
+        self.check_up.labels(*labels).set(1 if state.status is CheckStatus.UP else 0)
+        self._checks.add(labels)
+        return labels
+
+    def _remove_check(self, labels: tuple[str, str, str]) -> None:
+        _discard(self.check_up, labels)
+        for outcome in ("success", "failure"):
+            _discard(self.check_result, (*labels, outcome))
+        if not any(c[0] == labels[0] and c[2] == labels[2] for c in self._checks):
+            _discard(self.check_duration, (labels[0], labels[2]))
+
+    # ------------------------------------------------------------------ services
+
+    def set_decisions(
+        self,
+        decisions: Mapping[str, DecisionLike],
+        healthy: Mapping[str, bool] | None = None,
+    ) -> None:
+        """Every configured service's decision. Services missing here are forgotten.
+
+        ``healthy`` overrides ``bgplb_service_healthy`` (default: reason is ``healthy``)."""
+        for name, d in decisions.items():
+            for value in Decision:
+                self.service_decision.labels(name, value.value).set(1 if d.decision is value else 0)
+            for reason in Reason:
+                self.service_reason.labels(name, reason.value).set(1 if d.reason is reason else 0)
+            ok = healthy[name] if healthy and name in healthy else d.reason is Reason.HEALTHY
+            self.service_healthy.labels(name).set(1 if ok else 0)
+        for gone in self._services - decisions.keys():
+            self.forget_service(gone)
+        self._services = set(decisions)
+
+    def set_drained(self, drained: Iterable[str], node: bool = False) -> None:
+        """Drained services (names from the config) and the node-wide drain flag."""
+        names = set(drained)
+        for name in self._services | names:
+            self.admin_drained.labels(name).set(1 if name in names else 0)
+        self.node_drained.set(1 if node else 0)
+
+    def forget_service(self, name: str) -> None:
+        """Remove every series labelled with a service that left the config."""
+        for value in Decision:
+            _discard(self.service_decision, (name, value.value))
+        for reason in Reason:
+            _discard(self.service_reason, (name, reason.value))
+        _discard(self.service_healthy, (name,))
+        _discard(self.admin_drained, (name,))
+        for check in [c for c in self._checks if c[0] == name]:
+            self._checks.discard(check)
+            self._remove_check(check)
+        for rs in [r for r in self._real_servers if r[0] == name]:
+            self._real_servers.discard(rs)
+            _discard(self.real_server_healthy, rs)
+        for series in [s for s in self._route_series if s[0] == name]:
+            self._route_series.discard(series)
+            _discard(self.routes_advertised, series)
+        self._services.discard(name)
+
+    # ------------------------------------------------------------------ BGP
+
+    def set_routes(self, routes: RouteSet) -> None:
+        """What the speaker advertised, per peer. Known services with no route show 0."""
+        counts: dict[tuple[str, str], int] = {}
+        for peer, peer_routes in routes.items():
+            for name in self._services:
+                counts[(name, peer)] = 0
+            for route in peer_routes:
+                if route.service:
+                    counts[(route.service, peer)] = counts.get((route.service, peer), 0) + 1
+        for series, n in counts.items():
+            self.routes_advertised.labels(*series).set(n)
+        for gone in self._route_series - counts.keys():
+            _discard(self.routes_advertised, gone)
+        self._route_series = set(counts)
+
+    def set_peers(self, peers: Mapping[PeerKey, PeerStatus]) -> None:
+        """Session state per peer; counts up/down transitions; forgets removed peers."""
+        for key, status in peers.items():
+            up = status.state is PeerState.UP
+            before = self._peer_up.get(key)
+            if before is not None and before != up:
+                self.session_transitions.labels(key).inc()
+            elif before is None:
+                self.session_transitions.labels(key).inc(0)
+            self.session_up.labels(key).set(1 if up else 0)
+            self._peer_up[key] = up
+        for gone in self._peer_up.keys() - peers.keys():
+            _discard(self.session_up, (gone,))
+            _discard(self.session_transitions, (gone,))
+            del self._peer_up[gone]
+
+    def speaker_commands(self, n: int = 1) -> None:
+        if n > 0:
+            self.speaker_commands_total.inc(n)
+
+    def speaker_restarted(self, n: int = 1) -> None:
+        if n > 0:
+            self.speaker_restarts.inc(n)
+
+    # ------------------------------------------------------------------ agent
+
+    def reconcile_pass(self, duration: float, errors: int = 0) -> None:
+        self.reconcile_runs.inc()
+        self.reconcile_duration.observe(max(0.0, duration))
+        if errors > 0:
+            self.reconcile_errors.inc(errors)
+
+    def config_reloaded(self, ok: bool, timestamp: float) -> None:
+        self.reload_success.set(1 if ok else 0)
+        self.reload_timestamp.set(timestamp)
+
+
+def _discard(metric: Gauge | Counter | Histogram, labels: tuple[str, ...]) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

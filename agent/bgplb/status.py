@@ -1,0 +1,140 @@
+"""What the HTTP API returns, and the ``AgentControl`` Protocol the API drives.
+
+Every response body is one of these frozen pydantic models; the OpenAPI document served at
+``/api/v1/openapi.json`` is generated from their JSON schemas (see :mod:`bgplb.api`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .model import (
+    CheckStatus,
+    Decision,
+    IPAddress,
+    PeerState,
+    PeerType,
+    Reason,
+    ServiceMode,
+)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CheckStatusModel(Frozen):
+    """One health check's tracker state."""
+
+    check: str = Field(description="check name (unique within its service or real server)")
+    target: str | None = Field(
+        default=None, description="real server 'address:port'; null for a service-level check"
+    )
+    status: CheckStatus
+    last_ok: bool | None = Field(default=None, description="result of the last probe")
+    last_latency_seconds: float | None = None
+    last_error: str | None = None
+    last_time: float | None = Field(default=None, description="wall-clock time of the last probe")
+    successes: int = Field(default=0, ge=0, description="consecutive successes")
+    failures: int = Field(default=0, ge=0, description="consecutive failures")
+
+
+class RealServerStatus(Frozen):
+    address: IPAddress
+    port: int = Field(ge=1, le=65535)
+    weight: int = Field(ge=0)
+    healthy: bool
+
+
+class ServiceStatus(Frozen):
+    name: str
+    mode: ServiceMode
+    decision: Decision
+    reason: Reason
+    detail: str = ""
+    vips: list[IPAddress] = Field(default_factory=list)
+    drained: bool = False
+    checks: list[CheckStatusModel] = Field(default_factory=list)
+    real_servers: list[RealServerStatus] = Field(default_factory=list)
+    routes: dict[str, list[str]] = Field(
+        default_factory=dict, description="peer address -> prefixes announced to it"
+    )
+
+
+class PeerStatusModel(Frozen):
+    address: str
+    asn: int = Field(ge=1)
+    type: PeerType
+    state: PeerState
+    reason: str = Field(default="", description="why the session is not up, as reported")
+    routes_advertised: int = Field(default=0, ge=0)
+
+
+class PrerequisiteStatus(Frozen):
+    name: str
+    ok: bool
+    detail: str = ""
+    fix: str | None = None
+
+
+class NodeStatus(Frozen):
+    router_id: ipaddress.IPv4Address
+    local_as: int = Field(ge=1)
+    version: str
+    ready: bool
+    drained: bool
+    uptime: float = Field(ge=0, description="seconds since the agent started")
+
+
+class StatusResponse(Frozen):
+    node: NodeStatus
+    services: list[ServiceStatus] = Field(default_factory=list)
+    peers: list[PeerStatusModel] = Field(default_factory=list)
+    prerequisites: list[PrerequisiteStatus] = Field(default_factory=list)
+
+    def service(self, name: str) -> ServiceStatus | None:
+        return next((s for s in self.services if s.name == name), None)
+
+
+class ErrorResponse(Frozen):
+    error: str
+    detail: str | None = None
+
+
+class ActionResponse(Frozen):
+    ok: bool = True
+    action: str = Field(description="drain or undrain")
+    service: str | None = Field(default=None, description="null for the whole node")
+
+
+class ReloadResult(Frozen):
+    ok: bool
+    errors: list[str] = Field(default_factory=list)
+    changed_services: list[str] = Field(default_factory=list)
+
+
+class HealthResponse(Frozen):
+    ok: bool
+
+
+class ReadyResponse(Frozen):
+    ready: bool
+
+
+class AgentControl(Protocol):
+    """What the API needs from the agent. Unknown service names raise ``KeyError``."""
+
+    def ready(self) -> bool:
+        """True once the first reconcile pass has completed."""
+
+    def status(self) -> StatusResponse: ...
+
+    async def drain(self, service: str | None) -> None:
+        """Drain one service, or the whole node when ``service`` is None."""
+
+    async def undrain(self, service: str | None) -> None: ...
+
+    async def reload(self) -> ReloadResult: ...
