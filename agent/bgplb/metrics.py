@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -63,6 +63,31 @@ class DecisionLike(Protocol):
     def decision(self) -> Decision: ...
     @property
     def reason(self) -> Reason: ...
+
+
+class AdminStateLike(Protocol):
+    """``admin.AdminState``."""
+
+    @property
+    def node_drained_at(self) -> float | None: ...
+    @property
+    def drained(self) -> Mapping[str, float]: ...
+
+
+class NamedLike(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class ConfigLike(Protocol):
+    """``config.Config`` (only the service names are read)."""
+
+    @property
+    def services(self) -> Sequence[NamedLike]: ...
+
+
+class SpeakerLike(Protocol):
+    def restarts(self) -> int: ...
 
 
 K = TypeVar("K", bound=CheckKeyLike)
@@ -260,10 +285,12 @@ class Metrics:
         self._real_servers: set[tuple[str, str]] = set()
         self._route_series: set[tuple[str, str]] = set()
         self._peer_up: dict[PeerKey, bool] = {}
+        self._speaker_restarts_seen = 0
 
     # ------------------------------------------------------------------ sources
 
-    def set_dataplane_source(self, source: DataplaneSource | None) -> None:
+    def set_observed_source(self, source: DataplaneSource | None) -> None:
+        """Where the IPVS collector reads counters at scrape time (the last observation)."""
         self.ipvs.source = source
 
     # ------------------------------------------------------------------ health
@@ -332,12 +359,11 @@ class Metrics:
             self.forget_service(gone)
         self._services = set(decisions)
 
-    def set_drained(self, drained: Iterable[str], node: bool = False) -> None:
-        """Drained services (names from the config) and the node-wide drain flag."""
-        names = set(drained)
-        for name in self._services | names:
-            self.admin_drained.labels(name).set(1 if name in names else 0)
-        self.node_drained.set(1 if node else 0)
+    def set_drained(self, admin: AdminStateLike, config: ConfigLike) -> None:
+        """Operator drains: per configured service, and the node-wide flag."""
+        for svc in config.services:
+            self.admin_drained.labels(svc.name).set(1 if svc.name in admin.drained else 0)
+        self.node_drained.set(1 if admin.node_drained_at is not None else 0)
 
     def forget_service(self, name: str) -> None:
         """Remove every series labelled with a service that left the config."""
@@ -398,6 +424,12 @@ class Metrics:
     def speaker_restarted(self, n: int = 1) -> None:
         if n > 0:
             self.speaker_restarts.inc(n)
+
+    def set_speaker(self, speaker: SpeakerLike) -> None:
+        """Follow the speaker's own restart count (counts only the increase)."""
+        total = speaker.restarts()
+        self.speaker_restarted(total - self._speaker_restarts_seen)
+        self._speaker_restarts_seen = max(total, self._speaker_restarts_seen)
 
     # ------------------------------------------------------------------ agent
 

@@ -1,0 +1,374 @@
+"""The agent's HTTP API (aiohttp): health, readiness, metrics, status and admin actions.
+
+One route table (:data:`ENDPOINTS`) drives both the router and the OpenAPI 3.1 document,
+whose schemas come from the pydantic models in :mod:`bgplb.status`. Mutating endpoints need
+``Authorization: Bearer <token>``; with no token configured they are disabled (403). Every
+error is an :class:`ErrorResponse` JSON body; the token never appears in a response or log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import re
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from . import __version__
+from .metrics import Metrics
+from .model import IPAddress
+from .status import (
+    ActionResponse,
+    AgentControl,
+    ErrorResponse,
+    HealthResponse,
+    ReadyResponse,
+    ReloadResult,
+    StatusResponse,
+)
+
+log = logging.getLogger(__name__)
+
+# The config's rule for service names (they name Linux interfaces).
+SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+ACTION_TIMEOUT = 30.0  # seconds for a drain/undrain/reload to complete inside the agent
+SERVE_TIMEOUT = 10.0  # seconds to bind a listener
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class TokenError(Exception):
+    """The token file is missing, empty or readable by others (message says how to fix)."""
+
+
+def load_token(path: str | Path) -> str:
+    """Read the API bearer token; refuses a file readable by group or other."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & 0o077:
+                raise TokenError(
+                    f"token file {p} has mode {stat.S_IMODE(mode):04o}: it must not be "
+                    f"accessible by group or others; fix with: chmod 600 {p}"
+                )
+            data = f.read(65536)
+    except OSError as exc:
+        raise TokenError(f"cannot read token file {p}: {exc.strerror or exc}") from None
+    try:
+        token = data.decode().strip()
+    except UnicodeDecodeError:
+        raise TokenError(f"token file {p} is not UTF-8 text") from None
+    if not token:
+        raise TokenError(f"token file {p} is empty")
+    return token
+
+
+# --------------------------------------------------------------------------- route table
+
+Responses = tuple[tuple[int, type[BaseModel] | None], ...]
+_AUTH_ERRORS: Responses = ((401, ErrorResponse), (403, ErrorResponse), (503, ErrorResponse))
+_SERVICE_ERRORS: Responses = ((400, ErrorResponse), (404, ErrorResponse), *_AUTH_ERRORS)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    name: str  # operationId and the handler's method name
+    summary: str
+    responses: Responses  # status -> body model; None = not JSON
+    mutating: bool = False
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/healthz",
+        "healthz",
+        "Liveness: 200 while the process serves",
+        ((200, HealthResponse),),
+    ),
+    Endpoint(
+        "GET",
+        "/readyz",
+        "readyz",
+        "Readiness: 200 once the first reconcile pass ran",
+        ((200, ReadyResponse), (503, ReadyResponse)),
+    ),
+    Endpoint("GET", "/metrics", "metrics", "Prometheus metrics (text exposition)", ((200, None),)),
+    Endpoint(
+        "GET",
+        "/api/v1/status",
+        "status",
+        "Node, services, peers and prerequisites",
+        ((200, StatusResponse),),
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/services/{name}/drain",
+        "drain_service",
+        "Drain one service",
+        ((200, ActionResponse), *_SERVICE_ERRORS),
+        mutating=True,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/services/{name}/undrain",
+        "undrain_service",
+        "Undrain one service",
+        ((200, ActionResponse), *_SERVICE_ERRORS),
+        mutating=True,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/drain",
+        "drain_node",
+        "Drain the whole node",
+        ((200, ActionResponse), *_AUTH_ERRORS),
+        mutating=True,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/undrain",
+        "undrain_node",
+        "Undrain the whole node",
+        ((200, ActionResponse), *_AUTH_ERRORS),
+        mutating=True,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/reload",
+        "reload",
+        "Reload the config file (400: it is invalid)",
+        ((200, ReloadResult), (400, ReloadResult), *_AUTH_ERRORS),
+        mutating=True,
+    ),
+    Endpoint("GET", "/api/v1/openapi.json", "openapi", "This OpenAPI document", ((200, None),)),
+)
+_COMMON_ERRORS: Responses = ((404, ErrorResponse), (405, ErrorResponse), (500, ErrorResponse))
+
+
+def openapi_document(endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> dict[str, Any]:
+    """OpenAPI 3.1, generated from the route table and the models' JSON schemas."""
+    models = {m for e in endpoints for _, m in e.responses if m is not None} | {ErrorResponse}
+    _, top = models_json_schema(
+        [(m, "serialization") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for e in endpoints:
+        responses: dict[str, Any] = {}
+        for status, model in (*e.responses, *_COMMON_ERRORS):
+            if str(status) in responses:
+                continue
+            content = (
+                {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+                if model is not None
+                else {"text/plain": {"schema": {"type": "string"}}}
+                if e.name == "metrics"
+                else {"application/json": {"schema": {"type": "object"}}}
+            )
+            responses[str(status)] = {
+                "description": _STATUS_TEXT.get(status, "response"),
+                "content": content,
+            }
+        op: dict[str, Any] = {"operationId": e.name, "summary": e.summary, "responses": responses}
+        if "{name}" in e.path:
+            op["parameters"] = [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "description": "service name",
+                    "schema": {"type": "string", "pattern": SERVICE_NAME_RE.pattern},
+                }
+            ]
+        if e.mutating:
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(e.path, {})[e.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "bgp-lb agent API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": top.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+_STATUS_TEXT = {
+    200: "OK",
+    400: "bad input",
+    401: "missing or wrong bearer token",
+    403: "mutating endpoints are disabled (no token configured)",
+    404: "unknown route or service",
+    405: "method not allowed",
+    500: "internal error",
+    503: "not ready, or the agent timed out",
+}
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def _json(
+    model: BaseModel, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(text=model.model_dump_json(), status=status, headers=headers)
+
+
+def _error(
+    status: int, error: str, detail: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    return _json(ErrorResponse(error=error, detail=detail), status, headers)
+
+
+_PASSED_HEADERS = ("Allow", "WWW-Authenticate")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into an ErrorResponse JSON body; never leak a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {h: exc.headers[h] for h in _PASSED_HEADERS if h in exc.headers}
+        detail = {
+            404: "unknown path; the routes are listed at /api/v1/openapi.json",
+            405: f"allowed: {exc.headers.get('Allow', '')}",
+        }.get(exc.status)
+        return _error(exc.status, exc.reason.lower(), detail, headers)
+    except Exception:
+        log.exception(
+            "api_internal_error", extra={"event": "api_internal_error", "path": request.path}
+        )
+        return _error(500, "internal error", "see the agent log")
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+class _Handlers:
+    def __init__(self, control: AgentControl, metrics: Metrics, token: str | None) -> None:
+        self.control = control
+        self.token = token.encode() if token is not None else None
+        self.metrics = make_aiohttp_handler(metrics.registry)
+        self.document = openapi_document()
+
+    def guard(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if self.token is None:
+                return _error(
+                    403,
+                    "mutating endpoints are disabled",
+                    "no API token is configured (node.api.token_file)",
+                )
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), self.token
+            ):
+                return _error(
+                    401,
+                    "unauthorized",
+                    "send Authorization: Bearer <token>",
+                    {"WWW-Authenticate": 'Bearer realm="bgp-lb"'},
+                )
+            return await handler(request)
+
+        return guarded
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        return _json(HealthResponse(ok=True))
+
+    async def readyz(self, request: web.Request) -> web.StreamResponse:
+        ready = self.control.ready()
+        return _json(ReadyResponse(ready=ready), 200 if ready else 503)
+
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        return _json(self.control.status())
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.document)
+
+    async def drain_service(self, request: web.Request) -> web.StreamResponse:
+        return await self._act("drain", request.match_info["name"])
+
+    async def undrain_service(self, request: web.Request) -> web.StreamResponse:
+        return await self._act("undrain", request.match_info["name"])
+
+    async def drain_node(self, request: web.Request) -> web.StreamResponse:
+        return await self._act("drain", None)
+
+    async def undrain_node(self, request: web.Request) -> web.StreamResponse:
+        return await self._act("undrain", None)
+
+    async def _act(self, action: str, service: str | None) -> web.StreamResponse:
+        if service is not None and not SERVICE_NAME_RE.match(service):
+            return _error(
+                400,
+                "bad service name",
+                "a service name is 1-15 characters of letters, digits, '_', '-', '.'",
+            )
+        call = self.control.drain if action == "drain" else self.control.undrain
+        try:
+            async with asyncio.timeout(ACTION_TIMEOUT):
+                await call(service)
+        except KeyError:
+            return _error(404, "unknown service", f"no service named {service!r} in the config")
+        except TimeoutError:
+            return _error(503, f"{action} timed out", f"no answer within {ACTION_TIMEOUT:g} s")
+        log.info(action, extra={"event": f"api_{action}", "service": service})
+        return _json(ActionResponse(ok=True, action=action, service=service))
+
+    async def reload(self, request: web.Request) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(ACTION_TIMEOUT):
+                result = await self.control.reload()
+        except TimeoutError:
+            return _error(503, "reload timed out", f"no answer within {ACTION_TIMEOUT:g} s")
+        return _json(result, 200 if result.ok else 400)
+
+
+def build_app(control: AgentControl, metrics: Metrics, token: str | None) -> web.Application:
+    """The API application. ``token=None`` disables the mutating endpoints (403)."""
+    app = web.Application(middlewares=[error_middleware])
+    handlers = _Handlers(control, metrics, token)
+    for e in ENDPOINTS:
+        handler: Handler = handlers.metrics if e.name == "metrics" else getattr(handlers, e.name)
+        if e.mutating:
+            handler = handlers.guard(handler)
+        app.router.add_route(e.method, e.path, handler, name=e.name)
+    return app
+
+
+def build_metrics_app(metrics: Metrics) -> web.Application:
+    """A second listener with only ``/metrics`` (node.api.metrics_listen)."""
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry), allow_head=False)
+    return app
+
+
+async def serve(app: web.Application, listen: IPAddress, port: int) -> web.AppRunner:
+    """Start serving ``app`` on ``listen:port``; the caller calls ``runner.cleanup()``."""
+    runner = web.AppRunner(app, handle_signals=False)
+    async with asyncio.timeout(SERVE_TIMEOUT):
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, str(listen), port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+    return runner

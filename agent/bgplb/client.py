@@ -1,0 +1,226 @@
+"""``bgp-lb status|drain|undrain|reload``: a small synchronous client of the agent's API.
+
+The API address comes from ``--api``, else from ``--config`` (node.api.listen/port), else
+``http://127.0.0.1:9180``; the token from ``--token-file``, else the config's
+``node.api.token_file``. Exit codes: 0 ok, 1 the agent cannot be reached (or timed out,
+or answered 5xx), 2 the agent refused the request (4xx: the JSON error is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from .status import StatusResponse
+
+DEFAULT_API = "http://127.0.0.1:9180"
+HTTP_TIMEOUT = 10.0  # seconds per request
+WAIT_TIMEOUT = 300.0  # seconds `drain --wait` waits for the withdraw
+WAIT_POLL = 0.5
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_REFUSED = 2
+
+
+class ClientError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Target:
+    base: str
+    token_file: str | None
+
+
+def _url_host(listen: str) -> str:
+    addr = ipaddress.ip_address(listen)
+    if addr.is_unspecified:  # the agent listens everywhere: talk to it over loopback
+        addr = ipaddress.ip_address("::1" if addr.version == 6 else "127.0.0.1")
+    return f"[{addr}]" if addr.version == 6 else str(addr)
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    base, token_file = args.api, args.token_file
+    if args.config is not None:
+        from .config import ConfigError, load_config
+
+        try:
+            api = load_config(args.config).node.api
+        except ConfigError as err:
+            raise ClientError(f"{args.config}: invalid config ({err})", EXIT_REFUSED) from None
+        except OSError as err:
+            raise ClientError(f"{args.config}: {err.strerror or err}", EXIT_REFUSED) from None
+        base = base or f"http://{_url_host(str(api.listen))}:{api.port}"
+        if token_file is None and api.token_file is not None:
+            token_file = str(api.token_file)
+    return Target((base or DEFAULT_API).rstrip("/"), token_file)
+
+
+def _token(target: Target) -> str | None:
+    if target.token_file is None:
+        return None
+    from .api import TokenError, load_token
+
+    try:
+        return load_token(target.token_file)
+    except TokenError as err:
+        raise ClientError(str(err), EXIT_REFUSED) from None
+
+
+def request(target: Target, method: str, path: str, token: str | None = None) -> Any:
+    """One API call; returns the decoded JSON body or raises :class:`ClientError`."""
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(target.base + path, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        body = _error_text(err)
+        code = EXIT_REFUSED if 400 <= err.code < 500 else EXIT_FAILURE
+        raise ClientError(f"{method} {path}: HTTP {err.code}: {body}", code) from None
+    except urllib.error.URLError as err:
+        raise ClientError(f"cannot reach the bgp-lb agent at {target.base}: {err.reason}") from None
+    except TimeoutError:
+        raise ClientError(f"the bgp-lb agent at {target.base} did not answer in time") from None
+    except (OSError, ValueError) as err:
+        raise ClientError(f"bad answer from the bgp-lb agent at {target.base}: {err}") from None
+
+
+def _error_text(err: urllib.error.HTTPError) -> str:
+    try:
+        data = json.loads(err.read())
+    except (OSError, ValueError):
+        return err.reason if isinstance(err.reason, str) else "error"
+    if isinstance(data, dict) and "errors" in data:  # a ReloadResult
+        return "; ".join(str(e) for e in data["errors"]) or "reload failed"
+    if isinstance(data, dict) and "error" in data:
+        detail = data.get("detail")
+        return f"{data['error']}: {detail}" if detail else str(data["error"])
+    return json.dumps(data)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def print_status(status: StatusResponse, out: TextIO) -> None:
+    n = status.node
+    out.write(
+        f"node {n.router_id} AS{n.local_as} version {n.version} "
+        f"{'ready' if n.ready else 'NOT READY'}{' DRAINED' if n.drained else ''} "
+        f"up {n.uptime:.0f}s\n\n"
+    )
+    rows = [["SERVICE", "DECISION", "REASON", "VIPS", "CHECKS", "DETAIL"]]
+    for s in status.services:
+        up = sum(1 for c in s.checks if c.status == "up")
+        rows.append(
+            [
+                s.name + (" (drained)" if s.drained else ""),
+                str(s.decision),
+                str(s.reason),
+                ",".join(str(v) for v in s.vips),
+                f"{up}/{len(s.checks)}",
+                s.detail,
+            ]
+        )
+    if len(rows) > 1:
+        _table(rows, out)
+    else:
+        out.write("no services\n")
+    out.write("\n")
+    prow = [["PEER", "ASN", "TYPE", "STATE", "ROUTES", "REASON"]]
+    for p in status.peers:
+        prow.append(
+            [p.address, str(p.asn), str(p.type), str(p.state), str(p.routes_advertised), p.reason]
+        )
+    if len(prow) > 1:
+        _table(prow, out)
+    else:
+        out.write("no peers\n")
+    bad = [q for q in status.prerequisites if not q.ok]
+    for q in bad:
+        out.write(
+            f"\nprerequisite {q.name} FAILED: {q.detail}" + (f" (fix: {q.fix})" if q.fix else "")
+        )
+    if bad:
+        out.write("\n")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _wait_withdrawn(
+    target: Target, service: str | None, out: TextIO, sleep: Callable[[float], None]
+) -> None:
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while True:
+        status = StatusResponse.model_validate(request(target, "GET", "/api/v1/status"))
+        services = status.services if service is None else [status.service(service)]
+        if any(s is None for s in services):
+            raise ClientError(f"service {service} disappeared from the agent", EXIT_REFUSED)
+        if all(s is not None and s.decision == "withdraw" for s in services):
+            out.write("withdrawn\n")
+            return
+        if time.monotonic() >= deadline:
+            raise ClientError(f"still announced after {WAIT_TIMEOUT:g} s")
+        sleep(WAIT_POLL)
+
+
+def run_client_command(
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """The ``status``, ``drain``, ``undrain`` and ``reload`` subcommands."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        target = resolve_target(args)
+        cmd: str = args.command
+        if cmd == "status":
+            data = request(target, "GET", "/api/v1/status")
+            if getattr(args, "json", False):
+                out.write(json.dumps(data, indent=2) + "\n")
+            else:
+                print_status(StatusResponse.model_validate(data), out)
+        elif cmd in ("drain", "undrain"):
+            service = None if args.all else args.service
+            path = (
+                f"/api/v1/{cmd}"
+                if service is None
+                else f"/api/v1/services/{urllib.parse.quote(service, safe='')}/{cmd}"
+            )
+            request(target, "POST", path, _token(target))
+            out.write(f"{cmd}ed {service or 'node'}\n")
+            if cmd == "drain" and getattr(args, "wait", False):
+                _wait_withdrawn(target, service, out, sleep)
+        elif cmd == "reload":
+            result = request(target, "POST", "/api/v1/reload", _token(target))
+            changed = ", ".join(result.get("changed_services", [])) or "none"
+            out.write(f"reloaded; changed services: {changed}\n")
+        else:
+            raise ClientError(f"unknown command {cmd}", EXIT_REFUSED)
+    except ClientError as e:
+        err.write(f"bgp-lb {args.command}: {e}\n")
+        return e.code
+    return EXIT_OK
