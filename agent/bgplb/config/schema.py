@@ -1,7 +1,7 @@
-"""The configuration file: the only module that knows its formats.
+"""The config schema: frozen pydantic models, one per section, unknown keys rejected.
 
-``load_config(path)`` returns a frozen, validated :class:`Config` or raises :class:`ConfigError`
-carrying every problem as ``(field path, reason)``. Nothing else in the agent sees raw dicts.
+Field-level rules live here (types, ranges, formats). Rules that relate several fields or
+sections are in :mod:`.crosschecks`; both run in :func:`bgplb.config.parse_config`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,28 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
-from .model import ForwardMethod, IPAddress, PeerType, Protocol, RouteAttributes, ServiceMode
+from ..model import ForwardMethod, PeerType, Protocol, RouteAttributes, ServiceMode
+from .fields import (
+    GSHUT,
+    Community,
+    ExtendedCommunity,
+    IPAddr,
+    IPv4Addr,
+    IPv6Addr,
+    LargeCommunity,
+    Vip,
+)
+
+__all__ = ["GSHUT"]
 
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
-SCHEDULERS = frozenset({"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos"})
-GSHUT = "65535:0"
+CHECK_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
+SCHEDULERS = frozenset(
+    {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos"}
+)
 
 
 class Strict(BaseModel):
@@ -33,18 +48,18 @@ class LogConfig(Strict):
 
 
 class ApiConfig(Strict):
-    listen: IPAddress = ipaddress.IPv4Address("127.0.0.1")
+    listen: IPAddr = ipaddress.IPv4Address("127.0.0.1")
     port: int = Field(default=9180, ge=1, le=65535)
     token_file: Path | None = None  # bearer token for mutating endpoints; none = they are disabled
-    metrics_listen: IPAddress | None = None  # /metrics on its own listener as well
+    metrics_listen: IPAddr | None = None  # /metrics on its own listener as well
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
 
 class NodeConfig(Strict):
-    router_id: ipaddress.IPv4Address
+    router_id: IPv4Addr
     local_as: int = Field(ge=1, le=4294967295)
-    backend_v4: ipaddress.IPv4Address | None = None  # node's own address for the local backend
-    backend_v6: ipaddress.IPv6Address | None = None  # (defaults: v4 = router_id; v6 = required)
+    backend_v4: IPv4Addr | None = None  # node's own address for the local backend
+    backend_v6: IPv6Addr | None = None  # (defaults: v4 = router_id; v6 = required)
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
     state_dir: Path = Path("/var/lib/bgp-lb")
@@ -65,13 +80,13 @@ class NodeConfig(Strict):
 
 
 class PeerConfig(Strict):
-    address: IPAddress
+    address: IPAddr
     asn: int = Field(ge=1, le=4294967295)
     name: str | None = None
     port: int = Field(default=179, ge=1, le=65535)
-    local_address: IPAddress | None = None
-    next_hop_v4: ipaddress.IPv4Address | None = None
-    next_hop_v6: ipaddress.IPv6Address | None = None
+    local_address: IPAddr | None = None
+    next_hop_v4: IPv4Addr | None = None
+    next_hop_v6: IPv6Addr | None = None
     hold_time: int = Field(default=9, ge=0, le=65535)
     md5_password_file: Path | None = None
     passive: bool = False
@@ -84,6 +99,15 @@ class PeerConfig(Strict):
     def peer_type(self, local_as: int) -> PeerType:
         return PeerType.IBGP if self.asn == local_as else PeerType.EBGP
 
+    @field_validator("hold_time")
+    @classmethod
+    def _rfc4271_hold_time(cls, v: int) -> int:
+        if 0 < v < 3:
+            raise PydanticCustomError(
+                "hold_time", "hold time {value} s: must be 0 or at least 3 (RFC 4271)", {"value": v}
+            )
+        return v
+
 
 # --------------------------------------------------------------------------- checks
 
@@ -95,33 +119,71 @@ class CheckBase(Strict):
     timeout: float = Field(default=1.0, gt=0, le=3600)
     rise: int = Field(default=3, ge=1, le=100)
     fall: int = Field(default=2, ge=1, le=100)
-    source_address: IPAddress | None = None
+    source_address: IPAddr | None = None
 
     @property
     def label(self) -> str:
-        return self.name or self.type  # type: ignore[attr-defined, no-any-return]
+        return self.name or self.type  # type: ignore[attr-defined]
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str | None) -> str | None:
+        if v is not None and not CHECK_NAME_RE.match(v):
+            raise PydanticCustomError(
+                "check_name",
+                "'{value}' is not a valid check name "
+                "(1-64 characters: letters, digits, '_', '.', ':', '-')",
+                {"value": v},
+            )
+        return v
 
 
 class HttpCheck(CheckBase):
     type: Literal["http", "https"]
     port: int | None = Field(default=None, ge=1, le=65535)  # default: the target port
-    address: IPAddress | None = None  # default: the backend/real server address
+    address: IPAddr | None = None  # default: the backend/real server address
     path: str = "/"
-    expect_status: tuple[int, ...] = ()  # empty = any 2xx
+    expect_status: tuple[Annotated[int, Field(ge=100, le=599)], ...] = ()  # empty = any 2xx
     host: str | None = None
     verify_tls: bool = True
     body_match: str | None = None  # regular expression searched in the body
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, v: str) -> str:
+        if not v.startswith("/") or any(c.isspace() for c in v):
+            raise PydanticCustomError(
+                "http_path", "'{value}' must start with '/' and contain no spaces", {"value": v}
+            )
+        return v
+
+    @field_validator("body_match")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise PydanticCustomError(
+                    "regex",
+                    "'{value}' is not a valid regular expression: {why}",
+                    {"value": v, "why": str(e)},
+                ) from None
+        return v
 
 
 class TcpCheck(CheckBase):
     type: Literal["tcp"]
     port: int | None = Field(default=None, ge=1, le=65535)
-    address: IPAddress | None = None
+    address: IPAddr | None = None
 
 
 class IcmpCheck(CheckBase):
     type: Literal["icmp"]
-    addresses: tuple[IPAddress, ...] = Field(min_length=1)
+    addresses: tuple[IPAddr, ...] = Field(min_length=1)
+    require: Literal["all", "any"] = (
+        "all"  # "any": healthy if one address answers (the seed's rule)
+    )
 
 
 class ExecCheck(CheckBase):
@@ -137,9 +199,9 @@ Check = Annotated[HttpCheck | TcpCheck | IcmpCheck | ExecCheck, Field(discrimina
 
 
 class AttributesConfig(Strict):
-    communities: tuple[str, ...] = ()
-    large_communities: tuple[str, ...] = ()
-    extended_communities: tuple[str, ...] = ()
+    communities: tuple[Community, ...] = ()
+    large_communities: tuple[LargeCommunity, ...] = ()
+    extended_communities: tuple[ExtendedCommunity, ...] = ()
     as_path_prepend: int = Field(default=0, ge=0, le=16)  # extra copies of our own AS
     med: int | None = Field(default=None, ge=0, le=4294967295)
     local_pref: int | None = Field(default=None, ge=0, le=4294967295)
@@ -178,12 +240,16 @@ class PortConfig(Strict):
     @classmethod
     def _known_scheduler(cls, v: str) -> str:
         if v not in SCHEDULERS:
-            raise ValueError(f"unknown IPVS scheduler {v!r} (one of {', '.join(sorted(SCHEDULERS))})")
+            raise PydanticCustomError(
+                "scheduler",
+                "unknown IPVS scheduler '{value}' (one of {known})",
+                {"value": v, "known": ", ".join(sorted(SCHEDULERS))},
+            )
         return v
 
 
 class RealServerConfig(Strict):
-    address: IPAddress
+    address: IPAddr
     port: int | None = Field(default=None, ge=1, le=65535)  # default: each port's target port
     weight: int = Field(default=1, ge=0, le=65535)
     forward: ForwardMethod = ForwardMethod.MASQ
@@ -192,7 +258,7 @@ class RealServerConfig(Strict):
 
 class ServiceConfig(Strict):
     name: str
-    vips: tuple[IPAddress, ...] = Field(min_length=1)
+    vips: tuple[Vip, ...] = Field(min_length=1)
     mode: ServiceMode = ServiceMode.IPVS
     interface: str | None = None  # announce mode: the existing interface holding the VIP
     ports: tuple[PortConfig, ...] = ()
@@ -204,13 +270,15 @@ class ServiceConfig(Strict):
     attributes: StateAttributes = StateAttributes()
     drain_delay: float | None = Field(default=None, ge=0, le=3600)  # default: node.drain_delay
 
-    @field_validator("name")
+    @field_validator("name", "interface")
     @classmethod
-    def _ifname(cls, v: str) -> str:
-        if not IFNAME_RE.match(v):
-            raise ValueError(
-                f"{v!r} is not a valid Linux interface name "
-                "(1-15 characters: letters, digits, '_', '-', '.')"
+    def _ifname(cls, v: str | None) -> str | None:
+        if v is not None and not IFNAME_RE.match(v):
+            raise PydanticCustomError(
+                "ifname",
+                "'{value}' is not a valid Linux interface name "
+                "(1-15 characters: letters, digits, '_', '-', '.')",
+                {"value": v},
             )
         return v
 
@@ -219,11 +287,6 @@ class Config(Strict):
     node: NodeConfig
     peers: tuple[PeerConfig, ...] = Field(min_length=1)
     services: tuple[ServiceConfig, ...] = ()
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Config:
-        # Filled in by the cross-check functions; see ``check_config``.
-        return self
 
     def service(self, name: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.name == name), None)

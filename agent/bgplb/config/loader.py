@@ -1,0 +1,163 @@
+"""Reading, decoding and validating a config file. Every problem becomes a ``ConfigIssue``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ValidationError
+
+from .crosschecks import check_config
+from .issues import ConfigError, ConfigIssue, issues_from_validation
+from .schema import Config
+from .seed import convert_seed, is_seed_format, seed_issue
+
+MAX_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    """A config with how it was written: ``data`` is the native layout before defaults."""
+
+    config: Config
+    format: Literal["native", "seed"]
+    data: Any
+    notes: tuple[str, ...] = ()
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable key: construct_mapping reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def decode(text: str, name: str, json_only: bool = False) -> object:
+    """YAML (or JSON) text to plain data; syntax errors become ``<name>: line N: ...``."""
+    if json_only:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(
+                [ConfigIssue(name, f"line {e.lineno}: {e.msg} (column {e.colno})")]
+            ) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        what = " ".join(x for x in (e.context, e.problem) if x)
+        raise ConfigError([ConfigIssue(name, f"{line}{what}")]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([ConfigIssue(name, f"not valid YAML: {e}")]) from None
+    except RecursionError:
+        raise ConfigError([ConfigIssue(name, "nested too deeply")]) from None
+
+
+def read_config_data(path: str | Path) -> object:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise ConfigError([ConfigIssue(str(path), f"cannot read: {e.strerror or e}")]) from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError([ConfigIssue(str(path), f"larger than {MAX_BYTES} bytes")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError([ConfigIssue(str(path), f"not UTF-8 text (byte {e.start})")]) from None
+    return decode(text, str(path), json_only=path.suffix.lower() == ".json")
+
+
+def parse(data: object) -> ParsedConfig:
+    """Validate decoded data (native or seed layout) into a :class:`ParsedConfig`."""
+    if data is None:
+        raise ConfigError([ConfigIssue("", "the config is empty")])
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "", f"the top level must be a mapping of keys, not a {type(data).__name__}"
+                )
+            ]
+        )
+    if is_seed_format(data):
+        native, notes, issues = convert_seed(data)
+        if not native:
+            raise ConfigError(issues)
+        try:
+            config = _validate(native)
+        except ConfigError as e:
+            raise ConfigError(issues + [seed_issue(i) for i in e.errors]) from None
+        if issues:
+            raise ConfigError(issues)
+        return ParsedConfig(config, "seed", native, tuple(notes))
+    return ParsedConfig(_validate(data), "native", data)
+
+
+def _validate(data: dict[Any, Any]) -> Config:
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(issues_from_validation(e, Config)) from None
+    except (RecursionError, ValueError) as e:  # pragma: no cover - defensive: never a traceback
+        raise ConfigError([ConfigIssue("", f"cannot validate: {e}")]) from None
+    issues = check_config(config)
+    if issues:
+        raise ConfigError(issues)
+    return config
+
+
+def parse_config(data: object) -> Config:
+    """Already-decoded YAML/JSON to a validated config (detects the seed format). Pure."""
+    return parse(data).config
+
+
+def load(path: str | Path) -> ParsedConfig:
+    """Read and validate a file, then check the files it names exist (runtime problems)."""
+    parsed = parse(read_config_data(path))
+    issues = check_files(parsed.config)
+    if issues:
+        raise ConfigError(issues)
+    return parsed
+
+
+def load_config(path: str | Path) -> Config:
+    return load(path).config
+
+
+def check_files(config: Config) -> list[ConfigIssue]:
+    """Secret files the config names must be readable, non-empty regular files."""
+    wanted: list[tuple[str, Path | None]] = [("node.api.token_file", config.node.api.token_file)]
+    wanted += [
+        (f"peers[{i}].md5_password_file", p.md5_password_file) for i, p in enumerate(config.peers)
+    ]
+    issues = []
+    for field, file in wanted:
+        if file is None:
+            continue
+        try:
+            with file.open("rb") as f:
+                empty = not f.read(1)
+        except OSError as e:
+            issues.append(ConfigIssue(field, f"{file}: cannot read: {e.strerror or e}"))
+            continue
+        if empty:
+            issues.append(ConfigIssue(field, f"{file}: the file is empty"))
+    return issues
