@@ -94,6 +94,11 @@ K = TypeVar("K", bound=CheckKeyLike)
 DataplaneSource = Callable[[], ObservedDataplane | None]
 
 
+def _by_text(item: tuple[object, object]) -> str:
+    """Sort key for mixed IPv4/IPv6 keys (ipaddress refuses to compare across versions)."""
+    return str(item[0])
+
+
 def _target_label(target: str | None) -> str:
     return target if target is not None else ""
 
@@ -120,14 +125,14 @@ class IPVSCollector(Collector):
                 vs_labels,
                 (
                     ([str(k.vip), str(k.port), str(k.protocol)], c)
-                    for k, c in sorted(observed.service_counters.items())
+                    for k, c in sorted(observed.service_counters.items(), key=_by_text)
                 ),
             )
         )
         if self.per_real_server:
             rs = (
                 ([str(k.service.vip), str(k.service.port), str(k.service.protocol), str(k)], c)
-                for k, c in sorted(observed.real_server_counters.items())
+                for k, c in sorted(observed.real_server_counters.items(), key=_by_text)
             )
             out += _families(
                 "bgplb_ipvs_real_server", "real server", [*vs_labels, "real_server"], rs
