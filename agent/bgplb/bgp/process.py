@@ -1,0 +1,75 @@
+"""ExaBGP as a child process: spawn with fate sharing, forward its log, terminate it.
+
+Fate sharing: every spawn sets PR_SET_PDEATHSIG=SIGKILL in the child (preexec_fn), so ExaBGP
+is killed by the kernel when the agent dies, even by SIGKILL: no orphan keeps announcing. The
+death signal fires when the *thread* that forked exits, so spawn only from the event-loop
+thread (asyncio.create_subprocess_exec does the fork there). The child re-checks its parent
+after prctl, closing the race with a parent that died in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _pdeathsig_preexec(parent: int) -> Callable[[], None]:
+    def preexec() -> None:
+        if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+async def spawn(argv: Sequence[str], env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """Start ``argv`` with stdout+stderr piped (merged), stdin closed, in its own session
+    (a terminal's ^C reaches the agent, which withdraws first), dying with the agent."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(env),
+        start_new_session=True,
+        preexec_fn=_pdeathsig_preexec(os.getpid()),
+    )
+
+
+async def forward_output(
+    stream: asyncio.StreamReader, logger: logging.Logger, scrub: Callable[[str], str]
+) -> None:
+    """Every line ExaBGP prints goes to ``logger`` at WARNING, secrets scrubbed."""
+    while True:
+        try:
+            line = await stream.readline()
+        except (ValueError, OSError):  # an over-long line or a closed pipe
+            continue
+        if not line:
+            return
+        text = scrub(line.decode("utf-8", errors="replace").rstrip())
+        if text:
+            logger.warning("%s", text)
+
+
+async def terminate(proc: asyncio.subprocess.Process, grace: float) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps. Returns the exit code."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            return await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    return await proc.wait()
