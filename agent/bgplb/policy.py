@@ -1,0 +1,317 @@
+"""Pure: what the node should have and announce, from config + health + admin state + time.
+
+``desired_state`` never looks at the kernel. The desired dataplane depends only on the config
+and on real-server health (weights): a failed service check withdraws the routes but leaves the
+VIP and IPVS in place. ``announceable`` then drops the routes whose VIP or IPVS service is not
+really there after the plan was applied.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from .admin import AdminState
+from .config import (
+    Config,
+    NodeConfig,
+    PeerConfig,
+    PortConfig,
+    ServiceConfig,
+    ServiceState,
+    route_attributes,
+)
+from .health.targets import real_server_target
+from .health.tracker import CheckKey, CheckState, HealthSnapshot
+from .model import (
+    AddressSpec,
+    CheckStatus,
+    DataplaneState,
+    Decision,
+    ForwardMethod,
+    IPAddress,
+    IPNetwork,
+    LinkSpec,
+    ObservedDataplane,
+    PeerKey,
+    RealServerKey,
+    RealServerSpec,
+    Reason,
+    Route,
+    RouteSet,
+    ServiceMode,
+    VirtualServiceKey,
+    VirtualServiceSpec,
+)
+
+
+@dataclass(frozen=True)
+class ServiceDecision:
+    name: str
+    decision: Decision
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class VipNeed:
+    """What one VIP of a service needs in the kernel before its routes may be announced."""
+
+    service: str
+    vip: IPAddress
+    address: AddressSpec
+    link: LinkSpec | None  # our dummy link (ipvs mode)
+    virtual_services: frozenset[VirtualServiceKey]
+    shared: bool  # announce mode: the address may be configured by someone else
+
+
+@dataclass(frozen=True)
+class Desired:
+    dataplane: DataplaneState
+    services: Mapping[str, ServiceDecision]
+    routes: RouteSet
+    vips: tuple[VipNeed, ...] = ()
+
+
+def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now: float) -> Desired:
+
+    links: set[LinkSpec] = set()
+    addresses: set[AddressSpec] = set()
+    services: set[VirtualServiceSpec] = set()
+    real_servers: set[RealServerSpec] = set()
+    needs: list[VipNeed] = []
+    decisions: dict[str, ServiceDecision] = {}
+    routes: dict[PeerKey, set[Route]] = defaultdict(set)
+    for svc in config.services:
+        if svc.mode is ServiceMode.IPVS:
+            links.add(LinkSpec(svc.name))
+        for vip in svc.vips:
+            need = _vip_objects(config.node, svc, vip, health, services, real_servers)
+            needs.append(need)
+            addresses.add(need.address)
+        decision = decide(config.node, svc, health, admin, now)
+        decisions[svc.name] = decision
+        state = _ROUTE_STATE.get(decision.decision)
+        if state is None:
+            continue
+        for peer in config.peers:
+            attrs = route_attributes(svc, state, peer, config.node.local_as)
+            for vip in svc.vips:
+                ok, next_hop = _next_hop(peer, vip)
+                if ok:
+                    prefix = _host_prefix(vip)
+                    routes[peer.key].add(Route(prefix, next_hop, attrs, service=svc.name))
+    return Desired(
+        dataplane=DataplaneState(
+            frozenset(links), frozenset(addresses), frozenset(services), frozenset(real_servers)
+        ),
+        services=decisions,
+        routes=freeze_routes(routes),
+        vips=tuple(needs),
+    )
+
+
+_ROUTE_STATE: Mapping[Decision, ServiceState] = {
+    Decision.ANNOUNCE: "healthy",
+    Decision.DEGRADED: "degraded",
+    Decision.DRAINING: "draining",
+}
+
+
+def decide(
+    node: NodeConfig,
+    svc: ServiceConfig,
+    states: HealthSnapshot,
+    admin: AdminState,
+    now: float,
+) -> ServiceDecision:
+    """Health first, then the drain (which wins: a drained service never announces normally)."""
+    reason, detail = _health(svc, states)
+    if reason is Reason.HEALTHY:
+        decision = Decision.ANNOUNCE
+    elif reason is not Reason.STARTING and svc.on_down == "announce_degraded":
+        decision = Decision.DEGRADED
+    else:
+        decision = Decision.WITHDRAW
+    drains = [
+        (t, r)
+        for t, r in (
+            (admin.drained.get(svc.name), Reason.DRAINING),
+            (admin.node_drained_at, Reason.NODE_DRAINING),
+        )
+        if t is not None
+    ]
+    if drains:
+        since, drain_reason = min(drains, key=lambda d: d[0])
+        delay = svc.drain_delay if svc.drain_delay is not None else node.drain_delay
+        within = now - since < delay
+        # An unhealthy service is not re-announced just because it is being drained.
+        drained = Decision.DRAINING if within and decision is not Decision.WITHDRAW else None
+        health_note = "" if reason is Reason.HEALTHY else f"{reason}: {detail}".rstrip(": ")
+        return ServiceDecision(svc.name, drained or Decision.WITHDRAW, drain_reason, health_note)
+    return ServiceDecision(svc.name, decision, reason, detail)
+
+
+def announceable(
+    desired: Desired,
+    observed: ObservedDataplane,
+    conflicts: Mapping[str, str] | None = None,
+) -> tuple[RouteSet, Mapping[str, ServiceDecision]]:
+    """Keep only the routes whose VIP (and, ipvs mode, every virtual service) is really there."""
+    conflicts = conflicts or {}
+    owned_services = observed.owned.service_keys()
+    missing: dict[str, dict[IPAddress, tuple[Reason, str]]] = defaultdict(dict)
+    for need in desired.vips:
+        present = need.address in observed.owned.addresses or (
+            need.shared and need.address in observed.foreign_addresses
+        )
+        if need.service in conflicts and not (present and need.virtual_services <= owned_services):
+            missing[need.service][need.vip] = (Reason.DATAPLANE_CONFLICT, conflicts[need.service])
+        elif not present:
+            missing[need.service][need.vip] = (
+                Reason.VIP_MISSING,
+                f"{need.address.address} is not on {need.address.ifname}",
+            )
+        else:
+            absent = sorted(need.virtual_services - owned_services)
+            if absent:
+                missing[need.service][need.vip] = (
+                    Reason.IPVS_MISSING,
+                    f"no IPVS service {absent[0]}",
+                )
+    routes = freeze_routes(
+        {
+            peer: (r for r in rs if r.prefix.network_address not in missing.get(r.service, {}))
+            for peer, rs in desired.routes.items()
+        }
+    )
+    decisions = dict(desired.services)
+    vip_count: dict[str, int] = defaultdict(int)
+    for need in desired.vips:
+        vip_count[need.service] += 1
+    for name, bad in missing.items():
+        current = decisions.get(name)
+        if current is None:
+            continue
+        reason, detail = next(iter(bad.values()))
+        all_gone = len(bad) >= vip_count[name]
+        if current.decision is Decision.WITHDRAW and reason is not Reason.DATAPLANE_CONFLICT:
+            continue
+        decision = Decision.WITHDRAW if all_gone else current.decision
+        decisions[name] = replace(current, decision=decision, reason=reason, detail=detail)
+    return routes, decisions
+
+
+def freeze_routes(routes: Mapping[PeerKey, Iterable[Route]]) -> RouteSet:
+    """The canonical form of a route set: frozensets, peers with no routes left out."""
+    out = {peer: frozenset(rs) for peer, rs in routes.items()}
+    return {peer: rs for peer, rs in sorted(out.items()) if rs}
+
+
+def same_routes(a: RouteSet, b: RouteSet) -> bool:
+    """Equal as route sets (a peer with an empty set is the same as a missing peer)."""
+    return freeze_routes(a) == freeze_routes(b)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _never_up(state: CheckState | None) -> bool:
+    return state is None or (state.status is not CheckStatus.UP and state.changed_at is None)
+
+
+def _is_up(state: CheckState | None) -> bool:
+    return state is not None and state.status is CheckStatus.UP
+
+
+def _health(svc: ServiceConfig, states: HealthSnapshot) -> tuple[Reason, str]:
+    failed: list[str] = []
+    starting: list[str] = []
+    for check in svc.checks:
+        state = states.get(CheckKey(svc.name, None, check.label))
+        if _never_up(state):
+            starting.append(check.label)
+        elif not _is_up(state):
+            failed.append(check.label)
+    if failed:
+        return Reason.CHECK_FAILED, ", ".join(failed)
+    if starting:
+        return Reason.STARTING, ", ".join(starting)
+    if svc.mode is ServiceMode.IPVS and svc.real_servers:
+        up = 0
+        all_new = True
+        for rs in svc.real_servers:
+            rs_states = [
+                states.get(CheckKey(svc.name, real_server_target(svc, rs), c.label))
+                for c in rs.checks
+            ]
+            if all(_is_up(s) for s in rs_states):
+                up += 1 if rs.weight > 0 else 0
+            elif not all(_never_up(s) for s in rs_states if not _is_up(s)):
+                all_new = False
+        if up < svc.min_healthy:
+            reason = Reason.STARTING if all_new else Reason.BELOW_MIN_HEALTHY
+            return reason, f"{up}/{len(svc.real_servers)} real servers up (min {svc.min_healthy})"
+    return Reason.HEALTHY, ""
+
+
+def _vip_objects(
+    node: NodeConfig,
+    svc: ServiceConfig,
+    vip: IPAddress,
+    states: HealthSnapshot,
+    services: set[VirtualServiceSpec],
+    real_servers: set[RealServerSpec],
+) -> VipNeed:
+    if svc.mode is ServiceMode.ANNOUNCE:
+        address = AddressSpec(svc.interface or "lo", vip)
+        return VipNeed(svc.name, vip, address, None, frozenset(), shared=True)
+    keys: set[VirtualServiceKey] = set()
+    for port in svc.ports:
+        key = VirtualServiceKey(vip, port.port, port.protocol)
+        keys.add(key)
+        services.add(VirtualServiceSpec(key, port.scheduler, port.persistence))
+        real_servers.update(_real_servers(node, svc, key, port, states))
+    return VipNeed(
+        svc.name, vip, AddressSpec(svc.name, vip), LinkSpec(svc.name), frozenset(keys), False
+    )
+
+
+def _real_servers(
+    node: NodeConfig,
+    svc: ServiceConfig,
+    key: VirtualServiceKey,
+    port: PortConfig,
+    states: HealthSnapshot,
+) -> Iterable[RealServerSpec]:
+    if not svc.real_servers:
+        own = node.local_backend_v4 if key.vip.version == 4 else node.backend_v6
+        if own is not None:
+            yield RealServerSpec(RealServerKey(key, own, port.target), 1, ForwardMethod.MASQ)
+        return
+    for rs in svc.real_servers:
+        if rs.address.version != key.vip.version:
+            continue
+        rs_states = [
+            states.get(CheckKey(svc.name, real_server_target(svc, rs), c.label)) for c in rs.checks
+        ]
+        healthy = all(_is_up(s) for s in rs_states)
+        if not healthy and svc.unhealthy_real_server == "remove":
+            continue
+        weight = rs.weight if healthy else 0
+        rs_key = RealServerKey(key, rs.address, rs.port or port.target)
+        yield RealServerSpec(rs_key, weight, rs.forward)
+
+
+def _next_hop(peer: PeerConfig, vip: IPAddress) -> tuple[bool, IPAddress | None]:
+    """(announceable to this peer, next hop: None = self)."""
+    explicit = peer.next_hop_v4 if vip.version == 4 else peer.next_hop_v6
+    if explicit is not None:
+        return True, explicit
+    return peer.address.version == vip.version, None
+
+
+def _host_prefix(vip: IPAddress) -> IPNetwork:
+    return ipaddress.ip_network(vip)
