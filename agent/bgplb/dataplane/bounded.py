@@ -1,0 +1,55 @@
+"""Every kernel call made through pyroute2 goes through :func:`bounded`: a deadline, one error.
+
+pyroute2 raises its own ``NetlinkError`` (the kernel's errno in ``.code``) or ``OSError``;
+callers here only ever see :class:`KernelCallError` (a :class:`DataplaneError`) and look at
+its errno when they treat "already there" / "already gone" as success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import AsyncIterable, Awaitable
+from typing import Any, TypeVar
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .base import DataplaneError
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 5.0
+
+EXISTS = frozenset({errno.EEXIST})
+# "Not there" as the different subsystems say it: ENOENT (dest), ESRCH (IPVS service),
+# EADDRNOTAVAIL (address), ENODEV (link).
+MISSING = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV})
+
+
+class KernelCallError(DataplaneError):
+    """A kernel call failed; ``code`` is the errno (0 when unknown, e.g. a timeout)."""
+
+    def __init__(self, what: str, code: int, detail: str) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.what = what
+        self.code = code
+
+
+async def bounded(call: Awaitable[T], limit: float, what: str) -> T:
+    """Await ``call`` for at most ``limit`` seconds; failures become :class:`KernelCallError`."""
+    try:
+        return await asyncio.wait_for(call, limit)
+    except TimeoutError as e:
+        raise KernelCallError(what, 0, f"no answer from the kernel within {limit:g}s") from e
+    except (NetlinkError, OSError) as e:
+        code = int(getattr(e, "code", 0) or getattr(e, "errno", 0) or 0)
+        reason = errno.errorcode.get(code, str(code))
+        raise KernelCallError(what, code, f"{reason} ({e})") from e
+
+
+async def collect(messages: Awaitable[Any]) -> list[Any]:
+    """The messages of a dump, whether pyroute2 returns a list or an async generator."""
+    result = await messages
+    if isinstance(result, AsyncIterable):
+        return [m async for m in result]
+    return list(result)

@@ -1,0 +1,327 @@
+"""The real dataplane: dummy links, VIPs and IPVS through pyroute2 netlink (no ip/ipvsadm).
+
+Ownership: an object is ours if it is in the ownership record (``<state_dir>/dataplane.json``)
+or carries our kernel-side tag (link alias ``bgp-lb`` on a dummy link; address protocol
+``ADDRESS_PROTO``). Everything else is foreign and never modified: ``observe()`` reports it
+(so the planner can see collisions), ``apply()`` refuses to claim it.
+
+``apply()`` is idempotent: adding what exists is fine, removing what is gone is fine. The
+record is written before an object is created and after it is removed, so after a crash it
+still names everything we may have made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from ..model import (
+    AddAddress,
+    AddRealServer,
+    AddressSpec,
+    AddVirtualService,
+    DataplaneAction,
+    DataplaneState,
+    EnsureLink,
+    LinkSpec,
+    ObservedDataplane,
+    RealServerKey,
+    RealServerSpec,
+    RemoveAddress,
+    RemoveLink,
+    RemoveRealServer,
+    RemoveVirtualService,
+    UpdateRealServer,
+    UpdateVirtualService,
+    VirtualServiceKey,
+    VirtualServiceSpec,
+)
+from .base import DataplaneError
+from .bounded import DEFAULT_TIMEOUT, KernelCallError
+from .events import LinkEventWatcher
+from .ipvs import IpvsSnapshot, IpvsTable
+from .ownership import OwnershipRecord, OwnershipStore
+from .rtnl import ADDRESS_PROTO, KernelAddress, KernelLink, Rtnl
+
+log = logging.getLogger(__name__)
+
+NO_IPVS = IpvsSnapshot(services={}, real_servers={}, service_counters={}, real_server_counters={})
+
+
+def owns_link(link: KernelLink, record: OwnershipRecord) -> bool:
+    """A dummy link with our alias, or one in the record that nobody re-tagged."""
+    if link.kind != "dummy":
+        return False
+    return link.tagged or (link.name in record.links and link.alias is None)
+
+
+def owns_address(addr: KernelAddress, record: OwnershipRecord) -> bool:
+    """A host address with our protocol tag, or an untagged one in the record (kernels < 6.1)."""
+    if not addr.host_route:
+        return False
+    if addr.proto is not None:
+        return addr.proto == ADDRESS_PROTO
+    return AddressSpec(addr.ifname, addr.address) in record.addresses
+
+
+class NetlinkDataplane:
+    def __init__(
+        self, state_dir: Path, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """``netns`` (a named network namespace) is for tests; the agent uses its own."""
+        self._store = OwnershipStore(Path(state_dir))
+        self._timeout = timeout
+        self._rtnl = Rtnl(netns, timeout)
+        self._ipvs = IpvsTable(netns, timeout)
+        self._netns = netns
+        self._watcher: LinkEventWatcher | None = None
+        self._lock = asyncio.Lock()
+        self.ipvs_error: str | None = None  # why IPVS is unavailable, if it is
+
+    @property
+    def record(self) -> OwnershipRecord:
+        return self._store.record
+
+    # ------------------------------------------------------------------ Dataplane Protocol
+
+    async def start(self, wake: Callable[[], None]) -> None:
+        await self._rtnl.open()
+        await self._open_ipvs()
+        if self._watcher is None:
+            self._watcher = LinkEventWatcher(wake, self._netns)
+            await self._watcher.start(self._timeout)
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.stop()
+            self._watcher = None
+        self._rtnl.close()
+        self._ipvs.close()
+
+    async def observe(self) -> ObservedDataplane:
+        async with self._lock:
+            links = await self._rtnl.links()
+            addresses = await self._rtnl.addresses(links)
+            found = await self._ipvs_snapshot()
+            snapshot = found or NO_IPVS
+            record = self._store.record
+            owned_links = {x.name for x in links if x.up and owns_link(x, record)}
+            owned_addrs = {
+                AddressSpec(a.ifname, a.address) for a in addresses if owns_address(a, record)
+            }
+            owned_vs = {k: s for k, s in snapshot.services.items() if k in record.services}
+            owned_rs = {
+                k: r
+                for k, r in snapshot.real_servers.items()
+                if k in record.real_servers and k.service in owned_vs
+            }
+            names = frozenset(x.name for x in links)
+            ours_anyhow = {x.name for x in links if owns_link(x, record)}  # owned but down
+            observed = ObservedDataplane(
+                owned=DataplaneState(
+                    links=frozenset(LinkSpec(n) for n in owned_links),
+                    addresses=frozenset(owned_addrs),
+                    services=frozenset(owned_vs.values()),
+                    real_servers=frozenset(owned_rs.values()),
+                ),
+                foreign_links=names - ours_anyhow,
+                foreign_addresses=frozenset(
+                    AddressSpec(a.ifname, a.address)
+                    for a in addresses
+                    if AddressSpec(a.ifname, a.address) not in owned_addrs
+                ),
+                foreign_services=frozenset(snapshot.services.keys() - owned_vs.keys()),
+                interfaces=names,
+                service_counters={k: snapshot.service_counters[k] for k in owned_vs},
+                real_server_counters={k: snapshot.real_server_counters[k] for k in owned_rs},
+            )
+            self._prune(links, addresses, found)
+            return observed
+
+    async def apply(self, action: DataplaneAction) -> None:
+        async with self._lock:
+            try:
+                await self._apply(action)
+            except KernelCallError as e:
+                raise DataplaneError(f"{type(action).__name__}: {e}") from e
+
+    # ------------------------------------------------------------------ internals
+
+    async def _open_ipvs(self) -> bool:
+        try:
+            await self._ipvs.open()
+        except KernelCallError as e:
+            if self.ipvs_error is None:
+                log.warning("IPVS is not available (%s): virtual services cannot be managed", e)
+            self.ipvs_error = str(e)
+            return False
+        self.ipvs_error = None
+        return True
+
+    async def _ipvs_snapshot(self) -> IpvsSnapshot | None:
+        """Every IPVS object; None when the kernel has no IPVS (nothing to see or prune)."""
+        if not await self._open_ipvs():
+            return None
+        return await self._ipvs.snapshot()
+
+    async def _require_ipvs(self) -> None:
+        if not await self._open_ipvs():
+            raise DataplaneError(f"IPVS is not available: {self.ipvs_error}")
+
+    def _prune(
+        self,
+        links: list[KernelLink],
+        addresses: list[KernelAddress],
+        snapshot: IpvsSnapshot | None,
+    ) -> None:
+        """Forget record entries whose object is gone (or was taken over by someone else)."""
+        record = self._store.record
+        kept_links = {x.name for x in links if owns_link(x, record)}
+        kept_addrs = {
+            AddressSpec(a.ifname, a.address) for a in addresses if owns_address(a, record)
+        }
+        pruned = OwnershipRecord(
+            links=record.links & kept_links,
+            addresses=record.addresses & kept_addrs,
+            services=record.services,
+            real_servers=record.real_servers,
+        )
+        if snapshot is not None:
+            pruned = OwnershipRecord(
+                links=pruned.links,
+                addresses=pruned.addresses,
+                services=record.services & snapshot.services.keys(),
+                real_servers=record.real_servers & snapshot.real_servers.keys(),
+            )
+        if pruned != record:
+            log.info("ownership record: forgetting objects that are gone")
+            self._store.update(pruned)
+
+    async def _find_link(self, name: str) -> KernelLink | None:
+        return next((x for x in await self._rtnl.links() if x.name == name), None)
+
+    async def _apply(self, action: DataplaneAction) -> None:
+        match action:
+            case EnsureLink(link=spec):
+                await self._ensure_link(spec)
+            case RemoveLink(link=spec):
+                await self._remove_link(spec)
+            case AddAddress(address=spec):
+                await self._add_address(spec)
+            case RemoveAddress(address=spec):
+                await self._remove_address(spec)
+            case AddVirtualService(service=svc) | UpdateVirtualService(service=svc):
+                await self._put_service(svc)
+            case RemoveVirtualService(key=key):
+                await self._remove_service(key)
+            case AddRealServer(real_server=rs) | UpdateRealServer(real_server=rs):
+                await self._put_real_server(rs)
+            case RemoveRealServer(key=rkey):
+                await self._remove_real_server(rkey)
+            case _:  # pragma: no cover
+                raise DataplaneError(f"unknown action {action!r}")
+
+    async def _ensure_link(self, spec: LinkSpec) -> None:
+        store = self._store
+        link = await self._find_link(spec.name)
+        if link is not None and not owns_link(link, store.record):
+            raise DataplaneError(f"link {spec.name} exists and is not ours ({link.kind or 'nic'})")
+        store.update(store.record.with_link(spec.name))
+        if link is None:
+            await self._rtnl.add_dummy(spec.name)
+            link = await self._find_link(spec.name)
+            if link is None or link.kind != "dummy":
+                raise DataplaneError(f"link {spec.name} vanished or is not a dummy link")
+        await self._rtnl.tag_and_raise(link)
+
+    async def _remove_link(self, spec: LinkSpec) -> None:
+        store = self._store
+        link = await self._find_link(spec.name)
+        if link is not None and owns_link(link, store.record):
+            await self._rtnl.delete_link(link)
+        elif link is not None:
+            log.warning("not removing link %s: it is not ours", spec.name)
+        store.update(store.record.without_link(spec.name))
+
+    async def _kernel_address(
+        self, spec: AddressSpec
+    ) -> tuple[KernelLink | None, KernelAddress | None]:
+        links = await self._rtnl.links()
+        link = next((x for x in links if x.name == spec.ifname), None)
+        if link is None:
+            return None, None
+        found = [
+            a
+            for a in await self._rtnl.addresses([link])
+            if a.index == link.index and a.address == spec.address
+        ]
+        return link, (found[0] if found else None)
+
+    async def _add_address(self, spec: AddressSpec) -> None:
+        store = self._store
+        link, addr = await self._kernel_address(spec)
+        if link is None:
+            raise DataplaneError(f"cannot add {spec.address}: no interface {spec.ifname}")
+        if addr is not None:
+            if owns_address(addr, store.record):
+                return
+            raise DataplaneError(f"{spec.address} is already on {spec.ifname} and is not ours")
+        store.update(store.record.with_address(spec))
+        if not await self._rtnl.add_address(link.index, link.name, spec.address):
+            _, addr = await self._kernel_address(spec)  # lost a race: whose is it?
+            if addr is None or not owns_address(addr, store.record):
+                store.update(store.record.without_address(spec))
+                raise DataplaneError(f"{spec.address} appeared on {spec.ifname}: not ours")
+
+    async def _remove_address(self, spec: AddressSpec) -> None:
+        store = self._store
+        _, addr = await self._kernel_address(spec)
+        if addr is not None and owns_address(addr, store.record):
+            await self._rtnl.delete_address(addr)
+        elif addr is not None:
+            log.warning("not removing %s from %s: it is not ours", spec.address, spec.ifname)
+        store.update(store.record.without_address(spec))
+
+    async def _put_service(self, spec: VirtualServiceSpec) -> None:
+        await self._require_ipvs()
+        store = self._store
+        if spec.key in store.record.services:  # ours: change it in place, or make it again
+            if not await self._ipvs.set_service(spec):
+                await self._ipvs.add_service(spec)
+            return
+        store.update(store.record.with_service(spec.key))
+        if not await self._ipvs.add_service(spec):
+            store.update(store.record.without_service(spec.key))
+            raise DataplaneError(f"IPVS service {spec.key} exists and is not ours")
+
+    async def _remove_service(self, key: VirtualServiceKey) -> None:
+        store = self._store
+        if key not in store.record.services:
+            log.warning("not removing IPVS service %s: it is not ours", key)
+            return
+        await self._require_ipvs()
+        await self._ipvs.delete_service(key)
+        store.update(store.record.without_service(key))
+
+    async def _put_real_server(self, spec: RealServerSpec) -> None:
+        await self._require_ipvs()
+        store = self._store
+        if spec.key.service not in store.record.services:
+            raise DataplaneError(
+                f"IPVS service {spec.key.service} is not ours: not adding {spec.key}"
+            )
+        store.update(store.record.with_real_server(spec.key))
+        # A real server already in *our* service is claimed: the service is ours.
+        if not await self._ipvs.add_dest(spec) and not await self._ipvs.set_dest(spec):
+            await self._ipvs.add_dest(spec)
+
+    async def _remove_real_server(self, key: RealServerKey) -> None:
+        store = self._store
+        if key not in store.record.real_servers:
+            log.warning("not removing real server %s of %s: it is not ours", key, key.service)
+            return
+        await self._require_ipvs()
+        await self._ipvs.delete_dest(key)
+        store.update(store.record.without_real_server(key))
