@@ -1,0 +1,160 @@
+"""Pure: the ordered actions that take the kernel from what it has to what is desired.
+
+Additions first (links, addresses, virtual services, real servers), then removals in reverse
+dependency order (real servers, virtual services, addresses, links). Never flush-then-add:
+an object that is already right is left alone, one that differs is updated in place. Objects
+that are neither desired nor owned (foreign) are never touched; a desired object that collides
+with a foreign one is skipped and its service gets a conflict.
+
+``Plan.withdraw`` is what the speaker must be given *before* the actions run: the advertised
+routes minus those of every VIP that a removal takes away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .model import (
+    AddAddress,
+    AddRealServer,
+    AddressSpec,
+    AddVirtualService,
+    DataplaneAction,
+    DataplaneState,
+    EnsureLink,
+    IPAddress,
+    LinkSpec,
+    ObservedDataplane,
+    RemoveAddress,
+    RemoveLink,
+    RemoveRealServer,
+    RemoveVirtualService,
+    RouteSet,
+    UpdateRealServer,
+    UpdateVirtualService,
+    VirtualServiceKey,
+    action_vips,
+)
+from .policy import Desired, VipNeed, freeze_routes
+
+
+@dataclass(frozen=True)
+class Plan:
+    withdraw: RouteSet
+    actions: tuple[DataplaneAction, ...]
+    conflicts: Mapping[str, str] = field(default_factory=dict)  # service -> what collides
+    skipped: DataplaneState = field(default_factory=DataplaneState)  # desired, not to be made
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+
+def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) -> Plan:
+    want = desired.dataplane
+    have = observed.owned
+    skipped, conflicts = _skipped(desired.vips, want, observed)
+
+    actions: list[DataplaneAction] = []
+    actions += [EnsureLink(x) for x in sorted(want.links - have.links - skipped.links)]
+    actions += [AddAddress(x) for x in sorted(want.addresses - have.addresses - skipped.addresses)]
+
+    have_vs = {s.key: s for s in have.services}
+    for vs in sorted(want.services - skipped.services):
+        old = have_vs.get(vs.key)
+        if old is None:
+            actions.append(AddVirtualService(vs))
+        elif old != vs:
+            actions.append(UpdateVirtualService(vs))
+
+    have_rs = {r.key: r for r in have.real_servers}
+    for rs in sorted(want.real_servers - skipped.real_servers):
+        old_rs = have_rs.get(rs.key)
+        if old_rs is None:
+            actions.append(AddRealServer(rs))
+        elif old_rs != rs:
+            actions.append(UpdateRealServer(rs))
+
+    want_rs, want_vs = want.real_server_keys(), want.service_keys()
+    actions += [RemoveRealServer(k) for k in sorted(have_rs.keys() - want_rs)]
+    actions += [RemoveVirtualService(k) for k in sorted(have_vs.keys() - want_vs)]
+    actions += [RemoveAddress(x) for x in sorted(have.addresses - want.addresses)]
+    actions += [RemoveLink(x) for x in sorted(have.links - want.links)]
+
+    gone = vips_taken_away(actions, want)
+    withdraw = freeze_routes(
+        {
+            peer: (r for r in routes if r.prefix.network_address not in gone)
+            for peer, routes in advertised.items()
+        }
+    )
+    return Plan(withdraw, tuple(actions), conflicts, skipped)
+
+
+def vips_taken_away(
+    actions: Iterable[DataplaneAction], want: DataplaneState
+) -> frozenset[IPAddress]:
+    """VIPs whose routes must be withdrawn before ``actions`` run.
+
+    A removed address always counts. Removing a virtual service or real server counts only
+    when its VIP is no longer desired at all: dropping one real server (or one port) of a
+    VIP that stays announced must not withdraw and re-announce it, which would rehash the
+    flows of every other node.
+    """
+    kept = {a.address for a in want.addresses}
+    gone: set[IPAddress] = set()
+    for action in actions:
+        match action:
+            case RemoveAddress(address=a):
+                gone.add(a.address)
+            case RemoveVirtualService() | RemoveRealServer():
+                gone.update(v for v in action_vips(action) if v not in kept)
+            case _:
+                pass
+    return frozenset(gone)
+
+
+def _skipped(
+    needs: Iterable[VipNeed], want: DataplaneState, observed: ObservedDataplane
+) -> tuple[DataplaneState, Mapping[str, str]]:
+    """Desired objects the plan must not create, and the conflict (if any) per service."""
+    have = observed.owned
+    have_vs = have.service_keys()
+    foreign_ips = {a.address: a.ifname for a in observed.foreign_addresses}
+    links: set[LinkSpec] = set()
+    addresses: set[AddressSpec] = set()
+    vs_keys: set[VirtualServiceKey] = set()
+    conflicts: dict[str, str] = {}
+    for need in needs:
+        if need.address in have.addresses:
+            problem = ""
+        elif need.shared and need.address in observed.foreign_addresses:
+            addresses.add(need.address)  # already there, put by someone else: fine
+            continue
+        elif need.shared and need.address.ifname not in observed.interfaces:
+            problem = f"interface {need.address.ifname} does not exist"
+        elif need.vip in foreign_ips:
+            problem = f"address {need.vip} is already on {foreign_ips[need.vip]} (not ours)"
+        else:
+            problem = ""
+        link = need.link
+        if link is not None and link not in have.links and link.name in observed.foreign_links:
+            problem = f"link {link.name} exists and is not ours"
+            links.add(link)
+        clash = sorted(k for k in need.virtual_services - have_vs if k in observed.foreign_services)
+        if clash and not problem:
+            problem = f"IPVS service {clash[0]} exists and is not ours"
+        if not problem:
+            continue
+        conflicts.setdefault(need.service, problem)
+        if need.address not in have.addresses:
+            addresses.add(need.address)
+        vs_keys.update(need.virtual_services - have_vs)
+    skipped = DataplaneState(
+        links=frozenset(links),
+        addresses=frozenset(addresses),
+        services=frozenset(s for s in want.services if s.key in vs_keys),
+        real_servers=frozenset(r for r in want.real_servers if r.key.service in vs_keys),
+    )
+    return skipped, conflicts
