@@ -1,0 +1,174 @@
+"""Probes: one attempt of one check against its resolved target.
+
+A :class:`Prober` answers ``None`` (healthy) or a short reason (unhealthy) and honours the
+check's ``timeout`` itself. :class:`RealProber` does the real I/O: http(s) through one shared
+aiohttp session per source address (no keep-alive: every probe is a new connection), tcp
+connect, ICMP echo (:mod:`.icmp`) and commands (:mod:`.command`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+from typing import Protocol
+
+import aiohttp
+
+from ..config import ExecCheck, HttpCheck, IcmpCheck, TcpCheck
+from ..model import IPAddress
+from .command import Identity, run_command, unprivileged_identity
+from .icmp import Pinger
+from .targets import ResolvedCheck, hostport
+
+MAX_BODY = 1 << 20  # bytes of the body searched by ``body_match``
+MAX_ERROR = 200  # characters of an error kept in a result
+USER_AGENT = "bgp-lb-health"
+
+
+class Prober(Protocol):
+    async def probe(self, target: ResolvedCheck) -> str | None:
+        """None when healthy, else a short reason. Returns within ``target.timeout``."""
+        ...
+
+
+def describe(exc: BaseException) -> str:
+    """A short, stable reason for a failed probe (no addresses of Python objects)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        text = f"TLS certificate: {exc.certificate_error}"
+    elif isinstance(exc, aiohttp.ClientConnectorSSLError):
+        text = f"TLS: {exc.os_error}"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        text = f"connect: {exc.os_error.strerror or exc.os_error}"
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        text = "server disconnected"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:MAX_ERROR]
+
+
+def expected_status(check: HttpCheck, status: int) -> bool:
+    """``expect_status`` empty means any 2xx."""
+    if check.expect_status:
+        return status in check.expect_status
+    return 200 <= status < 300
+
+
+def http_url(check: HttpCheck, address: IPAddress, port: int) -> str:
+    path = check.path if check.path.startswith("/") else f"/{check.path}"
+    return f"{check.type}://{hostport(address, port)}{path}"
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await response.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+class RealProber:
+    """Does the real I/O. Create inside the event loop's lifetime; ``close()`` when done."""
+
+    def __init__(self, pinger: Pinger | None = None, identity: Identity | None = None) -> None:
+        self._sessions: dict[IPAddress | None, aiohttp.ClientSession] = {}
+        self._pinger = pinger or Pinger()
+        self._identity = identity
+        self._tls_verify = ssl.create_default_context()
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    async def probe(self, target: ResolvedCheck) -> str | None:
+        check = target.check
+        try:
+            async with asyncio.timeout(target.timeout):
+                if isinstance(check, HttpCheck):
+                    return await self._http(target, check)
+                if isinstance(check, TcpCheck):
+                    return await self._tcp(target, check)
+                if isinstance(check, IcmpCheck):
+                    # the pinger applies the timeout per address, reporting each reason
+                    return await self._pinger.ping(
+                        check.addresses,
+                        target.timeout * 0.98,
+                        check.source_address,
+                        require_all=check.require == "all",
+                    )
+                if isinstance(check, ExecCheck):
+                    identity = self._identity or unprivileged_identity()
+                    return await run_command(check.argv, check.env, target.timeout * 0.98, identity)
+        except TimeoutError:
+            return f"timeout after {target.timeout:g}s"
+        except (OSError, aiohttp.ClientError) as exc:
+            return describe(exc)
+        raise TypeError(f"unknown check type {type(check).__name__}")  # pragma: no cover
+
+    def _session(self, source: IPAddress | None) -> aiohttp.ClientSession:
+        session = self._sessions.get(source)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                force_close=True,  # no keep-alive: each probe opens its own connection
+                limit=0,
+                local_addr=(str(source), 0) if source is not None else None,
+                use_dns_cache=False,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),  # the probe's own timeout rules
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": USER_AGENT},
+                trust_env=False,
+            )
+            self._sessions[source] = session
+        return session
+
+    async def _http(self, target: ResolvedCheck, check: HttpCheck) -> str | None:
+        if target.address is None or target.port is None:
+            return "no port to check (set the check's port or the service's ports)"
+        tls: bool | ssl.SSLContext = True
+        if check.type == "https":
+            tls = self._tls_verify if check.verify_tls else False
+        headers = {"Host": check.host} if check.host else {}
+        server_hostname = check.host if check.type == "https" and check.host else None
+        session = self._session(check.source_address)
+        async with session.get(
+            http_url(check, target.address, target.port),
+            headers=headers,
+            ssl=tls,
+            server_hostname=server_hostname,
+            allow_redirects=False,
+        ) as response:
+            if not expected_status(check, response.status):
+                return f"HTTP status {response.status}"
+            if check.body_match is None:
+                return None
+            body = await read_body(response, MAX_BODY)
+        try:
+            pattern = re.compile(check.body_match)
+        except re.error as exc:
+            return f"invalid body_match: {exc}"
+        if pattern.search(body.decode("utf-8", errors="replace")) is None:
+            return f"body does not match {check.body_match!r}"
+        return None
+
+    async def _tcp(self, target: ResolvedCheck, check: TcpCheck) -> str | None:
+        if target.address is None or target.port is None:
+            return "no port to check (set the check's port or the service's ports)"
+        family = socket.AF_INET6 if target.address.version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            if check.source_address is not None:
+                sock.bind((str(check.source_address), 0))
+            await asyncio.get_running_loop().sock_connect(sock, (str(target.address), target.port))
+        return None

@@ -1,0 +1,247 @@
+"""Scheduling: every check runs in its own task on the agent's event loop.
+
+- A slow or hung backend never delays another check: each check awaits only its own probe.
+- Deadlines are absolute (``next = previous deadline + interval``), so intervals do not drift;
+  a probe that overruns its next deadline is waited for (it is bounded by its timeout), the
+  next probe then starts at once and the missed ticks are skipped, never burst.
+- ``fast_interval`` is used while a state is changing (some results point the other way but
+  not yet ``rise``/``fall`` of them).
+- First deadlines are spread over the first interval by a hash of the key (deterministic).
+- Time comes from the injected clock only (``FakeClock`` drives the whole thing in tests);
+  the prober's real I/O is bounded by its own ``asyncio.timeout``, with a backstop here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ..clock import Clock
+from ..config import Config
+from .checks import Prober, RealProber
+from .targets import ResolvedCheck, resolve_checks
+from .tracker import INITIAL, CheckKey, CheckResult, CheckState, HealthSnapshot, advance
+
+log = logging.getLogger("bgplb.health")
+
+TICK = 0.5  # seconds between supervisor ticks (``last_progress``)
+BACKSTOP = 1.0  # extra seconds a prober may overrun its timeout before the runner cuts it
+STALL_GRACE = 2.0  # a check this late on its schedule means the runner is stuck
+LOG_EVERY = 60.0  # repeated identical errors are logged at most this often per key
+
+ResultHook = Callable[[CheckKey, CheckResult, CheckState], None]
+
+
+def splay(key: CheckKey, interval: float) -> float:
+    """A deterministic offset in ``[0, interval)`` spreading first probes."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return interval * (int.from_bytes(digest, "big") / 2**64)
+
+
+class ErrorLimiter:
+    """Says whether to log an error: when it differs from the last one logged for the key,
+    or ``every`` seconds have passed since."""
+
+    def __init__(self, every: float = LOG_EVERY) -> None:
+        self._every = every
+        self._last: dict[object, tuple[str, float]] = {}
+
+    def allow(self, key: object, error: str, now: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and last[0] == error and now - last[1] < self._every:
+            return False
+        self._last[key] = (error, now)
+        return True
+
+    def forget(self, key: object) -> None:
+        self._last.pop(key, None)
+
+
+@dataclass
+class _Entry:
+    spec: ResolvedCheck
+    state: CheckState
+    due: float  # deadline of the next probe
+    probing_since: float | None = None
+    task: asyncio.Task[None] | None = None
+
+    def late_after(self) -> float:
+        """When this check is overdue (the runner is stuck if it is much later than this)."""
+        if self.probing_since is not None:
+            return self.probing_since + self.spec.timeout + BACKSTOP
+        return self.due
+
+
+class HealthRunner:
+    """Runs the checks of the current config; ``snapshot()`` is their state.
+
+    ``wake`` is called whenever a check's status changes; ``on_result`` (set by the agent)
+    for every result, after the state was updated.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        wake: Callable[[], None],
+        prober: Prober | None = None,
+        *,
+        limiter: ErrorLimiter | None = None,
+    ) -> None:
+        self._clock = clock
+        self._wake = wake
+        self._owned: RealProber | None = None
+        if prober is None:
+            prober = self._owned = RealProber()
+        self._prober: Prober = prober
+        self._limiter = limiter or ErrorLimiter()
+        self._entries: dict[CheckKey, _Entry] = {}
+        self._running = False
+        self._crash: BaseException | None = None
+        self.on_result: ResultHook | None = None
+        self.last_progress: float = clock.now()
+
+    # ------------------------------------------------------------------ configuration
+
+    def configure(self, config: Config) -> None:
+        """Rebuild the set of checks from ``config``."""
+        self.configure_checks(resolve_checks(config))
+
+    def configure_checks(self, specs: Mapping[CheckKey, ResolvedCheck]) -> None:
+        """A check whose key and spec are unchanged keeps its state and schedule; a new or
+        changed one starts DOWN, first probe within one interval; a removed one stops."""
+        now = self._clock.now()
+        entries: dict[CheckKey, _Entry] = {}
+        for key, spec in specs.items():
+            old = self._entries.get(key)
+            if old is not None and old.spec == spec:
+                entries[key] = old
+            else:
+                entries[key] = _Entry(spec, INITIAL, due=now + splay(key, spec.interval))
+        for key, old in self._entries.items():
+            if entries.get(key) is not old:
+                if old.task is not None:
+                    old.task.cancel()
+                self._limiter.forget(key)
+        self._entries = entries
+        if self._running:
+            self._start_tasks()
+
+    def snapshot(self) -> HealthSnapshot:
+        return types.MappingProxyType({k: e.state for k, e in self._entries.items()})
+
+    def specs(self) -> Mapping[CheckKey, ResolvedCheck]:
+        return types.MappingProxyType({k: e.spec for k, e in self._entries.items()})
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Run every check until cancelled. Raises if a check task dies of a bug."""
+        if self._running:
+            raise RuntimeError("HealthRunner.run() is already running")
+        self._running = True
+        try:
+            self._start_tasks()
+            while True:
+                if self._crash is not None:
+                    raise RuntimeError("a health check task died") from self._crash
+                self._tick()
+                await self._clock.sleep(TICK)
+        finally:
+            self._running = False
+            tasks = [e.task for e in self._entries.values() if e.task is not None]
+            for entry in self._entries.values():
+                entry.task = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._owned is not None:
+                await self._owned.close()
+
+    def _tick(self) -> None:
+        now = self._clock.now()
+        stalled = [
+            key
+            for key, e in self._entries.items()
+            if e.task is not None and now > e.late_after() + STALL_GRACE
+        ]
+        if not stalled:
+            self.last_progress = now
+            return
+        error = f"{len(stalled)} check(s) behind schedule, first {stalled[0]}"
+        if self._limiter.allow("stalled", error, now):
+            log.error(
+                "health checks are stuck: %s",
+                error,
+                extra={"event": "health_stalled", "check": str(stalled[0])},
+            )
+
+    def _start_tasks(self) -> None:
+        for key, entry in self._entries.items():
+            if entry.task is None or entry.task.done():
+                entry.task = asyncio.create_task(self._loop(entry), name=f"health {key}")
+                entry.task.add_done_callback(self._on_task_done)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            self._crash = task.exception()
+
+    async def _loop(self, entry: _Entry) -> None:
+        spec, clock = entry.spec, self._clock
+        while True:
+            await clock.sleep(entry.due - clock.now())
+            started = entry.probing_since = clock.now()
+            error = await self._probe(spec)
+            entry.probing_since = None
+            finished = clock.now()
+            result = CheckResult(error is None, finished, finished - started, error)
+            self._record(entry, result)
+            interval = spec.fast_interval if entry.state.changing else spec.interval
+            # absolute deadlines; after an overrun start at once and skip the missed ticks
+            entry.due = max(entry.due + interval, finished)
+
+    async def _probe(self, spec: ResolvedCheck) -> str | None:
+        try:
+            async with asyncio.timeout(spec.timeout + BACKSTOP):
+                return await self._prober.probe(spec)
+        except TimeoutError:
+            error = f"timeout after {spec.timeout:g}s (prober overran)"
+        except Exception as exc:
+            error = f"probe crashed: {type(exc).__name__}: {exc}"
+        if self._limiter.allow(("prober", spec.key), error, self._clock.now()):
+            log.error(
+                "health probe failed unexpectedly: %s",
+                error,
+                extra=self._extra("health_probe_crashed", spec.key),
+            )
+        return error
+
+    def _record(self, entry: _Entry, result: CheckResult) -> None:
+        key, before = entry.spec.key, entry.state
+        entry.state = after = advance(before, result, entry.spec.rise, entry.spec.fall)
+        if result.error is not None and self._limiter.allow(key, result.error, result.time):
+            log.info(
+                "health check %s failed: %s",
+                key,
+                result.error,
+                extra=self._extra("health_check_failed", key),
+            )
+        elif result.ok:
+            self._limiter.forget(key)
+        if self.on_result is not None:
+            try:
+                self.on_result(key, result, after)
+            except Exception as exc:
+                if self._limiter.allow(("hook", key), repr(exc), result.time):
+                    log.exception(
+                        "health on_result hook failed", extra=self._extra("health_hook_failed", key)
+                    )
+        if after.status is not before.status:
+            self._wake()
+
+    @staticmethod
+    def _extra(event: str, key: CheckKey) -> dict[str, object]:
+        return {"event": event, "service": key.service, "target": key.target, "check": key.check}

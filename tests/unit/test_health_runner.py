@@ -1,0 +1,379 @@
+"""The scheduler, driven by FakeClock and a scripted prober: no real time, no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from bgplb.clock import FakeClock
+from bgplb.config import TcpCheck
+from bgplb.health.runner import BACKSTOP, STALL_GRACE, HealthRunner, splay
+from bgplb.health.targets import ResolvedCheck
+from bgplb.health.tracker import CheckKey, CheckResult, CheckState
+from bgplb.model import CheckStatus
+
+UP, DOWN = CheckStatus.UP, CheckStatus.DOWN
+EPS = 1e-9
+
+
+def spec(check: str = "c", service: str = "web", **kw: Any) -> ResolvedCheck:
+    key = CheckKey(service, None, check)
+    tcp = TcpCheck.model_validate({"type": "tcp", "name": check, **kw})
+    return ResolvedCheck(key, tcp, ipaddress.ip_address("127.0.0.1"), 80)
+
+
+class ScriptedProber:
+    """``mode[check name]``: ok | dead (fails at once) | hung (fails after the timeout) |
+    slow:<s> (succeeds after s) | slowonce:<s> | stuck (never returns) | crash (raises) |
+    once (fails once)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.mode: dict[str, str] = {}
+        self.starts: dict[str, list[float]] = {}
+        self.running: dict[str, int] = {}
+        self.max_running: dict[str, int] = {}
+
+    async def probe(self, target: ResolvedCheck) -> str | None:
+        name = target.key.check
+        self.starts.setdefault(name, []).append(self.clock.now())
+        self.running[name] = self.running.get(name, 0) + 1
+        self.max_running[name] = max(self.max_running.get(name, 0), self.running[name])
+        try:
+            return await self._behave(name, target.timeout)
+        finally:
+            self.running[name] -= 1
+
+    async def _behave(self, name: str, timeout: float) -> str | None:  # noqa: ASYNC109
+        mode = self.mode.get(name, "ok")
+        if mode == "dead":
+            return "connection refused"
+        if mode == "hung":
+            await self.clock.sleep(timeout)
+            return f"timeout after {timeout}s"
+        if mode.startswith("slowonce:"):
+            self.mode[name] = "ok"
+            await self.clock.sleep(float(mode[9:]))
+            return None
+        if mode.startswith("slow:"):
+            await self.clock.sleep(float(mode[5:]))
+            return None
+        if mode == "stuck":
+            await asyncio.Event().wait()
+        if mode == "crash":
+            raise ValueError("prober bug")
+        if mode == "once":
+            self.mode[name] = "ok"
+            return "lost probe"
+        return None
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.prober = ScriptedProber(self.clock)
+        self.wakes = 0
+        self.results: list[tuple[CheckKey, CheckResult, CheckState]] = []
+        self.runner = HealthRunner(self.clock, self.wake, self.prober)
+        self.runner.on_result = lambda k, r, s: self.results.append((k, r, s))
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def state(self, check: str = "c") -> CheckState:
+        return self.runner.snapshot()[CheckKey("web", None, check)]
+
+    async def until(
+        self, check: str, status: CheckStatus, limit: float, step: float = 0.01
+    ) -> float:
+        """Advance until ``check`` has ``status``; returns the time it changed."""
+        end = self.clock.now() + limit
+        while self.state(check).status is not status:
+            assert self.clock.now() < end, f"{check} not {status} within {limit}s"
+            await self.clock.advance(step)
+        changed = self.state(check).changed_at
+        assert changed is not None
+        return changed
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    harness = Harness()
+    task = asyncio.create_task(harness.runner.run())
+    yield harness
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def configure(h: Harness, *specs: ResolvedCheck) -> None:
+    h.runner.configure_checks({s.key: s for s in specs})
+
+
+async def test_new_check_starts_down_and_rises_after_rise_successes(h: Harness) -> None:
+    start = h.clock.now()
+    configure(h, spec())
+    assert h.state().status is DOWN
+    assert h.state().last is None
+    up_at = await h.until("c", UP, 2.0)
+    starts = h.prober.starts["c"]
+    assert len(starts) == 3  # rise = 3
+    assert start <= starts[0] < start + 0.5  # within the first interval (splay)
+    assert starts[1] - starts[0] == pytest.approx(0.25)  # fast interval while rising
+    assert up_at == pytest.approx(starts[2])
+    assert h.wakes == 1
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.05, 0.13, 0.26, 0.37, 0.49])
+async def test_dead_backend_is_down_within_1_5_s(h: Harness, phase: float) -> None:
+    configure(h, spec())
+    await h.until("c", UP, 2.0)
+    await h.clock.advance(1.0 + phase)
+    failure_start = h.clock.now()
+    h.prober.mode["c"] = "dead"
+    down_at = await h.until("c", DOWN, 2.0)
+    assert down_at - failure_start <= 1.5
+    assert down_at - failure_start <= 0.5 + 0.25 + EPS  # next tick + one fast tick
+    assert h.wakes == 2
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.05, 0.13, 0.26, 0.37, 0.49])
+async def test_hung_backend_is_down_within_3_s(h: Harness, phase: float) -> None:
+    configure(h, spec())
+    await h.until("c", UP, 2.0)
+    await h.clock.advance(1.0 + phase)
+    failure_start = h.clock.now()
+    h.prober.mode["c"] = "hung"
+    down_at = await h.until("c", DOWN, 4.0)
+    assert down_at - failure_start <= 3.0
+    assert down_at - failure_start <= 0.5 + 1.0 + 1.0 + EPS  # next tick + two timeouts
+
+
+async def test_one_lost_probe_never_flaps(h: Harness) -> None:
+    configure(h, spec())
+    await h.until("c", UP, 2.0)
+    wakes = h.wakes
+    for _ in range(5):
+        h.prober.mode["c"] = "once"
+        for _ in range(300):
+            await h.clock.advance(0.01)
+            assert h.state().status is UP
+    assert h.wakes == wakes
+    assert sum(1 for _, r, _ in h.results if not r.ok) == 5
+
+
+async def test_intervals_do_not_drift_with_probe_latency(h: Harness) -> None:
+    configure(h, spec(interval=0.5))
+    h.prober.mode["c"] = "slow:0.1"
+    await h.clock.advance(60.0)
+    starts = h.prober.starts["c"]
+    steady = [t for t in starts if t >= starts[0] + 1.0]  # past the rise phase
+    assert len(steady) > 100
+    assert all((b - a) == pytest.approx(0.5) for a, b in itertools.pairwise(steady))
+    grid = steady[0]
+    assert steady[-1] == pytest.approx(grid + 0.5 * (len(steady) - 1))
+
+
+async def test_overrunning_probe_is_waited_for_and_missed_ticks_are_skipped(h: Harness) -> None:
+    configure(h, spec(interval=0.5, fast_interval=0.5, timeout=2.0))
+    h.prober.mode["c"] = "slow:1.2"
+    await h.clock.advance(10.0)
+    starts = h.prober.starts["c"]
+    assert len(starts) >= 7
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(g == pytest.approx(1.2) for g in gaps)  # back to back, no burst of missed ticks
+    assert h.prober.max_running["c"] == 1  # never two probes of one check at once
+
+
+async def test_after_one_long_probe_the_missed_ticks_are_not_burst(h: Harness) -> None:
+    configure(h, spec(interval=0.5, timeout=5.0))
+    await h.until("c", UP, 2.0)
+    await h.clock.advance(1.0)
+    h.prober.mode["c"] = "slowonce:3.1"
+    await h.clock.advance(10.0)
+    starts = h.prober.starts["c"]
+    slow = next(i for i, t in enumerate(starts) if t >= h.clock.now() - 10.0)
+    after = starts[slow + 1 :]
+    assert after[0] == pytest.approx(starts[slow] + 3.1)  # waited for, then at once
+    gaps = [b - a for a, b in itertools.pairwise(after)]
+    assert len(gaps) > 10
+    assert all(g == pytest.approx(0.5) for g in gaps)  # no burst of the six missed ticks
+
+
+async def test_hung_check_does_not_delay_another(h: Harness) -> None:
+    configure(h, spec("hung", timeout=1.0), spec("fine", interval=0.5))
+    h.prober.mode["hung"] = "hung"
+    await h.clock.advance(30.0)
+    fine = [t for t in h.prober.starts["fine"] if t >= h.prober.starts["fine"][0] + 1.0]
+    assert all((b - a) == pytest.approx(0.5) for a, b in itertools.pairwise(fine))
+    assert len(h.prober.starts["hung"]) == pytest.approx(30, abs=2)  # one per timeout
+    assert h.state("fine").status is UP
+    assert h.state("hung").status is DOWN
+
+
+def test_splay_is_deterministic_and_spread() -> None:
+    keys = [CheckKey("web", f"10.0.0.{i}:80", "http") for i in range(200)]
+    offsets = [splay(k, 0.5) for k in keys]
+    assert offsets == [splay(k, 0.5) for k in keys]
+    assert all(0.0 <= o < 0.5 for o in offsets)
+    assert len(set(offsets)) == len(offsets)
+    assert min(offsets) < 0.05
+    assert max(offsets) > 0.45
+
+
+async def test_first_probes_are_spread_over_the_first_interval(h: Harness) -> None:
+    start = h.clock.now()
+    configure(h, *(spec(f"c{i}") for i in range(20)))
+    await h.clock.advance(0.5)
+    firsts = sorted(starts[0] for starts in h.prober.starts.values())
+    assert len(firsts) == 20
+    assert all(start <= t < start + 0.5 for t in firsts)
+    assert len(set(firsts)) > 15
+
+
+async def test_fast_interval_while_falling(h: Harness) -> None:
+    configure(h, spec(interval=2.0, fast_interval=0.25, fall=3))
+    await h.until("c", UP, 5.0)
+    await h.clock.advance(3.0)
+    h.prober.mode["c"] = "dead"
+    await h.until("c", DOWN, 5.0)
+    starts = h.prober.starts["c"]
+    assert starts[-1] - starts[-2] == pytest.approx(0.25)
+    assert starts[-2] - starts[-3] == pytest.approx(0.25)
+    await h.clock.advance(10.0)  # DOWN and steady: back to the normal interval
+    assert h.prober.starts["c"][-1] - h.prober.starts["c"][-2] == pytest.approx(2.0)
+
+
+async def test_reconfigure_keeps_unchanged_and_resets_changed_checks(h: Harness) -> None:
+    configure(h, spec("same"), spec("changed"), spec("removed"))
+    await h.until("same", UP, 2.0)
+    await h.until("changed", UP, 2.0)
+    same_before = h.state("same")
+    removed_probes = len(h.prober.starts["removed"])
+    wakes = h.wakes
+    configure(h, spec("same"), spec("changed", timeout=0.5), spec("new"))
+    snap = h.runner.snapshot()
+    assert snap[CheckKey("web", None, "same")] is same_before
+    assert snap[CheckKey("web", None, "changed")].status is DOWN
+    assert snap[CheckKey("web", None, "new")].status is DOWN
+    assert CheckKey("web", None, "removed") not in snap
+    assert h.wakes == wakes  # configure itself wakes nobody
+    await h.clock.advance(3.0)
+    assert len(h.prober.starts["removed"]) == removed_probes
+    assert h.state("new").status is UP
+    assert h.state("changed").status is UP
+    # the unchanged check kept its grid
+    same = h.prober.starts["same"]
+    assert all((b - a) == pytest.approx(0.5) for a, b in itertools.pairwise(same[3:]))
+
+
+async def test_configure_before_run_then_run() -> None:
+    h = Harness()
+    configure(h, spec())
+    task = asyncio.create_task(h.runner.run())
+    await h.until("c", UP, 2.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    probes = len(h.prober.starts["c"])
+    await h.clock.advance(5.0)
+    assert len(h.prober.starts["c"]) == probes  # the check tasks stopped with run()
+
+
+async def test_on_result_sees_every_result_and_wake_only_changes(h: Harness) -> None:
+    configure(h, spec())
+    await h.clock.advance(5.0)
+    h.prober.mode["c"] = "dead"
+    await h.clock.advance(5.0)
+    assert len(h.results) == len(h.prober.starts["c"])
+    assert all(s.last is r for _, r, s in h.results)
+    flips = sum(
+        1 for a, b in zip(h.results, h.results[1:], strict=False) if a[2].status != b[2].status
+    )
+    assert h.wakes == flips == 2  # DOWN->UP, UP->DOWN
+    last = h.results[-1][1]
+    assert not last.ok
+    assert last.error == "connection refused"
+    assert last.latency == 0.0
+
+
+async def test_prober_exception_is_a_failure_not_a_crash(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure(h, spec())
+    await h.until("c", UP, 2.0)
+    h.prober.mode["c"] = "crash"
+    with caplog.at_level(logging.ERROR, "bgplb.health"):
+        await h.until("c", DOWN, 2.0)
+        await h.clock.advance(10.0)
+    last = h.state().last
+    assert last is not None
+    assert last.error == "probe crashed: ValueError: prober bug"
+    crashed = [r for r in caplog.records if getattr(r, "event", "") == "health_probe_crashed"]
+    assert len(crashed) == 1  # rate-limited
+    h.prober.mode["c"] = "ok"
+    await h.until("c", UP, 2.0)
+
+
+async def test_repeated_failures_are_logged_once_a_minute(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure(h, spec())
+    h.prober.mode["c"] = "dead"
+    with caplog.at_level(logging.INFO, "bgplb.health"):
+        await h.clock.advance(59.0)
+        assert len(h.prober.starts["c"]) > 100
+        failed = [r for r in caplog.records if getattr(r, "event", "") == "health_check_failed"]
+        assert len(failed) == 1
+        assert failed[0].__dict__["service"] == "web"
+        assert failed[0].__dict__["check"] == "c"
+        await h.clock.advance(2.0)
+        failed = [r for r in caplog.records if getattr(r, "event", "") == "health_check_failed"]
+        assert len(failed) == 2
+
+
+async def test_failing_hook_does_not_stop_checks(h: Harness) -> None:
+    def broken(key: CheckKey, result: CheckResult, state: CheckState) -> None:
+        raise RuntimeError("metrics bug")
+
+    h.runner.on_result = broken
+    configure(h, spec())
+    await h.until("c", UP, 2.0)
+
+
+async def test_last_progress_ticks_and_stops_when_a_check_is_stuck(h: Harness) -> None:
+    configure(h, spec(timeout=1.0))
+    await h.clock.advance(3.0)
+    assert h.runner.last_progress >= h.clock.now() - 0.5
+    h.prober.mode["c"] = "stuck"  # ignores its timeout (in fake time the backstop cannot fire)
+    await h.clock.advance(1.0)
+    stuck_at = h.prober.starts["c"][-1]
+    await h.clock.advance(10.0)
+    assert h.runner.last_progress <= stuck_at + 1.0 + BACKSTOP + STALL_GRACE + 0.5
+    assert h.clock.now() - h.runner.last_progress > 5.0
+
+
+async def test_a_dying_check_task_ends_run() -> None:
+    h = Harness()
+
+    def bad_wake() -> None:
+        raise RuntimeError("wake bug")
+
+    h.runner = HealthRunner(h.clock, bad_wake, h.prober)
+    configure(h, spec(rise=1))
+    task = asyncio.create_task(h.runner.run())
+    await h.clock.advance(2.0)
+    assert task.done()
+    with pytest.raises(RuntimeError, match="a health check task died"):
+        await task
+
+
+async def test_run_twice_is_refused(h: Harness) -> None:
+    with pytest.raises(RuntimeError, match="already running"):
+        await h.runner.run()
