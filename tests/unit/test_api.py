@@ -114,7 +114,7 @@ async def test_separate_metrics_app(aiohttp_client: MakeClient, metrics: Metrics
 
 
 async def test_router_has_the_mutating_routes(client: Client) -> None:
-    routes = mutating_routes(client.server.app)
+    routes = mutating_routes(client.app)
     assert len(routes) == 5
     assert ("POST", "/api/v1/reload") in routes
 
@@ -132,7 +132,7 @@ async def test_router_has_the_mutating_routes(client: Client) -> None:
 async def test_every_mutating_route_needs_the_token(
     client: Client, control: FakeControl, headers: dict[str, str]
 ) -> None:
-    for method, path in mutating_routes(client.server.app):
+    for method, path in mutating_routes(client.app):
         resp = await client.request(method, path, headers=headers)
         body = await error_body(resp, 401)
         assert body.error == "unauthorized"
@@ -144,7 +144,7 @@ async def test_no_token_configured_disables_mutations(
     aiohttp_client: MakeClient, control: FakeControl, metrics: Metrics
 ) -> None:
     c = await aiohttp_client(build_app(control, metrics, None))
-    for method, path in mutating_routes(c.server.app):
+    for method, path in mutating_routes(c.app):
         body = await error_body(await c.request(method, path, headers=AUTH), 403)
         assert "no API token" in (body.detail or "")
     assert control.calls == []
@@ -254,7 +254,7 @@ async def test_no_secret_in_any_response_or_log(
     register_secret(MD5_SECRET)
     caplog.set_level(logging.DEBUG)
     bodies: list[str] = []
-    app = client.server.app
+    app = client.app
     for auth in ({}, AUTH, {"Authorization": "Bearer wrong"}):
         for method, path in all_routes(app):
             concrete = path.replace("{name}", "web")
@@ -288,7 +288,7 @@ async def test_openapi_lists_every_route(client: Client) -> None:
     assert resp.status == 200
     doc = json.loads(await resp.text())
     assert doc["openapi"].startswith("3.1")
-    routes = all_routes(client.server.app)
+    routes = all_routes(client.app)
     assert routes
     for method, path in routes:
         assert method.lower() in doc["paths"][path], (method, path)
