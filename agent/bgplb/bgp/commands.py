@@ -73,10 +73,20 @@ class PeerDiff:
         return bool(self.withdraw or self.announce)
 
 
+def route_key(route: Route) -> tuple[int, int, int, str]:
+    """A total order over routes of both address families (``Route`` < mixes v4 and v6)."""
+    p = route.prefix
+    return (p.version, int(p.network_address), p.prefixlen, repr(route))
+
+
+def ordered(routes: Iterable[Route]) -> list[Route]:
+    return sorted(routes, key=route_key)
+
+
 def by_prefix(routes: Iterable[Route]) -> dict[object, Route]:
-    """One route per prefix; with duplicates the smallest (sorted) route wins, deterministically."""
+    """One route per prefix; with duplicates the first in ``route_key`` order wins."""
     out: dict[object, Route] = {}
-    for r in sorted(routes):
+    for r in ordered(routes):
         out.setdefault(r.prefix, r)
     return out
 
@@ -84,8 +94,8 @@ def by_prefix(routes: Iterable[Route]) -> dict[object, Route]:
 def diff_peer(sent: Iterable[Route], wanted: Iterable[Route]) -> PeerDiff:
     old = by_prefix(sent)
     new = by_prefix(wanted)
-    gone = tuple(sorted(r for p, r in old.items() if p not in new))
-    changed = tuple(sorted(r for p, r in new.items() if old.get(p) != r))
+    gone = tuple(ordered(r for p, r in old.items() if p not in new))
+    changed = tuple(ordered(r for p, r in new.items() if old.get(p) != r))
     return PeerDiff(withdraw=gone, announce=changed)
 
 

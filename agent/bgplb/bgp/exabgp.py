@@ -158,6 +158,11 @@ class ExaBGPSpeaker:
     def restarts(self) -> int:
         return self._restarts
 
+    @property
+    def pid(self) -> int | None:
+        """ExaBGP's pid while it runs (for status pages and tests)."""
+        return self._proc.pid if self._proc is not None else None
+
     async def stop(self) -> None:
         if self._stopping:
             return
@@ -253,7 +258,7 @@ class ExaBGPSpeaker:
 
     def _resend(self, key: PeerKey) -> None:
         """A session came up: announce everything ExaBGP holds for it again (idempotent)."""
-        routes = sorted(self._sent.get(key, frozenset()))
+        routes = commands.ordered(self._sent.get(key, frozenset()))
         self._write(_Sent(commands.announce(key, r), key, r) for r in routes)
 
     # ------------------------------------------------------------------ receiving
