@@ -118,7 +118,7 @@ def _message(err: ErrorDetails) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     ctx = err.get("ctx") or {}
     if kind == "union_tag_invalid":
-        return f"unknown type {ctx.get('tag')} (expected one of {ctx.get('expected_tags')})"
+        return f"unknown type '{ctx.get('tag')}' (expected one of {ctx.get('expected_tags')})"
     if kind == "union_tag_not_found":
         return "required key is missing"
     if kind.startswith(
