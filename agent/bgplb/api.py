@@ -86,8 +86,17 @@ class Endpoint:
     path: str
     name: str  # operationId and the handler's method name
     summary: str
-    responses: Responses  # status -> body model; None = not JSON
+    responses: Responses  # status -> body model; None = a body without a pydantic model
     mutating: bool = False
+    media_type: str = "application/json"
+
+    def content(self, model: type[BaseModel] | None) -> dict[str, Any]:
+        """The OpenAPI ``content`` object of one response."""
+        if model is not None:
+            schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+            return {"application/json": {"schema": schema}}
+        kind = "object" if self.media_type == "application/json" else "string"
+        return {self.media_type: {"schema": {"type": kind}}}
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -105,7 +114,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Readiness: 200 once the first reconcile pass ran",
         ((200, ReadyResponse), (503, ReadyResponse)),
     ),
-    Endpoint("GET", "/metrics", "metrics", "Prometheus metrics (text exposition)", ((200, None),)),
+    Endpoint(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics (text exposition)",
+        ((200, None),),
+        media_type="text/plain",
+    ),
     Endpoint(
         "GET",
         "/api/v1/status",
@@ -171,16 +187,9 @@ def openapi_document(endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> dict[str, A
         for status, model in (*e.responses, *_COMMON_ERRORS):
             if str(status) in responses:
                 continue
-            content = (
-                {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
-                if model is not None
-                else {"text/plain": {"schema": {"type": "string"}}}
-                if e.name == "metrics"
-                else {"application/json": {"schema": {"type": "object"}}}
-            )
             responses[str(status)] = {
                 "description": _STATUS_TEXT.get(status, "response"),
-                "content": content,
+                "content": e.content(model),
             }
         op: dict[str, Any] = {"operationId": e.name, "summary": e.summary, "responses": responses}
         if "{name}" in e.path:

@@ -305,6 +305,15 @@ async def test_openapi_lists_every_route(client: Client) -> None:
     assert "security" not in doc["paths"]["/api/v1/status"]["get"]
 
 
+def test_openapi_passes_a_spec_validator() -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(api.openapi_document())
+    broken = api.openapi_document()
+    broken["paths"]["/healthz"]["get"]["responses"] = "nope"
+    with pytest.raises(Exception, match="nope"):
+        validator.validate(broken)
+
+
 # --------------------------------------------------------------------------- token file
 
 
