@@ -111,33 +111,32 @@ def check_large_community(value: str) -> str:
 
 
 def check_extended_community(value: str) -> str:
+    """The forms ExaBGP 5 parses: ``TYPE:A:B`` (``A:B`` = target), or ``0x`` + 16 hex digits."""
     if _HEX64.match(value):
         return value
     parts = value.split(":")
-    if len(parts) == 3 and parts[0] in EXTENDED_TYPES:
-        kind, first, second = parts
-        if kind == "bandwidth":
-            ok = first.isdigit() and int(first) <= _U16 and _is_number(second)
-        elif kind.endswith("4"):
-            ok = _is_ipv4_or_u32(first) and second.isdigit() and int(second) <= _U16
-        else:
-            ok = first.isdigit() and int(first) <= _U16 and second.isdigit() and int(second) <= _U32
-        if ok:
-            return value
+    if len(parts) == 2:
+        parts = ["target", *parts]
+    if len(parts) == 3 and parts[0] in EXTENDED_TYPES and _extended_ok(*parts):
+        return value
     raise _error(
         "extended_community",
         "{value} is not an extended community (TYPE:A:B with TYPE one of "
         + ", ".join(sorted(EXTENDED_TYPES))
-        + ", e.g. bandwidth:65001:125000000, or 0x followed by 16 hex digits)",
+        + " and A, B decimal, e.g. bandwidth:65001:125000000 (bytes/s), or 0x + 16 hex digits)",
         value,
     )
 
 
-def _is_number(text: str) -> bool:
-    try:
-        return float(text) >= 0
-    except ValueError:
+def _extended_ok(kind: str, first: str, second: str) -> bool:
+    if not second.isdigit():
         return False
+    if kind in ("bandwidth", "redirect"):
+        return first.isdigit() and int(first) <= _U16 and int(second) <= _U32
+    four_byte = kind.endswith("4") or not first.isdigit() or int(first) > _U16
+    if not _is_ipv4_or_u32(first):
+        return False
+    return int(second) <= (_U16 if four_byte else _U32)
 
 
 def _is_ipv4_or_u32(text: str) -> bool:
