@@ -86,6 +86,15 @@ class ConfigLike(Protocol):
     def services(self) -> Sequence[NamedLike]: ...
 
 
+class PassLike(Protocol):
+    """``reconciler.PassResult``: ``errors`` are the actions that failed."""
+
+    @property
+    def duration(self) -> float: ...
+    @property
+    def errors(self) -> Sequence[str]: ...
+
+
 class SpeakerLike(Protocol):
     def restarts(self) -> int: ...
 
@@ -438,11 +447,12 @@ class Metrics:
 
     # ------------------------------------------------------------------ agent
 
-    def reconcile_pass(self, duration: float, errors: int = 0) -> None:
+    def reconcile_pass(self, result: PassLike) -> None:
+        """One reconcile pass ended (``reconciler.PassResult``)."""
         self.reconcile_runs.inc()
-        self.reconcile_duration.observe(max(0.0, duration))
-        if errors > 0:
-            self.reconcile_errors.inc(errors)
+        self.reconcile_duration.observe(max(0.0, result.duration))
+        if result.errors:
+            self.reconcile_errors.inc(len(result.errors))
 
     def config_reloaded(self, ok: bool, timestamp: float) -> None:
         self.reload_success.set(1 if ok else 0)

@@ -182,3 +182,11 @@ class FakeControl:
     async def reload(self) -> ReloadResult:
         await self._act("reload", None)
         return self.reload_result
+
+
+@dataclass(frozen=True)
+class FakePass:
+    """The fields of ``reconciler.PassResult`` that Metrics reads."""
+
+    duration: float
+    errors: tuple[str, ...] = ()

@@ -29,7 +29,15 @@ from bgplb.model import (
     Route,
 )
 
-from .test_api_support import CHECK_ERROR, TOKEN, VIP_DNS, VIP_WEB, FakeControl, observed
+from .test_api_support import (
+    CHECK_ERROR,
+    TOKEN,
+    VIP_DNS,
+    VIP_WEB,
+    FakeControl,
+    FakePass,
+    observed,
+)
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
@@ -108,7 +116,7 @@ def fed(per_real_server: bool = True) -> Metrics:
     )
     m.speaker_commands(4)
     m.speaker_restarted()
-    m.reconcile_pass(0.012, errors=1)
+    m.reconcile_pass(FakePass(0.012, ("AddAddress failed: EEXIST",)))
     m.config_reloaded(True, 1.7e9)
     return m
 
