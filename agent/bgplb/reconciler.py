@@ -1,0 +1,238 @@
+"""The one loop that makes the kernel and the BGP announcements match the config.
+
+Every wake-up source (health change, admin call, reload, netlink event, speaker restart, the
+periodic resync) only calls ``wake()``. A pass is level-triggered and the same whatever woke it:
+
+    desired (pure) -> observe -> plan (pure) -> withdraw what a removal takes away
+    -> apply actions one by one -> observe again -> announce what is really there.
+
+A VIP that drifted away is re-added in the same pass and stays announced (no needless withdraw,
+which would rehash flows on the other nodes); it is withdrawn only if the repair fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from .admin import AdminState
+from .bgp.base import Speaker
+from .clock import Clock
+from .config import Config
+from .dataplane.base import Dataplane, DataplaneError
+from .health.tracker import HealthSnapshot
+from .model import DataplaneAction, DataplaneState, ObservedDataplane, RouteSet
+from .plan import plan
+from .policy import Desired, ServiceDecision, announceable, desired_state, same_routes
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEBOUNCE = 0.01  # seconds: coalesces a burst of wake-ups into one pass
+PASS_TIMEOUT = 60.0  # seconds: a pass that takes longer is abandoned (and counted)
+IO_TIMEOUT = 10.0  # seconds: any single adapter call
+
+
+class HealthSource(Protocol):
+    def snapshot(self) -> HealthSnapshot: ...
+
+
+class AdminSource(Protocol):
+    @property
+    def state(self) -> AdminState: ...
+
+
+@dataclass(frozen=True)
+class PassResult:
+    decisions: Mapping[str, ServiceDecision]
+    observed: ObservedDataplane  # after the actions were applied
+    routes: RouteSet  # what the speaker was given at the end of the pass
+    actions: tuple[DataplaneAction, ...]  # applied successfully, in order
+    errors: tuple[str, ...]  # actions that failed (the pass went on)
+    duration: float
+    withdrew_first: bool = False  # routes were withdrawn before removals
+    conflicts: Mapping[str, str] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: Config,
+        dataplane: Dataplane,
+        speaker: Speaker,
+        health: HealthSource,
+        admin: AdminSource,
+        clock: Clock,
+        on_pass: Callable[[PassResult], None] | None = None,
+        *,
+        debounce: float = DEBOUNCE,
+        pass_timeout: float = PASS_TIMEOUT,
+        io_timeout: float = IO_TIMEOUT,
+    ) -> None:
+        self._config = config
+        self._dataplane = dataplane
+        self._speaker = speaker
+        self._health = health
+        self._admin = admin
+        self._clock = clock
+        self._on_pass = on_pass
+        self._debounce = debounce
+        self._pass_timeout = pass_timeout
+        self._io_timeout = io_timeout
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self.last_progress: float = clock.now()
+        self.last: PassResult | None = None
+        self.passes = 0
+        self.failed_passes = 0
+        self.last_error: str | None = None
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def ready(self) -> bool:
+        """True once a pass has completed."""
+        return self.last is not None
+
+    def wake(self) -> None:
+        """Ask for a pass soon. Cheap and safe from any callback on the loop's thread."""
+        self._wakeup.set()
+
+    def set_config(self, config: Config) -> None:
+        """Use ``config`` from the next pass on (the speaker is reconfigured by the caller)."""
+        self._config = config
+        self.wake()
+
+    async def run(self) -> None:
+        """Pass on every wake-up and every ``resync_interval``, until ``shutdown``."""
+        self.wake()  # the first pass right away
+        while not self._stopping:
+            await self._wait()
+            if self._stopping:
+                break
+            await self._clock.sleep(self._debounce)
+            self._wakeup.clear()
+            if self._stopping:
+                break
+            try:
+                await self.reconcile_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a failed pass never ends the loop
+                self.failed_passes += 1
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.exception("reconcile pass failed: %s", self.last_error)
+            self.last_progress = self._clock.now()
+
+    async def reconcile_once(self) -> PassResult:
+        async with self._lock, asyncio.timeout(self._pass_timeout):
+            return await self._pass()
+
+    async def shutdown(self, grace: float, keep_dataplane: bool) -> None:
+        """Withdraw everything, wait ``grace`` with the sessions up, tear down, stop the speaker.
+
+        Every step runs even if an earlier one failed; failures are logged.
+        """
+        self._stopping = True
+        self.wake()
+        async with self._lock:
+            await self._best_effort("withdraw all routes", self._speaker.set_routes({}))
+            await self._clock.sleep(grace)
+            if not keep_dataplane:
+                await self._best_effort("tear down the dataplane", self._teardown())
+            await self._best_effort("stop the speaker", self._speaker.stop())
+
+    # ------------------------------------------------------------------ internals
+
+    async def _wait(self) -> None:
+        if self._wakeup.is_set():
+            return
+        waiter = asyncio.ensure_future(self._wakeup.wait())
+        sleeper = asyncio.ensure_future(self._clock.sleep(self._config.node.resync_interval))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
+            await asyncio.gather(waiter, sleeper, return_exceptions=True)
+
+    async def _io(self, call: Awaitable[T]) -> T:
+        async with asyncio.timeout(self._io_timeout):
+            return await call
+
+    async def _pass(self) -> PassResult:
+        started = self._clock.now()
+        config = self._config
+        desired = desired_state(config, self._health.snapshot(), self._admin.state, started)
+        observed = await self._io(self._dataplane.observe())
+        advertised = self._speaker.advertised()
+        steps = plan(desired, observed, advertised)
+        withdrew = not same_routes(steps.withdraw, advertised)
+        if withdrew:
+            await self._io(self._speaker.set_routes(steps.withdraw))
+        applied: list[DataplaneAction] = []
+        errors: list[str] = []
+        for action in steps.actions:
+            try:
+                await self._io(self._dataplane.apply(action))
+            except (DataplaneError, TimeoutError) as e:
+                errors.append(f"{type(action).__name__}: {e or 'timed out'}")
+                log.warning("dataplane action failed: %s: %s", action, e or "timed out")
+            else:
+                applied.append(action)
+        if steps.actions:
+            observed = await self._io(self._dataplane.observe())
+        routes, decisions = announceable(desired, observed, steps.conflicts)
+        await self._io(self._speaker.set_routes(routes))
+        result = PassResult(
+            decisions=decisions,
+            observed=observed,
+            routes=routes,
+            actions=tuple(applied),
+            errors=tuple(errors),
+            duration=self._clock.now() - started,
+            withdrew_first=withdrew,
+            conflicts=steps.conflicts,
+        )
+        self._log_changes(result)
+        self.last = result
+        self.passes += 1
+        self.last_progress = self._clock.now()
+        if self._on_pass is not None:
+            self._on_pass(result)
+        return result
+
+    async def _teardown(self) -> None:
+        observed = await self._io(self._dataplane.observe())
+        nothing = Desired(dataplane=DataplaneState(), services={}, routes={})
+        for action in plan(nothing, observed, {}).actions:
+            await self._best_effort(f"{type(action).__name__}", self._dataplane.apply(action))
+
+    async def _best_effort(self, what: str, call: Awaitable[None]) -> None:
+        try:
+            await self._io(call)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.error("shutdown: could not %s: %s", what, e or type(e).__name__)
+
+    def _log_changes(self, result: PassResult) -> None:
+        before = self.last.decisions if self.last is not None else {}
+        for name, d in result.decisions.items():
+            old = before.get(name)
+            if old is None or (old.decision, old.reason) != (d.decision, d.reason):
+                log.info(
+                    "service %s: %s (%s%s)",
+                    name,
+                    d.decision,
+                    d.reason,
+                    f": {d.detail}" if d.detail else "",
+                )
+        for err in result.errors:
+            log.debug("pass error: %s", err)
