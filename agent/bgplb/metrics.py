@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,49 +29,14 @@ from .model import (
     RouteSet,
 )
 
+if TYPE_CHECKING:  # types only: metrics must not pull the core in at import time
+    from .admin import AdminState
+    from .health.tracker import CheckKey, CheckResult, CheckState
+    from .policy import ServiceDecision
+    from .reconciler import PassResult
+
 CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class CheckKeyLike(Protocol):
-    """``health.CheckKey``: target is None for a service-level check."""
-
-    @property
-    def service(self) -> str: ...
-    @property
-    def target(self) -> str | None: ...
-    @property
-    def check(self) -> str: ...
-
-
-class CheckResultLike(Protocol):
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def latency(self) -> float: ...
-
-
-class CheckStateLike(Protocol):
-    @property
-    def status(self) -> CheckStatus: ...
-
-
-class DecisionLike(Protocol):
-    """``policy.ServiceDecision``."""
-
-    @property
-    def decision(self) -> Decision: ...
-    @property
-    def reason(self) -> Reason: ...
-
-
-class AdminStateLike(Protocol):
-    """``admin.AdminState``."""
-
-    @property
-    def node_drained_at(self) -> float | None: ...
-    @property
-    def drained(self) -> Mapping[str, float]: ...
 
 
 class NamedLike(Protocol):
@@ -86,20 +51,10 @@ class ConfigLike(Protocol):
     def services(self) -> Sequence[NamedLike]: ...
 
 
-class PassLike(Protocol):
-    """``reconciler.PassResult``: ``errors`` are the actions that failed."""
-
-    @property
-    def duration(self) -> float: ...
-    @property
-    def errors(self) -> Sequence[str]: ...
-
-
 class SpeakerLike(Protocol):
     def restarts(self) -> int: ...
 
 
-K = TypeVar("K", bound=CheckKeyLike)
 DataplaneSource = Callable[[], ObservedDataplane | None]
 
 
@@ -309,9 +264,7 @@ class Metrics:
 
     # ------------------------------------------------------------------ health
 
-    def record_check(
-        self, key: CheckKeyLike, result: CheckResultLike, state: CheckStateLike
-    ) -> None:
+    def record_check(self, key: CheckKey, result: CheckResult, state: CheckState) -> None:
         """One probe finished: count it, time it, and set the tracker status."""
         target = _target_label(key.target)
         outcome = "success" if result.ok else "failure"
@@ -319,7 +272,7 @@ class Metrics:
         self.check_duration.labels(key.service, key.check).observe(max(0.0, result.latency))
         self._set_check_up(key, state)
 
-    def set_check_states(self, states: Mapping[K, CheckStateLike]) -> None:
+    def set_check_states(self, states: Mapping[CheckKey, CheckState]) -> None:
         """The whole health snapshot: sets ``check_up`` and ``real_server_healthy`` and
         removes the series of checks that are gone."""
         seen: set[tuple[str, str, str]] = set()
@@ -339,7 +292,7 @@ class Metrics:
                 self.real_server_healthy.remove(*rs)
             self._real_servers = set(rs_ok)
 
-    def _set_check_up(self, key: CheckKeyLike, state: CheckStateLike) -> tuple[str, str, str]:
+    def _set_check_up(self, key: CheckKey, state: CheckState) -> tuple[str, str, str]:
         labels = (key.service, _target_label(key.target), key.check)
         self.check_up.labels(*labels).set(1 if state.status is CheckStatus.UP else 0)
         self._checks.add(labels)
@@ -356,7 +309,7 @@ class Metrics:
 
     def set_decisions(
         self,
-        decisions: Mapping[str, DecisionLike],
+        decisions: Mapping[str, ServiceDecision],
         healthy: Mapping[str, bool] | None = None,
     ) -> None:
         """Every configured service's decision. Services missing here are forgotten.
@@ -373,7 +326,7 @@ class Metrics:
             self.forget_service(gone)
         self._services = set(decisions)
 
-    def set_drained(self, admin: AdminStateLike, config: ConfigLike) -> None:
+    def set_drained(self, admin: AdminState, config: ConfigLike) -> None:
         """Operator drains: per configured service, and the node-wide flag."""
         for svc in config.services:
             self.admin_drained.labels(svc.name).set(1 if svc.name in admin.drained else 0)
@@ -447,7 +400,7 @@ class Metrics:
 
     # ------------------------------------------------------------------ agent
 
-    def reconcile_pass(self, result: PassLike) -> None:
+    def reconcile_pass(self, result: PassResult) -> None:
         """One reconcile pass ended (``reconciler.PassResult``)."""
         self.reconcile_runs.inc()
         self.reconcile_duration.observe(max(0.0, result.duration))

@@ -21,7 +21,7 @@ from bgplb.logs import RedactingFilter, clear_secrets, json_formatter, register_
 from bgplb.metrics import Metrics
 from bgplb.status import ErrorResponse, ReloadResult, StatusResponse
 
-from .test_api_support import MD5_SECRET, TOKEN, FakeControl, FakePass, observed
+from .test_api_support import MD5_SECRET, TOKEN, FakeControl, a_pass, observed
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
@@ -56,7 +56,7 @@ def control() -> FakeControl:
 @pytest.fixture
 def metrics() -> Metrics:
     m = Metrics(dataplane=observed, exabgp_version="5.0.15")
-    m.reconcile_pass(FakePass(0.02))
+    m.reconcile_pass(a_pass(0.02))
     return m
 
 

@@ -19,6 +19,7 @@ from bgplb.model import (
     ServiceMode,
     VirtualServiceKey,
 )
+from bgplb.reconciler import PassResult
 from bgplb.status import (
     CheckStatusModel,
     NodeStatus,
@@ -184,9 +185,8 @@ class FakeControl:
         return self.reload_result
 
 
-@dataclass(frozen=True)
-class FakePass:
-    """The fields of ``reconciler.PassResult`` that Metrics reads."""
-
-    duration: float
-    errors: tuple[str, ...] = ()
+def a_pass(duration: float, errors: tuple[str, ...] = ()) -> PassResult:
+    """A reconcile pass result with just what Metrics reads."""
+    return PassResult(
+        decisions={}, observed=observed(), routes={}, actions=(), errors=errors, duration=duration
+    )

@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import subprocess
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import pytest
@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from bgplb.admin import AdminState
 from bgplb.api import build_app
 from bgplb.health.tracker import CheckKey, CheckResult, CheckState
 from bgplb.metrics import Metrics
@@ -28,6 +29,7 @@ from bgplb.model import (
     Reason,
     Route,
 )
+from bgplb.policy import ServiceDecision
 
 from .test_api_support import (
     CHECK_ERROR,
@@ -35,19 +37,12 @@ from .test_api_support import (
     VIP_DNS,
     VIP_WEB,
     FakeControl,
-    FakePass,
+    a_pass,
     observed,
 )
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
-
-
-@dataclass(frozen=True)
-class Dec:
-    decision: Decision
-    reason: Reason
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,14 +53,6 @@ class Svc:
 @dataclass(frozen=True)
 class Cfg:
     services: tuple[Svc, ...] = (Svc("web"), Svc("dns"))
-
-
-@dataclass(frozen=True)
-class Admin:
-    node_drained_at: float | None = None
-    drained: MappingProxyType[str, float] = field(
-        default_factory=lambda: MappingProxyType({"web": 5.0})
-    )
 
 
 class Speaker:
@@ -102,11 +89,11 @@ def fed(per_real_server: bool = True) -> Metrics:
     m.set_check_states({K_WEB_1: UP, K_WEB_2: DOWN, K_DNS: UP})
     m.set_decisions(
         {
-            "web": Dec(Decision.ANNOUNCE, Reason.HEALTHY),
-            "dns": Dec(Decision.WITHDRAW, Reason.CHECK_FAILED, CHECK_ERROR),
+            "web": ServiceDecision("web", Decision.ANNOUNCE, Reason.HEALTHY),
+            "dns": ServiceDecision("dns", Decision.WITHDRAW, Reason.CHECK_FAILED, CHECK_ERROR),
         }
     )
-    m.set_drained(Admin(), Cfg())
+    m.set_drained(AdminState(drained=MappingProxyType({"web": 5.0})), Cfg())
     m.set_routes(routes())
     m.set_peers(
         {
@@ -116,7 +103,7 @@ def fed(per_real_server: bool = True) -> Metrics:
     )
     m.speaker_commands(4)
     m.speaker_restarted()
-    m.reconcile_pass(FakePass(0.012, ("AddAddress failed: EEXIST",)))
+    m.reconcile_pass(a_pass(0.012, ("AddAddress failed: EEXIST",)))
     m.config_reloaded(True, 1.7e9)
     return m
 
@@ -282,7 +269,7 @@ def test_speaker_restart_count_follows_the_speaker() -> None:
 
 def test_services_leaving_the_config_are_forgotten() -> None:
     m = fed()
-    m.set_decisions({"web": Dec(Decision.ANNOUNCE, Reason.HEALTHY)})
+    m.set_decisions({"web": ServiceDecision("web", Decision.ANNOUNCE, Reason.HEALTHY)})
     m.set_check_states({K_WEB_1: UP, K_WEB_2: UP})
     for name in (
         "bgplb_service_decision",
