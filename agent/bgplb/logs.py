@@ -138,7 +138,9 @@ def setup_logging(fmt: Literal["json", "text"], level: str) -> None:
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(max(root.level, logging.WARNING))
+    # One line per API request only when debugging.
+    access = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    logging.getLogger("aiohttp.access").setLevel(access)
 
 
 # --------------------------------------------------------------------------- events

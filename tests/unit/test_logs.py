@@ -29,7 +29,10 @@ log = logging.getLogger("bgplb.test")
 def clean_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    access = logging.getLogger("aiohttp.access")
+    access_level = access.level
     yield
+    access.setLevel(access_level)
     for h in list(root.handlers):
         if h not in handlers:
             root.removeHandler(h)
@@ -84,6 +87,13 @@ def test_text_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert "peer=192.0.2.2" in line
     assert "reason=hold timer expired" in line
     assert not line.startswith("{")
+
+
+def test_access_log_only_when_debugging() -> None:
+    setup_logging("json", "info")
+    assert not logging.getLogger("aiohttp.access").isEnabledFor(logging.INFO)
+    setup_logging("json", "debug")
+    assert logging.getLogger("aiohttp.access").isEnabledFor(logging.INFO)
 
 
 def test_setup_is_idempotent(capsys: pytest.CaptureFixture[str]) -> None:
