@@ -9,6 +9,7 @@ connect, ICMP echo (:mod:`.icmp`) and commands (:mod:`.command`).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import ssl
@@ -33,6 +34,13 @@ class Prober(Protocol):
         ...
 
 
+def os_reason(exc: OSError) -> str:
+    """``Connection refused`` rather than asyncio's ``Connect call failed ('addr', port)``."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
 def describe(exc: BaseException) -> str:
     """A short, stable reason for a failed probe (no addresses of Python objects)."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -40,11 +48,11 @@ def describe(exc: BaseException) -> str:
     elif isinstance(exc, aiohttp.ClientConnectorSSLError):
         text = f"TLS: {exc.os_error}"
     elif isinstance(exc, aiohttp.ClientConnectorError):
-        text = f"connect: {exc.os_error.strerror or exc.os_error}"
+        text = f"connect: {os_reason(exc.os_error)}"
     elif isinstance(exc, aiohttp.ServerDisconnectedError):
         text = "server disconnected"
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
+    elif isinstance(exc, OSError):
+        text = os_reason(exc)
     else:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return text[:MAX_ERROR]
