@@ -37,11 +37,23 @@ def make_config(
 def lb_peers(bl: BgpLab, n: int, v6: bool = False, **extra: Any) -> list[dict[str, Any]]:
     """lbN's peers: r1 over v4 (and over v6 when asked), with fast timers."""
     peers = [
-        {"address": bl.r1_v4(n), "asn": bl.router.asn, "local_address": bl.lb_v4(n), "hold_time": 3, **extra}
+        {
+            "address": bl.r1_v4(n),
+            "asn": bl.router.asn,
+            "local_address": bl.lb_v4(n),
+            "hold_time": 3,
+            **extra,
+        }
     ]
     if v6:
         peers.append(
-            {"address": bl.r1_v6(n), "asn": bl.router.asn, "local_address": bl.lb_v6(n), "hold_time": 3, **extra}
+            {
+                "address": bl.r1_v6(n),
+                "asn": bl.router.asn,
+                "local_address": bl.lb_v6(n),
+                "hold_time": 3,
+                **extra,
+            }
         )
     return peers
 

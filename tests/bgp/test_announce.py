@@ -46,7 +46,9 @@ async def test_v6_vip_over_v6_session(bgp_lab_factory, speaker_factory: SpeakerF
     assert speaker.commands_failed == 0
 
 
-async def test_v6_vip_over_v4_session_explicit_next_hop(bgp_lab_factory, speaker_factory: SpeakerFactory) -> None:  # type: ignore[no-untyped-def]
+async def test_v6_vip_over_v4_session_explicit_next_hop(
+    bgp_lab_factory, speaker_factory: SpeakerFactory
+) -> None:  # type: ignore[no-untyped-def]
     bl: BgpLab = bgp_lab_factory(n_lbs=1)
     speaker, _ = await speaker_factory(bl, 1)
     vip6 = ipaddress.ip_network("fd00:99::2/128")
@@ -72,7 +74,9 @@ async def test_thousand_routes_pipelined(bgp_lab_factory, speaker_factory: Speak
     await speaker.set_routes({peer: routes})
     written = time.monotonic() - t0
     took = await wait_until(lambda: bl.router.fib_count() == 1000, 10, interval=0.02)
-    print(f"1000 routes: written in {written * 1000:.0f} ms, in FIB after {time.monotonic() - t0:.2f}s")
+    print(
+        f"1000 routes: written in {written * 1000:.0f} ms, in FIB after {time.monotonic() - t0:.2f}s"
+    )
     assert took < 10
     t0 = time.monotonic()
     await speaker.set_routes({peer: frozenset()})

@@ -76,7 +76,11 @@ class Router:
             if n.password:
                 lines.append(f" neighbor {n.address} password {n.password}")
         for fam, rmap in (("ipv4", "LB-IN"), ("ipv6", "LB-IN6")):
-            lines += [f" address-family {fam} unicast", "  maximum-paths 8", "  maximum-paths ibgp 8"]
+            lines += [
+                f" address-family {fam} unicast",
+                "  maximum-paths 8",
+                "  maximum-paths ibgp 8",
+            ]
             for n in self.neighbors:
                 if fam in n.families:
                     lines += [
@@ -134,8 +138,16 @@ class Router:
         return fib(self.ns, prefix)
 
     def fib_count(self, family: int = 4) -> int:
-        out = json.loads(run("ip", f"-{family}", "-n", self.ns, "-j", "route", "show", "proto", "bgp") or "[]")
+        out = json.loads(
+            run("ip", f"-{family}", "-n", self.ns, "-j", "route", "show", "proto", "bgp") or "[]"
+        )
         return len(out)
+
+    def peer_flaps(self, address: str) -> tuple[int, int]:
+        """(sessions established, sessions dropped) since bgpd started: a flap moves both."""
+        info = self.vtysh_json(f"show bgp neighbors {address} json").get(address, {})
+        assert isinstance(info, dict)
+        return int(info.get("connectionsEstablished", 0)), int(info.get("connectionsDropped", 0))
 
     def peer_uptime_ms(self, address: str) -> int:
         data = self.vtysh_json(f"show bgp neighbors {address} json")
@@ -156,7 +168,9 @@ def _read_pid(path: Path, timeout: float = 5.0) -> int:
 def fib(ns: str, prefix: str) -> list[str]:
     """The next hops of ``prefix`` in the kernel FIB of ``ns`` (BGP routes only), sorted."""
     family = "-6" if ":" in prefix else "-4"
-    out = json.loads(run("ip", family, "-n", ns, "-j", "route", "show", prefix, "proto", "bgp") or "[]")
+    out = json.loads(
+        run("ip", family, "-n", ns, "-j", "route", "show", prefix, "proto", "bgp") or "[]"
+    )
     hops: list[str] = []
     for r in out:
         if "gateway" in r:

@@ -76,7 +76,9 @@ class Lab:
         run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1")
         return ns
 
-    def link(self, a: str, a_if: str, b: str, b_if: str, addrs_a: list[str], addrs_b: list[str]) -> None:
+    def link(
+        self, a: str, a_if: str, b: str, b_if: str, addrs_a: list[str], addrs_b: list[str]
+    ) -> None:
         """A veth between namespaces ``a`` and ``b`` (full names), with addresses (nodad)."""
         run("ip", "link", "add", a_if, "netns", a, "type", "veth", "peer", "name", b_if, "netns", b)
         for ns, ifname, addrs in ((a, a_if, addrs_a), (b, b_if, addrs_b)):

@@ -96,7 +96,7 @@ class ExaBGPSpeaker:
     async def start(self, config: Config, wake: Callable[[], None]) -> None:
         self._wake = wake
         self._install_config(config)
-        self._status = {p.key: self._peer_status(p.key, PeerState.IDLE) for p in config.peers}
+        self._status = {p.key: self._idle_status(p.key) for p in config.peers}
         path = self._socket_path()
         if len(str(path)) > 100:
             raise SpeakerError(f"runtime_dir too long for a unix socket: {path}")
@@ -120,8 +120,8 @@ class ExaBGPSpeaker:
         for key in reset | removed:
             self._sent.pop(key, None)
         for key in reset:
-            if key not in self._status:
-                self._status[key] = self._peer_status(key, PeerState.IDLE)
+            if key not in self._status or self._status[key].state is not PeerState.UP:
+                self._status[key] = self._idle_status(key)
         if not reset and not removed:
             return
         log.info("exabgp reload: new/changed peers %s, removed %s", sorted(reset), sorted(removed))
@@ -211,6 +211,9 @@ class ExaBGPSpeaker:
         return cfg.node.runtime_dir / SOCKET_NAME
 
     def _scrub(self, text: str) -> str:
+        """ExaBGP's log line as we log it: secrets hidden, known harmless advice dropped."""
+        if "environment file missing" in text or "exabgp env >" in text:
+            return ""
         for secret in self._secrets.values():
             text = text.replace(secret, "<md5 secret>")
         if "md5-password" in text:
@@ -300,8 +303,18 @@ class ExaBGPSpeaker:
             self._spawn_task(self._drain_quietly())
         if event.state is not old.state:
             level = logging.WARNING if event.state is PeerState.DOWN else logging.INFO
-            log.log(level, "bgp peer %s %s %s", event.peer, event.state, reason)
+            log.log(
+                level, "bgp peer %s %s%s", event.peer, event.state, f" ({reason})" if reason else ""
+            )
             self._wake()
+
+    def _idle_status(self, key: PeerKey) -> PeerStatus:
+        """Before any session event. A TCP MD5 key mismatch looks exactly like this forever:
+        the kernel drops every segment silently, ExaBGP never even reports "connected"."""
+        reason = "no session established yet"
+        if key in self._secrets:
+            reason += " (TCP MD5 is on: a wrong key on either side keeps it here silently)"
+        return self._peer_status(key, PeerState.IDLE, reason)
 
     def _peer_status(self, key: PeerKey, state: PeerState, reason: str = "") -> PeerStatus:
         return PeerStatus(key=key, state=state, reason=reason, since=self._clock.now())
