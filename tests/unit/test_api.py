@@ -361,3 +361,16 @@ async def test_serve_binds_loopback(control: FakeControl, metrics: Metrics) -> N
             assert resp.status == 200
     finally:
         await runner.cleanup()
+
+
+async def test_serve_reports_a_busy_port(control: FakeControl, metrics: Metrics) -> None:
+    import ipaddress
+
+    lo = ipaddress.ip_address("127.0.0.1")
+    first = await serve(build_app(control, metrics, TOKEN), lo, 0)
+    try:
+        port = first.addresses[0][1]
+        with pytest.raises(OSError, match=r"address already in use|Errno 98"):
+            await serve(build_metrics_app(metrics), lo, port)
+    finally:
+        await first.cleanup()
