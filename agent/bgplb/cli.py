@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--config", default=None, help="read the API address/token from here")
         c.add_argument("--api", default=None, help="API base URL (default from config)")
         c.add_argument("--token-file", default=None)
+
+    from .unconfigured import add_unconfigured_parser
+
+    add_unconfigured_parser(sub)
     return p
 
 
@@ -73,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .dataplane.prereq import run_check_node
 
         return run_check_node(args)
+    if cmd == "unconfigured":
+        from .unconfigured import run_unconfigured
+
+        return run_unconfigured(args)
     from .client import run_client_command
 
     return run_client_command(args)
