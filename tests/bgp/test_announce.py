@@ -75,7 +75,8 @@ async def test_thousand_routes_pipelined(bgp_lab_factory, speaker_factory: Speak
     written = time.monotonic() - t0
     took = await wait_until(lambda: bl.router.fib_count() == 1000, 10, interval=0.02)
     print(
-        f"1000 routes: written in {written * 1000:.0f} ms, in FIB after {time.monotonic() - t0:.2f}s"
+        f"1000 routes: written in {written * 1000:.0f} ms, "
+        f"in FIB after {time.monotonic() - t0:.2f}s"
     )
     assert took < 10
     t0 = time.monotonic()

@@ -47,7 +47,8 @@ async def test_drain_over_ebgp(bgp_lab_factory, speaker_factory: SpeakerFactory)
     drained = rib[bl.lb_v4(2)]
     assert drained["aspath"]["string"] == f"{bl.lb_as} {bl.lb_as} {bl.lb_as}"
     assert "graceful-shutdown" in drained["community"]["string"]
-    assert not drained.get("multipath") and not drained.get("bestpath")
+    assert not drained.get("multipath")
+    assert not drained.get("bestpath")
     assert drained["valid"] is True  # still announced: traffic can still reach it
     await speakers[1].set_routes({bl.r1_v4(2): frozenset()})
     await wait_until(lambda: bl.lb_v4(2) not in paths(bl), 5)
@@ -66,7 +67,8 @@ async def test_drain_over_ibgp(bgp_lab_factory, speaker_factory: SpeakerFactory)
     assert drained["locPrf"] == 0
     assert "graceful-shutdown" in drained["community"]["string"]
     assert drained["valid"] is True  # kept (an iBGP path is not a loop), just not best
-    assert not drained.get("multipath") and not drained.get("bestpath")
+    assert not drained.get("multipath")
+    assert not drained.get("bestpath")
     await speakers[1].set_routes({bl.r1_v4(2): frozenset()})
     await wait_until(lambda: bl.lb_v4(2) not in paths(bl), 5)
     assert bl.router.fib(str(VIP)) == [bl.lb_v4(1)]

@@ -180,9 +180,9 @@ def fib(ns: str, prefix: str) -> list[str]:
 
 
 async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float, interval: float = 0.005
+    predicate: Callable[[], bool | Awaitable[bool]], within: float, interval: float = 0.005
 ) -> float:
-    """Poll until ``predicate()`` is true; returns the seconds it took, fails after ``timeout``."""
+    """Poll until ``predicate()`` is true; returns the seconds it took, fails after ``within``."""
     start = time.monotonic()
     while True:
         value = predicate()
@@ -190,8 +190,8 @@ async def wait_until(
             value = await value
         if value:
             return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
+        if time.monotonic() - start > within:
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
 
 

@@ -1,0 +1,154 @@
+"""Run the kernel tests (``pytest -m kernel``) where dummy links and IPVS exist.
+
+If the running kernel can load ``ip_vs`` and ``dummy``, the tests run directly. Otherwise
+(this machine's kernel has neither) ONE virtme-ng VM boots a Debian kernel from /boot under
+TCG (nested KVM is broken here), with the host's filesystem as its root, and runs pytest in it.
+The guest's output is streamed through a pipe (a plain file redirect loses most of it) to the
+terminal and to ``--log``; pytest's exit status is passed back.
+
+    python tests/harness/vm.py [--log FILE] [--timeout S] [--kernel IMAGE] [-- PYTEST ARGS]
+
+``vng`` must be on PATH (``make test-kernel`` puts ``.venv-vng/bin`` there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_wlc", "ip_vs_sh", "dummy")
+DEFAULT_TIMEOUT = 540.0  # the whole VM run, boot included
+
+
+def running_kernel_has_dataplane() -> bool:
+    """True if ip_vs and dummy are (or can be) loaded in the running kernel."""
+    if shutil.which("modprobe") is not None:
+        subprocess.run(["modprobe", "-a", *MODULES], capture_output=True, check=False, timeout=60)
+    return Path("/proc/net/ip_vs").exists() and Path("/sys/module/dummy").exists()
+
+
+def _version_key(version: str) -> list[int]:
+    return [int(x) for x in re.findall(r"\d+", version)]
+
+
+def find_vm_kernel() -> Path:
+    """The newest /boot/vmlinuz-* whose modules include IPVS and dummy."""
+    found = []
+    for image in Path("/boot").glob("vmlinuz-*"):
+        version = image.name.removeprefix("vmlinuz-")
+        mods = Path("/lib/modules") / version / "kernel"
+        if list(mods.glob("net/netfilter/ipvs/ip_vs.ko*")) and list(
+            mods.glob("drivers/net/dummy.ko*")
+        ):
+            found.append((version, image))
+    if not found:
+        raise SystemExit(
+            "no kernel with IPVS and dummy modules in /boot: apt-get install linux-image-amd64"
+        )
+    return max(found, key=lambda vi: _version_key(vi[0]))[1]
+
+
+def pytest_command(args: Sequence[str]) -> list[str]:
+    return [
+        str(REPO / ".venv" / "bin" / "pytest"),
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "kernel",
+        "tests/kernel",
+        *args,
+    ]
+
+
+def guest_script(args: Sequence[str]) -> str:
+    """What the guest runs: load the modules, then pytest with stderr merged into stdout."""
+    env = "PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1"
+    pytest = shlex.join(pytest_command(args))
+    return (
+        f"cd {shlex.quote(str(REPO))} && modprobe -a {' '.join(MODULES)} && "
+        f"echo guest kernel $(uname -r) && env {env} {pytest} 2>&1"
+    )
+
+
+def stream(cmd: Sequence[str], log: Path | None, timeout: float, env: dict[str, str]) -> int:
+    """Run ``cmd`` in its own process group; copy its output to stdout and ``log``."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    expired = threading.Event()
+
+    def kill() -> None:
+        expired.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    watchdog = threading.Timer(timeout, kill)
+    watchdog.start()
+    assert proc.stdout is not None
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(log, "w", encoding="utf-8")) if log is not None else None
+        try:
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace")
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                if out is not None:
+                    out.write(line)
+            status = proc.wait()
+        finally:
+            watchdog.cancel()
+    if expired.is_set():
+        print(f"\n*** kernel tests did not finish within {timeout:g}s: killed", flush=True)
+        return 124
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--log", type=Path, default=None)
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    p.add_argument("--kernel", type=Path, default=None, help="boot this image (forces a VM)")
+    p.add_argument("--memory", default="1G")
+    p.add_argument("pytest_args", nargs="*")
+    args = p.parse_args(argv)
+    env = dict(os.environ)
+    if args.log is not None:
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    if args.kernel is None and running_kernel_has_dataplane():
+        print("==> the running kernel has IPVS and dummy: kernel tests run directly", flush=True)
+        cmd = pytest_command(args.pytest_args)
+    else:
+        kernel = args.kernel or find_vm_kernel()
+        if shutil.which("vng", path=env.get("PATH")) is None:
+            raise SystemExit("vng not on PATH: make test-kernel installs it into .venv-vng")
+        print(f"==> booting {kernel} in a virtme-ng VM (TCG) for the kernel tests", flush=True)
+        cmd = [
+            "vng", "--run", str(kernel), "--disable-kvm", "--memory", args.memory,
+            "--cpus", "2", "--exec", guest_script(args.pytest_args),
+        ]  # fmt: skip
+    status = stream(cmd, args.log, args.timeout, env)
+    print(f"==> kernel tests: exit {status} after {time.monotonic() - started:.1f}s", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
