@@ -12,8 +12,10 @@ routes minus those of every VIP that a removal takes away.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, TypeVar
 
 from .model import (
     AddAddress,
@@ -38,6 +40,8 @@ from .model import (
 )
 from .policy import Desired, VipNeed, freeze_routes
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -57,11 +61,13 @@ def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) ->
     skipped, conflicts = _skipped(desired.vips, want, observed)
 
     actions: list[DataplaneAction] = []
-    actions += [EnsureLink(x) for x in sorted(want.links - have.links - skipped.links)]
-    actions += [AddAddress(x) for x in sorted(want.addresses - have.addresses - skipped.addresses)]
+    actions += [EnsureLink(x) for x in in_order(want.links - have.links - skipped.links)]
+    actions += [
+        AddAddress(x) for x in in_order(want.addresses - have.addresses - skipped.addresses)
+    ]
 
     have_vs = {s.key: s for s in have.services}
-    for vs in sorted(want.services - skipped.services):
+    for vs in in_order(want.services - skipped.services):
         old = have_vs.get(vs.key)
         if old is None:
             actions.append(AddVirtualService(vs))
@@ -69,7 +75,7 @@ def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) ->
             actions.append(UpdateVirtualService(vs))
 
     have_rs = {r.key: r for r in have.real_servers}
-    for rs in sorted(want.real_servers - skipped.real_servers):
+    for rs in in_order(want.real_servers - skipped.real_servers):
         old_rs = have_rs.get(rs.key)
         if old_rs is None:
             actions.append(AddRealServer(rs))
@@ -77,10 +83,10 @@ def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) ->
             actions.append(UpdateRealServer(rs))
 
     want_rs, want_vs = want.real_server_keys(), want.service_keys()
-    actions += [RemoveRealServer(k) for k in sorted(have_rs.keys() - want_rs)]
-    actions += [RemoveVirtualService(k) for k in sorted(have_vs.keys() - want_vs)]
-    actions += [RemoveAddress(x) for x in sorted(have.addresses - want.addresses)]
-    actions += [RemoveLink(x) for x in sorted(have.links - want.links)]
+    actions += [RemoveRealServer(k) for k in in_order(have_rs.keys() - want_rs)]
+    actions += [RemoveVirtualService(k) for k in in_order(have_vs.keys() - want_vs)]
+    actions += [RemoveAddress(x) for x in in_order(have.addresses - want.addresses)]
+    actions += [RemoveLink(x) for x in in_order(have.links - want.links)]
 
     gone = vips_taken_away(actions, want)
     withdraw = freeze_routes(
@@ -90,6 +96,24 @@ def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) ->
         }
     )
     return Plan(withdraw, tuple(actions), conflicts, skipped)
+
+
+def order_key(value: object) -> Any:
+    """A total order over dataplane objects, IPv4 before IPv6 (``ipaddress`` objects of
+    different versions do not compare, so the dataclasses' own ordering can't be used)."""
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return (1, value.version, int(value))
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return (1, value.version, int(value.network_address), value.prefixlen)
+    if is_dataclass(value) and not isinstance(value, type):
+        return (1, tuple(order_key(getattr(value, f.name)) for f in fields(value)))
+    if value is None:
+        return (0,)
+    return (1, value)
+
+
+def in_order(items: Iterable[T]) -> list[T]:
+    return sorted(items, key=order_key)
 
 
 def vips_taken_away(
@@ -142,7 +166,9 @@ def _skipped(
         if link is not None and link not in have.links and link.name in observed.foreign_links:
             problem = f"link {link.name} exists and is not ours"
             links.add(link)
-        clash = sorted(k for k in need.virtual_services - have_vs if k in observed.foreign_services)
+        clash = in_order(
+            k for k in need.virtual_services - have_vs if k in observed.foreign_services
+        )
         if clash and not problem:
             problem = f"IPVS service {clash[0]} exists and is not ours"
         if not problem:

@@ -206,3 +206,10 @@ def test_owned_objects_of_a_conflicting_vip_are_kept() -> None:
     p = plan(d, observed, d.routes)
     assert p.actions == ()
     assert p.conflicts == {}
+
+
+def test_mixed_address_families_are_ordered_v4_first() -> None:
+    d = desired(ipvs_service(vips=("2001:db8::1", "10.99.0.1")))
+    p = plan(d, ObservedDataplane(), {})
+    added = [a.address.address for a in p.actions if isinstance(a, AddAddress)]
+    assert added == [ip("10.99.0.1"), ip("2001:db8::1")]
