@@ -99,8 +99,8 @@ def parse(data: object) -> ParsedConfig:
         )
     if is_seed_format(data):
         native, notes, issues = convert_seed(data)
-        if not native:
-            raise ConfigError(issues)
+        if not native or any("IPv4-only" in i.message for i in issues):
+            raise ConfigError(issues)  # the converted config would only add confusing errors
         try:
             config = _validate(native)
         except ConfigError as e:

@@ -113,6 +113,13 @@ def convert_seed(data: object) -> tuple[dict[str, Any], list[str], list[ConfigIs
                 "VIPs are supported",
             )
         )
+    for path, address in [("service.ip", svc.ip)] + [
+        (f"bgp.peers[{i}].address", p.address) for i, p in enumerate(seed.bgp.peers)
+    ]:
+        if address.version != 4:
+            issues.append(
+                ConfigIssue(path, f"{address}: the seed format is IPv4-only; use the native format")
+            )
     if svc.ports and svc.protocol is None:
         issues.append(ConfigIssue("service.protocol", "required with ports: tcp, udp or sctp"))
     if local.listen_port != -1:
