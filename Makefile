@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 WORK := _work
 
-.PHONY: help deps venv lint fmt test test-unit test-kernel test-bgp demo clean
+.PHONY: help deps venv vng lint fmt test test-unit test-kernel test-bgp demo clean
 
 help:
 	@echo "make demo   - bring the ECMP lab up and show bgp-lb at work"
@@ -44,6 +44,26 @@ fmt: venv
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit
+
+# Kernel tests (dummy links + IPVS): run directly if the running kernel has them, else in ONE
+# virtme-ng VM booting Debian's kernel from /boot under TCG. virtme-ng lives in its own venv.
+VNG_VENV := .venv-vng
+$(VNG_VENV)/bin/vng:
+	$(PY) -m venv $(VNG_VENV)
+	$(VNG_VENV)/bin/pip install -q 'virtme-ng==1.42'
+vng: $(VNG_VENV)/bin/vng
+
+test-kernel: deps venv vng
+	@mkdir -p $(WORK)
+	PATH="$(CURDIR)/$(VNG_VENV)/bin:$$PATH" $(BIN)/python tests/harness/vm.py --log $(WORK)/test-kernel.log
+
+# BGP tests on the host, as root: FRR + ExaBGP in network namespaces named blt<pid>-*.
+# Namespaces (and the processes in them) left by a crashed run are removed before and after.
+test-bgp: deps venv
+	@if [ "$$(id -u)" != 0 ]; then echo "test-bgp needs root (network namespaces, FRR)"; exit 1; fi
+	@$(BIN)/python -m tests.harness.netns
+	@rc=0; timeout 600 $(BIN)/pytest -m bgp tests/bgp -ra -s -q || rc=$$?; \
+	  $(BIN)/python -m tests.harness.netns; exit $$rc
 
 test: deps venv lint test-unit test-kernel test-bgp
 
