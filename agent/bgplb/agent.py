@@ -1,0 +1,359 @@
+"""The composition root: builds the agent from its parts and runs it until told to stop.
+
+Tasks: the health runner, the reconciler, the watchdog and the HTTP API. Signals: SIGTERM/SIGINT
+withdraw everything, wait ``shutdown_grace``, clean up; SIGHUP reloads the config file. A crashed
+internal task ends the agent with exit 1 after a best-effort withdraw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from . import __version__
+from .admin import AdminStore
+from .bgp.base import Speaker
+from .clock import Clock, SystemClock
+from .config import Config, ConfigError, load_config
+from .dataplane.base import Dataplane
+from .health.checks import Prober
+from .health.runner import HealthRunner
+from .logs import log_event, register_secret, setup_logging
+from .metrics import Metrics
+from .reconciler import PassResult, Reconciler
+from .sdnotify import notify, watchdog_interval
+from .status import AgentControl, ReloadResult, StatusResponse
+from .status_view import build_status
+
+log = logging.getLogger("bgplb.agent")
+
+EXIT_CRASH = 1
+EXIT_CONFIG = 2
+
+Notify = Callable[[str], object]
+
+
+class PrerequisiteLike(Protocol):
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None
+
+
+class Agent(AgentControl):
+    """One LB node: health, reconcile, speaker, dataplane, API state."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        dataplane: Dataplane,
+        speaker: Speaker,
+        clock: Clock,
+        config_path: Path | None = None,
+        prober: Prober | None = None,
+        metrics: Metrics | None = None,
+        notifier: Notify = notify,
+        watchdog_seconds: float | None = None,
+        check_node: bool = False,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.dataplane = dataplane
+        self.speaker = speaker
+        self.clock = clock
+        self.metrics = metrics or Metrics(per_real_server=config.node.metrics_per_real_server)
+        self.notifier = notifier
+        self.watchdog_seconds = watchdog_seconds
+        self.check_node = check_node
+        self.started_at = clock.now()
+        self.admin = AdminStore(config.node.state_dir, clock)
+        self.health = HealthRunner(clock, self._wake, prober)
+        self.health.on_result = self.metrics.record_check
+        self.reconciler = Reconciler(
+            config, dataplane, speaker, self.health, self.admin, clock, on_pass=self._on_pass
+        )
+        self.stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._commands_seen = 0
+        self._timers: set[asyncio.Task[None]] = set()
+        self.prerequisites: list[PrerequisiteLike] = []
+
+    # ------------------------------------------------------------------ wiring
+
+    def _wake(self) -> None:
+        self.reconciler.wake()
+
+    def _on_pass(self, result: PassResult) -> None:
+        """Called by the reconciler after each pass: metrics follow the new state."""
+        self.metrics.reconcile_pass(result)
+        self.metrics.set_peers(self.speaker.peers())
+        self.metrics.set_routes(self.speaker.advertised())
+        self.metrics.set_speaker(self.speaker)
+        sent = int(getattr(self.speaker, "commands_sent", 0))
+        if sent > self._commands_seen:
+            self.metrics.speaker_commands(sent - self._commands_seen)
+            self._commands_seen = sent
+        self.metrics.set_check_states(self.health.snapshot())
+        self.metrics.set_decisions(result.decisions)
+
+    async def start(self) -> None:
+        for peer in self.config.peers:
+            if peer.md5_password_file is not None:
+                with contextlib.suppress(OSError):
+                    register_secret(peer.md5_password_file.read_text().strip())
+        if self.check_node:
+            from .dataplane.prereq import check_prerequisites
+
+            self.prerequisites = check_prerequisites(self.config)
+        for p in self.prerequisites:
+            if not p.ok:
+                log_event(
+                    log,
+                    "prerequisite_missing",
+                    level=logging.WARNING,
+                    name=p.name,
+                    detail=p.detail,
+                    fix=p.fix,
+                )
+        self.metrics.set_observed_source(lambda: getattr(self.reconciler.last, "observed", None))
+        await self.dataplane.start(self._wake)
+        await self.speaker.start(self.config, self._wake)
+        self.health.configure(self.config)
+        self.metrics.set_drained(self.admin.state, self.config)
+        log_event(log, "agent_started", version=__version__, services=len(self.config.services))
+
+    async def run(self) -> int:
+        """Run until SIGTERM-like stop (returns 0) or a crashed task (returns 1)."""
+        await self.start()
+        self._tasks = [
+            asyncio.create_task(self.health.run(), name="health"),
+            asyncio.create_task(self.reconciler.run(), name="reconciler"),
+            asyncio.create_task(self._watchdog(), name="watchdog"),
+        ]
+        stop_wait = asyncio.create_task(self.stopping.wait(), name="stop")
+        ready_task = asyncio.create_task(self._notify_ready(), name="ready")
+        done, _ = await asyncio.wait([stop_wait, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        crashed = [t for t in done if t is not stop_wait]
+        ready_task.cancel()
+        if crashed:
+            task = crashed[0]
+            exc = task.exception() if not task.cancelled() else None
+            log_event(
+                log, "task_crashed", level=logging.CRITICAL, task=task.get_name(), error=repr(exc)
+            )
+            await self._emergency_withdraw()
+            await self._cancel_tasks(stop_wait)
+            return EXIT_CRASH
+        self.notifier("STOPPING=1")
+        log_event(log, "agent_stopping", grace=self.config.node.shutdown_grace)
+        await self._cancel_tasks(stop_wait)
+        await self.reconciler.shutdown(
+            self.config.node.shutdown_grace, self.config.node.keep_dataplane_on_exit
+        )
+        await self.dataplane.close()
+        log_event(log, "agent_stopped")
+        return 0
+
+    async def _notify_ready(self) -> None:
+        while not self.reconciler.ready:
+            await self.clock.sleep(0.05)
+        self.notifier("READY=1")
+        log_event(log, "agent_ready")
+
+    async def _cancel_tasks(self, *extra: asyncio.Task[bool]) -> None:
+        for t in [*self._tasks, *extra]:
+            t.cancel()
+        for t in [*self._tasks, *extra]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def _emergency_withdraw(self) -> None:
+        try:
+            async with asyncio.timeout(5):
+                await self.speaker.stop()
+        except Exception as exc:  # best effort: we are going down anyway
+            log_event(log, "emergency_withdraw_failed", level=logging.ERROR, error=repr(exc))
+
+    # ------------------------------------------------------------------ watchdog
+
+    def progressing(self) -> bool:
+        """Both the reconciler and the check scheduler moved recently."""
+        now = self.clock.now()
+        node = self.config.node
+        limit = max(self.watchdog_seconds or 0.0, 2 * node.resync_interval + 5.0)
+        return (
+            now - self.reconciler.last_progress < limit and now - self.health.last_progress < limit
+        )
+
+    async def _watchdog(self) -> None:
+        if not self.watchdog_seconds:
+            await asyncio.Event().wait()  # nothing to ping; park forever
+            return
+        while True:
+            if self.progressing():
+                self.notifier("WATCHDOG=1")
+            else:
+                log_event(log, "watchdog_stalled", level=logging.ERROR)
+            await self.clock.sleep(self.watchdog_seconds / 2)
+
+    # ------------------------------------------------------------------ AgentControl
+
+    def ready(self) -> bool:
+        return self.reconciler.ready
+
+    def status(self) -> StatusResponse:
+        return build_status(self)
+
+    async def drain(self, service: str | None) -> None:
+        self._known(service)
+        self.admin.drain(service)
+        self.metrics.set_drained(self.admin.state, self.config)
+        log_event(log, "drain", service=service or "*")
+        self.reconciler.wake()
+        self._wake_after(self._drain_delay(service))
+
+    async def undrain(self, service: str | None) -> None:
+        self._known(service)
+        self.admin.undrain(service)
+        self.metrics.set_drained(self.admin.state, self.config)
+        log_event(log, "undrain", service=service or "*")
+        self.reconciler.wake()
+
+    def _drain_delay(self, service: str | None) -> float:
+        node = self.config.node
+        svcs = [self.config.service(service)] if service else list(self.config.services)
+        return max(
+            [s.drain_delay if s.drain_delay is not None else node.drain_delay for s in svcs if s]
+            or [node.drain_delay]
+        )
+
+    def _wake_after(self, seconds: float) -> None:
+        """Wake the reconciler when a drain delay ends (the withdraw is due then)."""
+
+        async def later() -> None:
+            await self.clock.sleep(seconds + 0.01)
+            self.reconciler.wake()
+
+        task = asyncio.create_task(later(), name="drain-timer")
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
+    def _known(self, service: str | None) -> None:
+        if service is not None and self.config.service(service) is None:
+            raise KeyError(service)
+
+    async def reload(self) -> ReloadResult:
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> ReloadResult:
+        if self.config_path is None:
+            return ReloadResult(ok=False, errors=["the agent was started without a file"])
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as err:
+            msgs = [str(e) for e in err.errors]
+            self.metrics.config_reloaded(False, self.clock.wall())
+            log_event(log, "config_reload_failed", level=logging.ERROR, errors=msgs)
+            return ReloadResult(ok=False, errors=msgs)
+        old = self.config
+        changed = sorted(s.name for s in new.services if old.service(s.name) != s) + sorted(
+            s.name for s in old.services if new.service(s.name) is None
+        )
+        self.config = new
+        self.health.configure(new)
+        self.reconciler.set_config(new)
+        if new.peers != old.peers or new.node != old.node:
+            await self.speaker.reconfigure(new)
+        self.metrics.config_reloaded(True, self.clock.wall())
+        self.metrics.set_drained(self.admin.state, new)
+        log_event(log, "config_reloaded", changed_services=changed)
+        return ReloadResult(ok=True, errors=[], changed_services=changed)
+
+
+# ---------------------------------------------------------------------- process entry
+
+
+def _install_signals(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, agent.stopping.set)
+    loop.add_signal_handler(signal.SIGINT, agent.stopping.set)
+    reloads: set[asyncio.Task[ReloadResult]] = set()
+
+    def _hup() -> None:
+        t = loop.create_task(agent.reload())
+        reloads.add(t)
+        t.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, _hup)
+
+
+async def _serve(agent: Agent) -> int:
+    from .api import TokenError, build_app, load_token, serve
+
+    api = agent.config.node.api
+    try:
+        token = load_token(api.token_file) if api.token_file else None
+    except TokenError as err:
+        print(f"bgp-lb: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if token:
+        register_secret(token)
+    app = build_app(agent, agent.metrics, token)
+    runners = [await serve(app, api.listen, api.port)]
+    if api.metrics_listen is not None or api.metrics_port is not None:
+        from .api import build_metrics_app
+
+        runners.append(
+            await serve(
+                build_metrics_app(agent.metrics),
+                api.metrics_listen or api.listen,
+                api.metrics_port or api.port + 1,
+            )
+        )
+    _install_signals(agent)
+    try:
+        return await agent.run()
+    finally:
+        for r in runners:
+            await r.cleanup()
+
+
+def build_real_agent(config: Config, config_path: Path) -> Agent:
+    from .bgp.exabgp import ExaBGPSpeaker
+    from .dataplane.netlink import NetlinkDataplane
+
+    clock = SystemClock()
+    return Agent(
+        config,
+        dataplane=NetlinkDataplane(config.node.state_dir),
+        speaker=ExaBGPSpeaker(),
+        clock=clock,
+        config_path=config_path,
+        watchdog_seconds=watchdog_interval(),
+        check_node=True,
+    )
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        for issue in err.errors:
+            print(f"{path}: {issue}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(
+        args.log_format or config.node.log.format, args.log_level or config.node.log.level
+    )
+    agent = build_real_agent(config, path)
+    return asyncio.run(_serve(agent))
