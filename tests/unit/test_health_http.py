@@ -184,11 +184,12 @@ async def test_hung_backend_does_not_disturb_another_check(backend: Backend) -> 
     hung, fine = results["hung"], results["fine"]
     assert len(hung) >= 3
     assert all(r.error == "timeout after 0.3s" and 0.3 <= r.latency < 0.5 for r in hung)
-    assert len(fine) >= 12
+    assert len(fine) >= 10
     assert all(r.ok for r in fine)
     starts = [r.time - r.latency for r in fine]
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert max(gaps) < 0.1 + 0.05
+    gaps = sorted(b - a for a, b in itertools.pairwise(starts))
+    assert gaps[len(gaps) // 2] == pytest.approx(0.1, abs=0.02)  # its own cadence
+    assert gaps[-1] < 0.25  # never held up by the hung probes (0.3 s each)
     assert runner.snapshot()[CheckKey("web", None, "fine")].status is CheckStatus.UP
     assert runner.snapshot()[CheckKey("web", None, "hung")].status is CheckStatus.DOWN
 

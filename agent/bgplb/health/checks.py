@@ -114,8 +114,11 @@ class RealProber:
                         require_all=check.require == "all",
                     )
                 if isinstance(check, ExecCheck):
-                    identity = self._identity or unprivileged_identity()
-                    return await run_command(check.argv, check.env, target.timeout * 0.98, identity)
+                    if self._identity is None:  # looked up once: NSS may be slow
+                        self._identity = unprivileged_identity()
+                    return await run_command(
+                        check.argv, check.env, target.timeout * 0.98, self._identity
+                    )
         except TimeoutError:
             return f"timeout after {target.timeout:g}s"
         except (OSError, aiohttp.ClientError) as exc:
