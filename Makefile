@@ -14,7 +14,7 @@ help:
 
 # System packages (Debian 12). Idempotent; re-run after a fresh machine.
 APT_PKGS := frr frr-pythontools qemu-system-x86 linux-image-amd64 ipvsadm iputils-ping \
-            nftables iproute2 curl procps kmod busybox-static
+            nftables iproute2 curl procps kmod busybox-static prometheus
 $(WORK)/.deps-stamp: Makefile
 	@mkdir -p $(WORK)
 	@echo "==> installing system packages: $(APT_PKGS)"
