@@ -377,3 +377,14 @@ async def test_a_dying_check_task_ends_run() -> None:
 async def test_run_twice_is_refused(h: Harness) -> None:
     with pytest.raises(RuntimeError, match="already running"):
         await h.runner.run()
+
+
+async def test_a_flapping_check_does_not_spam(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    configure(h, spec())
+    with caplog.at_level(logging.INFO, "bgplb.health"):
+        for _ in range(50):
+            h.prober.mode["c"] = "once"
+            await h.clock.advance(1.0)
+    assert sum(1 for _, r, _ in h.results if not r.ok) == 50
+    failed = [r for r in caplog.records if getattr(r, "event", "") == "health_check_failed"]
+    assert len(failed) == 1

@@ -228,9 +228,7 @@ class HealthRunner:
                 key,
                 result.error,
                 extra=self._extra("health_check_failed", key),
-            )
-        elif result.ok:
-            self._limiter.forget(key)
+            )  # a flapping check logs its (identical) error once a minute, not every flap
         if self.on_result is not None:
             try:
                 self.on_result(key, result, after)
