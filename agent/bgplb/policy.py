@@ -301,7 +301,7 @@ def _real_servers(
         if not healthy and svc.unhealthy_real_server == "remove":
             continue
         weight = rs.weight if healthy else 0
-        rs_key = RealServerKey(key, rs.address, rs.port or port.target)
+        rs_key = RealServerKey(key, rs.address, rs.port if rs.port is not None else port.target)
         yield RealServerSpec(rs_key, weight, rs.forward)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from .admin import AdminState
@@ -24,7 +24,14 @@ from .clock import Clock
 from .config import Config
 from .dataplane.base import Dataplane, DataplaneError
 from .health.tracker import HealthSnapshot
-from .model import DataplaneAction, DataplaneState, ObservedDataplane, RouteSet
+from .model import (
+    DataplaneAction,
+    DataplaneState,
+    Decision,
+    ObservedDataplane,
+    Reason,
+    RouteSet,
+)
 from .plan import plan
 from .policy import Desired, ServiceDecision, announceable, desired_state, same_routes
 
@@ -34,6 +41,10 @@ T = TypeVar("T")
 DEBOUNCE = 0.01  # seconds: coalesces a burst of wake-ups into one pass
 PASS_TIMEOUT = 60.0  # seconds: a pass that takes longer is abandoned (and counted)
 IO_TIMEOUT = 10.0  # seconds: any single adapter call
+
+
+class ReconcilerStopped(Exception):
+    """``reconcile_once`` was called after ``shutdown`` began: no more passes."""
 
 
 class HealthSource(Protocol):
@@ -122,6 +133,8 @@ class Reconciler:
                 break
             try:
                 await self.reconcile_once()
+            except ReconcilerStopped:
+                break
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a failed pass never ends the loop
@@ -131,8 +144,13 @@ class Reconciler:
             self.last_progress = self._clock.now()
 
     async def reconcile_once(self) -> PassResult:
-        async with self._lock, asyncio.timeout(self._pass_timeout):
-            return await self._pass()
+        """One pass (waits for a pass or shutdown in progress; raises ReconcilerStopped after
+        shutdown began: a late pass must not re-announce what shutdown withdrew)."""
+        async with self._lock:
+            if self._stopping:
+                raise ReconcilerStopped("the reconciler is shutting down")
+            async with asyncio.timeout(self._pass_timeout):
+                return await self._pass()
 
     async def shutdown(self, grace: float, keep_dataplane: bool) -> None:
         """Withdraw everything, wait ``grace`` with the sessions up, tear down, stop the speaker.
@@ -143,6 +161,7 @@ class Reconciler:
         self.wake()
         async with self._lock:
             await self._best_effort("withdraw all routes", self._speaker.set_routes({}))
+            self._mark_shutting_down()
             await self._clock.sleep(grace)
             if not keep_dataplane:
                 await self._best_effort("tear down the dataplane", self._teardown())
@@ -207,6 +226,15 @@ class Reconciler:
         if self._on_pass is not None:
             self._on_pass(result)
         return result
+
+    def _mark_shutting_down(self) -> None:
+        if self.last is None:
+            return
+        decisions = {
+            name: replace(d, decision=Decision.WITHDRAW, reason=Reason.SHUTTING_DOWN, detail="")
+            for name, d in self.last.decisions.items()
+        }
+        self.last = replace(self.last, decisions=decisions, routes={})
 
     async def _teardown(self) -> None:
         observed = await self._io(self._dataplane.observe())

@@ -24,7 +24,7 @@ from bgplb.model import (
     RouteAttributes,
     VirtualServiceKey,
 )
-from bgplb.reconciler import PassResult, Reconciler
+from bgplb.reconciler import PassResult, Reconciler, ReconcilerStopped
 
 from .fixtures import (
     EBGP_PEER,
@@ -299,6 +299,20 @@ async def test_shutdown_order(rig: Rig, keep: bool) -> None:
         assert all(e.time >= t0 + 3.0 for e in removals)
         assert rig.dp.owned().links == frozenset()
         assert rig.dp.owned().addresses == frozenset()
+
+
+async def test_no_pass_after_shutdown_began(rig: Rig) -> None:
+    task = asyncio.create_task(rig.rec.shutdown(grace=1.0, keep_dataplane=False))
+    await rig.clock.advance(0.5)
+    late = asyncio.create_task(rig.rec.reconcile_once())  # waits for the shutdown
+    await rig.clock.advance(0.6)
+    await task
+    with pytest.raises(ReconcilerStopped):
+        await late
+    assert rig.rec.last is not None
+    assert {d.reason for d in rig.rec.last.decisions.values()} == {Reason.SHUTTING_DOWN}
+    assert rig.rec.last.routes == {}
+    assert rig.dp.owned().links == frozenset()  # nothing was re-created
 
 
 async def test_shutdown_goes_on_when_a_step_fails(rig: Rig) -> None:
