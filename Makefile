@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 WORK := _work
 
 .PHONY: help deps venv vng lint fmt test test-unit test-kernel test-bgp demo clean
+.PHONY: image config-disk test-image
 
 help:
 	@echo "make demo   - bring the ECMP lab up and show bgp-lb at work"
@@ -65,7 +66,30 @@ test-bgp: deps venv
 	@rc=0; timeout 600 $(BIN)/pytest -m bgp tests/bgp -ra -s -q || rc=$$?; \
 	  $(BIN)/python -m tests.harness.netns; exit $$rc
 
-test: deps venv lint test-unit test-kernel test-bgp
+# Appliance image (docs/image.md): Debian 12 + mkosi 14, one self-booting disk (BIOS/extlinux).
+# image/build.sh installs mkosi and its helpers with apt; outputs go to $(WORK)/image/.
+IMAGE_SRCS := $(shell find image agent/bgplb -type f -not -name "*.pyc" 2>/dev/null) \
+              $(wildcard deploy/*/*) pyproject.toml
+$(WORK)/image/bgp-lb.qcow2: $(IMAGE_SRCS) | venv
+	image/build.sh
+image: $(WORK)/image/bgp-lb.qcow2
+
+# make config-disk CONFIG=node.yaml NETWORK=uplink.network KEYS=authorized_keys OUT=node1.iso
+#   [FIREWALL=firewall.yaml] [FORMAT=iso|vfat]   (filesystem label BGPLB)
+OUT ?= $(WORK)/config-disk.iso
+config-disk:
+	image/make-config-disk.sh --out "$(OUT)" $(if $(CONFIG),--config "$(CONFIG)") \
+	  $(if $(NETWORK),--network "$(NETWORK)") $(if $(KEYS),--keys "$(KEYS)") \
+	  $(if $(FIREWALL),--firewall "$(FIREWALL)") $(if $(FORMAT),--format "$(FORMAT)")
+
+# Boots the image under qemu (TCG) on a tap in a namespace with FRR; ~5-10 min.
+test-image: deps venv image
+	@if [ "$$(id -u)" != 0 ]; then echo "test-image needs root (namespaces, tap, FRR)"; exit 1; fi
+	@$(BIN)/python -m tests.harness.netns
+	@rc=0; timeout 1500 $(BIN)/pytest -m image tests/image -p no:cacheprovider -ra -s -q || rc=$$?; \
+	  $(BIN)/python -m tests.harness.netns; exit $$rc
+
+test: deps venv lint test-unit test-kernel test-bgp test-image
 
 clean:
 	rm -rf $(WORK) $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

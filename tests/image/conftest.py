@@ -1,0 +1,98 @@
+"""Fixtures for the appliance image tests (marker ``image``; run by ``make test-image``).
+
+Topology: namespace ``blt<pid>-r1`` holds FRR (zebra + bgpd, AS 65000, 192.0.2.1/24 on tap0)
+and the qemu process whose virtio NIC is tap0; the node is 192.0.2.10 (AS 65001).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness.frr import Neighbor, Router
+from tests.harness.netns import Lab, run
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = Path(os.environ.get("BGPLB_IMAGE", REPO / "_work/image/bgp-lb.qcow2"))
+MAKE_CONFIG_DISK = REPO / "image/make-config-disk.sh"
+ROUTER_IP = "192.0.2.1"
+NODE_IP = "192.0.2.10"
+ROUTER_AS = 65000
+NODE_AS = 65001
+VIP = "10.99.0.1"
+# TCG only (no KVM here) and a shared 2-core host: generous, but bounded.
+BOOT_TIMEOUT = float(os.environ.get("BGPLB_IMAGE_BOOT_TIMEOUT", "420"))
+
+if os.geteuid() != 0:
+    pytest.skip("image tests need root (namespaces, tap, FRR)", allow_module_level=True)
+
+
+@dataclass
+class RouterSide:
+    lab: Lab
+    ns: str
+    router: Router
+    workdir: Path
+    key: Path
+
+
+@pytest.fixture(scope="module")
+def image() -> Path:
+    assert IMAGE.is_file(), f"{IMAGE} is missing: run `make image` first"
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def router_side(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterSide]:
+    workdir = tmp_path_factory.mktemp("image")
+    os.chmod(workdir, 0o755)
+    key = workdir / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30
+    )
+    lab = Lab()
+    try:
+        ns = lab.add_ns("r1")
+        run("ip", "-n", ns, "tuntap", "add", "tap0", "mode", "tap")
+        run("ip", "-n", ns, "addr", "add", f"{ROUTER_IP}/24", "dev", "tap0")
+        run("ip", "-n", ns, "link", "set", "tap0", "up")
+        router = Router(
+            ns,
+            ROUTER_AS,
+            ROUTER_IP,
+            [Neighbor(NODE_IP, NODE_AS, families=("ipv4",))],
+            workdir / "frr",
+        )
+        router.start()
+    except BaseException:
+        lab.close()
+        raise
+    try:
+        yield RouterSide(lab, ns, router, workdir, key)
+    finally:
+        router.stop()
+        lab.close()
+        shutil.rmtree(workdir / "frr", ignore_errors=True)
+
+
+def make_config_disk(out: Path, files: dict[str, str], keys: Path | None, units: list[str]) -> Path:
+    """Write ``files`` (config.yaml, node.network, firewall.yaml) and call the real helper."""
+    src = out.parent / f"{out.stem}-src"
+    src.mkdir(parents=True, exist_ok=True)
+    argv = [str(MAKE_CONFIG_DISK), "--out", str(out)]
+    for name, text in files.items():
+        (src / name).write_text(text)
+        flag = {"config.yaml": "--config", "firewall.yaml": "--firewall"}.get(name, "--network")
+        argv += [flag, str(src / name)]
+    if keys is not None:
+        argv += ["--keys", str(keys)]
+    for unit in units:
+        argv += ["--enable-unit", unit]
+    subprocess.run(argv, check=True, timeout=60, capture_output=True)
+    return out

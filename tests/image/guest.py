@@ -1,0 +1,135 @@
+"""One appliance VM under qemu (TCG) on a tap device inside a test namespace, plus SSH into it.
+
+The disk is booted by itself (SeaBIOS -> extlinux on the image), with ``snapshot=on`` so the
+image file is never written. The serial console goes to a log file the tests read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.harness.netns import alive
+
+GUEST_MAC = "52:54:00:00:00:10"
+
+
+@dataclass
+class Guest:
+    ns: str
+    disk: Path
+    console: Path
+    config_disk: Path | None = None
+    tap: str = "tap0"
+    memory_mb: int = 1024
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    extra_args: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        argv = ["ip", "netns", "exec", self.ns, "qemu-system-x86_64", "-accel", "tcg"]
+        argv += ["-smp", "2", "-m", str(self.memory_mb), "-nographic", "-vga", "none"]
+        argv += ["-no-reboot", "-drive", f"file={self.disk},if=virtio,snapshot=on"]
+        if self.config_disk is not None:
+            argv += ["-drive", f"file={self.config_disk},if=virtio,format=raw,readonly=on"]
+        argv += ["-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no"]
+        argv += ["-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC}", *self.extra_args]
+        self.console.parent.mkdir(parents=True, exist_ok=True)
+        with self.console.open("wb") as out:
+            # `ip netns exec` execs qemu, so this pid is qemu's.
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.started_at = time.monotonic()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def running(self) -> bool:
+        return self.proc is not None and alive(self.proc.pid) and self.proc.poll() is None
+
+    def console_text(self) -> str:
+        try:
+            raw = self.console.read_bytes()
+        except FileNotFoundError:
+            return ""
+        return re.sub(r"\x1b\[[0-9;]*m", "", raw.decode(errors="replace"))
+
+    def wait_console(self, pattern: str, timeout: float) -> re.Match[str]:
+        """Wait for a regex on the console; returns the match. Fails with the console tail."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern, re.M)
+        while True:
+            m = rx.search(self.console_text())
+            if m:
+                return m
+            if not self.running():
+                raise AssertionError(f"qemu exited; console tail:\n{self.console_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{pattern!r} not on the console within {timeout}s; tail:\n"
+                    f"{self.console_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+
+
+@dataclass
+class Ssh:
+    """SSH to the guest from inside the namespace, over one multiplexed connection."""
+
+    ns: str
+    address: str
+    key: Path
+    control_dir: Path
+
+    def _base(self) -> list[str]:
+        return [
+            "ip", "netns", "exec", self.ns, "ssh", "-i", str(self.key),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "LogLevel=ERROR",
+            "-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_dir}/%C",
+            "-o", "ControlPersist=600", f"root@{self.address}",
+        ]  # fmt: skip
+
+    def run(self, command: str, timeout: float = 60.0, check: bool = True) -> str:
+        res = subprocess.run(
+            [*self._base(), command], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"ssh {command!r} -> {res.returncode}: {res.stderr}{res.stdout}")
+        return res.stdout
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            res = subprocess.run(
+                [*self._base(), "true"], capture_output=True, text=True, timeout=60, check=False
+            )
+            if res.returncode == 0:
+                return
+            last = res.stderr
+            time.sleep(2)
+        raise AssertionError(f"no SSH to {self.address} within {timeout}s: {last}")
+
+    def close(self) -> None:
+        subprocess.run(
+            [*self._base()[:-1], "-O", "exit", f"root@{self.address}"],
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
