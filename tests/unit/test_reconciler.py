@@ -10,7 +10,7 @@ import pytest
 
 from bgplb.admin import AdminStore
 from bgplb.bgp.fake import FakeSpeaker
-from bgplb.clock import FakeClock
+from bgplb.clock import FakeClock, SystemClock
 from bgplb.config import Config
 from bgplb.dataplane.fake import FakeDataplane
 from bgplb.eventlog import Event, EventLog
@@ -401,3 +401,21 @@ async def test_set_config_wakes_the_loop(tmp_path: Path) -> None:
     assert r.announced() == {API_VIP}
     assert {x.name for x in r.dp.owned().links} == {"api"}
     await stop_loop(r, task)
+
+
+async def test_loop_with_the_system_clock(tmp_path: Path) -> None:
+    cfg = web_and_api(resync_interval=0.05)
+    log = EventLog()
+    dp, sp, health = FakeDataplane(log), FakeSpeaker(log), StaticHealth({key("web", "tcp"): up()})
+    passes: list[PassResult] = []
+    rec = Reconciler(
+        cfg, dp, sp, health, AdminStore(tmp_path, SystemClock()), SystemClock(), passes.append
+    )
+    await sp.start(cfg, rec.wake)
+    task = asyncio.create_task(rec.run())
+    await asyncio.sleep(0.2)
+    assert len(passes) >= 3  # the first pass and some resyncs
+    await rec.shutdown(grace=0.01, keep_dataplane=False)
+    await asyncio.wait_for(task, 1.0)
+    assert sp.stopped
+    assert dp.owned().links == frozenset()
