@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,20 @@ async def test_md5(
         for p in keydir.iterdir():
             p.unlink()
         keydir.rmdir()
+
+
+async def test_stop_withdraws_then_closes(bgp_lab_factory, speaker_factory: SpeakerFactory) -> None:  # type: ignore[no-untyped-def]
+    bl: BgpLab = bgp_lab_factory(n_lbs=1)
+    speaker, _ = await speaker_factory(bl, 1)
+    await speaker.set_routes({bl.r1_v4(1): frozenset({Route(VIP, None)})})
+    await wait_until(lambda: bl.router.fib(str(VIP)) == [bl.lb_v4(1)], 15)
+    pid = speaker.pid
+    assert pid is not None
+    t0 = time.monotonic()
+    await speaker.stop()
+    took = time.monotonic() - t0
+    print(f"stop(): withdraw + ExaBGP exit in {took:.2f}s")
+    assert bl.router.fib(str(VIP)) == []
+    assert not pid_alive(pid)
+    assert took < 5
+    assert speaker.advertised() == {}

@@ -174,3 +174,14 @@ async def test_relay_death_restarts_exabgp(env: Env) -> None:
         await until(lambda: len([c for p, c in env.lines() if p == new]) >= 3)
     finally:
         await speaker.stop()
+
+
+def test_backoff() -> None:
+    from bgplb.bgp.process import backoff
+
+    delay, waits = 0.5, []
+    for _ in range(9):
+        wait, delay = backoff(delay, 1.0, 0.5, 30.0, 60.0)
+        waits.append(wait)
+    assert waits == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    assert backoff(30.0, 61.0, 0.5, 30.0, 60.0) == (0.5, 1.0)  # stable run: reset

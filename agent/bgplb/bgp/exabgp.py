@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import logging
 import os
 import shutil
 import sys
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..clock import Clock, SystemClock
@@ -27,22 +24,13 @@ from ..config import Config
 from ..model import PeerKey, PeerState, PeerStatus, Route, RouteSet
 from . import commands, events, process, render
 from .base import SpeakerError
+from .channel import AckQueue, Pending
 
 log = logging.getLogger("bgplb.bgp")
 exa_log = logging.getLogger("bgplb.exabgp")
 
 SOCKET_NAME = "api.sock"
 CONFIG_NAME = "exabgp.conf"
-
-
-@dataclass(frozen=True)
-class _Sent:
-    """One written command, waiting for its ack (acks come back in order)."""
-
-    text: str
-    peer: PeerKey = ""
-    route: Route | None = None
-    reply: asyncio.Future[bool] | None = None
 
 
 def _exabgp_binary() -> str:
@@ -80,9 +68,7 @@ class ExaBGPSpeaker:
         self._wanted: dict[PeerKey, frozenset[Route]] = {}
         self._sent: dict[PeerKey, frozenset[Route]] = {}
         self._status: dict[PeerKey, PeerStatus] = {}
-        self._inflight: deque[_Sent] = deque()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._acks = AckQueue()
         self._writer: asyncio.StreamWriter | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -127,7 +113,7 @@ class ExaBGPSpeaker:
         log.info("exabgp reload: new/changed peers %s, removed %s", sorted(reset), sorted(removed))
         if self._writer is None:
             return  # not running: the next start reads the new file
-        reply = self._write([_Sent("reload", reply=self._loop().create_future())])
+        reply = self._write([Pending("reload", reply=self._loop().create_future())])
         try:
             ok = await asyncio.wait_for(asyncio.shield(reply[0]), self._io_timeout)
         except TimeoutError:
@@ -164,12 +150,12 @@ class ExaBGPSpeaker:
         return self._proc.pid if self._proc is not None else None
 
     async def stop(self) -> None:
-        if self._stopping:
+        if self._stopping or self._config is None:
             return
         self._wanted = {k: frozenset() for k in self._status}
         try:
             await self._sync()
-            await asyncio.wait_for(self._idle.wait(), self._io_timeout)
+            await asyncio.wait_for(self._acks.idle.wait(), self._io_timeout)
         except (SpeakerError, TimeoutError) as e:
             log.warning("exabgp: withdraw before stop incomplete: %s", e)
         self._stopping = True
@@ -225,14 +211,13 @@ class ExaBGPSpeaker:
     def _loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
 
-    def _write(self, items: Iterable[_Sent]) -> list[asyncio.Future[bool]]:
+    def _write(self, items: Iterable[Pending]) -> list[asyncio.Future[bool]]:
         """Queue commands on the relay without waiting (pipelining); acks are counted later."""
         items = list(items)
         if self._writer is None or not items:
             return []
         self._writer.write("".join(i.text + "\n" for i in items).encode())
-        self._inflight.extend(items)
-        self._idle.clear()
+        self._acks.extend(items)
         self.commands_sent += len(items)
         return [i.reply for i in items if i.reply is not None]
 
@@ -250,19 +235,27 @@ class ExaBGPSpeaker:
         """Send each peer the diff between what ExaBGP holds and what we want."""
         if self._writer is None:
             return
-        items: list[_Sent] = []
+        items: list[Pending] = []
+        held: dict[PeerKey, frozenset[Route]] = {}
         diffs = commands.diff(self._sent, self._wanted, self._status)
         for key, d in diffs.items():
-            items += [_Sent(commands.withdraw(key, r), key) for r in d.withdraw]
-            items += [_Sent(commands.announce(key, r), key, r) for r in d.announce]
-            self._sent[key] = self._wanted.get(key, frozenset())
+            bad: set[Route] = set()
+            items += [Pending(commands.withdraw(key, r), key) for r in d.withdraw]
+            for r in d.announce:
+                try:
+                    items.append(Pending(commands.announce(key, r), key, r))
+                except commands.CommandError as e:
+                    log.error("route %s for %s not sent: %s", r.prefix, key, e)
+                    bad.add(r)
+            held[key] = self._wanted.get(key, frozenset()) - bad
+        self._sent.update(held)
         self._write(items)
         await self._drain()
 
     def _resend(self, key: PeerKey) -> None:
         """A session came up: announce everything ExaBGP holds for it again (idempotent)."""
         routes = commands.ordered(self._sent.get(key, frozenset()))
-        self._write(_Sent(commands.announce(key, r), key, r) for r in routes)
+        self._write(Pending(commands.announce(key, r), key, r) for r in routes)
 
     # ------------------------------------------------------------------ receiving
 
@@ -276,14 +269,10 @@ class ExaBGPSpeaker:
             log.debug("exabgp: %s", event.text[:500])
 
     def _on_ack(self, ok: bool) -> None:
-        if not self._inflight:
+        item = self._acks.ack(ok)
+        if item is None:
             log.warning("exabgp: unexpected ack %s", "done" if ok else "error")
             return
-        item = self._inflight.popleft()
-        if not self._inflight:
-            self._idle.set()
-        if item.reply is not None and not item.reply.done():
-            item.reply.set_result(ok)
         if ok:
             return
         self.commands_failed += 1
@@ -342,8 +331,7 @@ class ExaBGPSpeaker:
             return
         self._writer = writer
         self._sent = {}
-        self._inflight.clear()
-        self._idle.set()
+        self._acks.forget()
         log.info("exabgp api connected (pid %s)", proc.pid)
         self._spawn_task(self._sync_quietly())
         try:
@@ -369,8 +357,7 @@ class ExaBGPSpeaker:
         """Without the relay we can neither steer nor observe ExaBGP: restart it (ExaBGP
         would keep announcing what it holds, and a respawned relay gets no state replay)."""
         self._writer = None
-        self._inflight.clear()
-        self._idle.set()
+        self._acks.forget()
         proc = self._proc
         if proc is not None and proc.returncode is None and not self._stopping:
             log.warning("exabgp: %s; restarting exabgp", why)
@@ -378,29 +365,8 @@ class ExaBGPSpeaker:
 
     # ------------------------------------------------------------------ supervision
 
-    def _command(self) -> list[str]:
-        assert self._config is not None
-        conf = str(self._config.node.runtime_dir / CONFIG_NAME)
-        argv = [*self._exabgp, "server", conf]
-        return ["ip", "netns", "exec", self._netns, *argv] if self._netns else argv
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            exabgp_daemon_user=getpass.getuser(),
-            exabgp_daemon_daemonize="false",
-            exabgp_api_cli="false",
-            exabgp_api_ack="true",
-            exabgp_log_destination="stdout",
-            exabgp_log_level="WARNING",
-            exabgp_tcp_bind="",
-            PYTHONUNBUFFERED="1",
-        )
-        return env
-
     async def _supervise(self) -> None:
-        initial, maximum, stable = self._backoff
-        delay = initial
+        delay = self._backoff[0]
         while not self._stopping:
             started = self._clock.now()
             code = await self._run_once()
@@ -413,16 +379,17 @@ class ExaBGPSpeaker:
                 self._status[key] = self._peer_status(
                     key, PeerState.DOWN, f"exabgp exited ({code}), restarting"
                 )
-            if self._clock.now() - started >= stable:
-                delay = initial
-            log.warning("exabgp exited with %s; restart #%d in %.1fs", code, self._restarts, delay)
+            wait, delay = process.backoff(delay, self._clock.now() - started, *self._backoff)
+            log.warning("exabgp exited with %s; restart #%d in %.2fs", code, self._restarts, wait)
             self._wake()
-            await self._clock.sleep(delay)
-            delay = min(delay * 2, maximum)
+            await self._clock.sleep(wait)
 
     async def _run_once(self) -> int | str:
         try:
-            proc = await process.spawn(self._command(), self._env())
+            assert self._config is not None
+            conf = self._config.node.runtime_dir / CONFIG_NAME
+            argv = process.exabgp_argv(self._exabgp, conf, self._netns)
+            proc = await process.spawn(argv, process.exabgp_env())
         except OSError as e:
             return f"spawn failed: {e}"
         self._proc = proc

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import getpass
 import logging
 import os
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -32,6 +34,28 @@ def _pdeathsig_preexec(parent: int) -> Callable[[], None]:
     return preexec
 
 
+def exabgp_argv(exabgp: Sequence[str], conf: Path, netns: str | None) -> list[str]:
+    argv = [*exabgp, "server", str(conf)]
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv  # ip execs: same pid
+
+
+def exabgp_env() -> dict[str, str]:
+    """Our environment plus ExaBGP's settings (docs/bgp.md): no privilege drop, no CLI
+    pipes, acks on, log to stdout (we capture it) at WARNING, no global listener."""
+    env = dict(os.environ)
+    env.update(
+        exabgp_daemon_user=getpass.getuser(),
+        exabgp_daemon_daemonize="false",
+        exabgp_api_cli="false",
+        exabgp_api_ack="true",
+        exabgp_log_destination="stdout",
+        exabgp_log_level="WARNING",
+        exabgp_tcp_bind="",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
 async def spawn(argv: Sequence[str], env: Mapping[str, str]) -> asyncio.subprocess.Process:
     """Start ``argv`` with stdout+stderr piped (merged), stdin closed, in its own session
     (a terminal's ^C reaches the agent, which withdraws first), dying with the agent."""
@@ -44,6 +68,15 @@ async def spawn(argv: Sequence[str], env: Mapping[str, str]) -> asyncio.subproce
         start_new_session=True,
         preexec_fn=_pdeathsig_preexec(os.getpid()),
     )
+
+
+def backoff(
+    delay: float, uptime: float, initial: float, maximum: float, stable_after: float
+) -> tuple[float, float]:
+    """(wait now, delay for the next failure): doubling up to ``maximum``, back to ``initial``
+    once the process had run for ``stable_after`` seconds."""
+    wait = initial if uptime >= stable_after else delay
+    return wait, min(wait * 2, maximum)
 
 
 async def forward_output(
