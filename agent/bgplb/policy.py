@@ -73,6 +73,7 @@ class Desired:
     services: Mapping[str, ServiceDecision]
     routes: RouteSet
     vips: tuple[VipNeed, ...] = ()
+    next_change: float | None = None  # when a decision flips by itself (a drain delay ends)
 
 
 def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now: float) -> Desired:
@@ -84,6 +85,7 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
     needs: list[VipNeed] = []
     decisions: dict[str, ServiceDecision] = {}
     routes: dict[PeerKey, set[Route]] = defaultdict(set)
+    deadlines: list[float] = []
     for svc in config.services:
         if svc.mode is ServiceMode.IPVS:
             links.add(LinkSpec(svc.name))
@@ -93,6 +95,9 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
             addresses.add(need.address)
         decision = decide(config.node, svc, health, admin, now)
         decisions[svc.name] = decision
+        since = admin.drained_since(svc.name)
+        if decision.decision is Decision.DRAINING and since is not None:
+            deadlines.append(since + _drain_delay(config.node, svc))
         state = _ROUTE_STATE.get(decision.decision)
         if state is None:
             continue
@@ -110,6 +115,7 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
         services=decisions,
         routes=freeze_routes(routes),
         vips=tuple(needs),
+        next_change=min(deadlines, default=None),
     )
 
 
@@ -145,8 +151,7 @@ def decide(
     ]
     if drains:
         since, drain_reason = min(drains, key=lambda d: d[0])
-        delay = svc.drain_delay if svc.drain_delay is not None else node.drain_delay
-        within = now - since < delay
+        within = now - since < _drain_delay(node, svc)
         # An unhealthy service is not re-announced just because it is being drained.
         drained = Decision.DRAINING if within and decision is not Decision.WITHDRAW else None
         health_note = "" if reason is Reason.HEALTHY else f"{reason}: {detail}".rstrip(": ")
@@ -216,6 +221,10 @@ def same_routes(a: RouteSet, b: RouteSet) -> bool:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _drain_delay(node: NodeConfig, svc: ServiceConfig) -> float:
+    return svc.drain_delay if svc.drain_delay is not None else node.drain_delay
 
 
 def _never_up(state: CheckState | None) -> bool:

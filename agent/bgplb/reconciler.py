@@ -96,6 +96,7 @@ class Reconciler:
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._stopping = False
+        self._next_change: float | None = None
         self.last_progress: float = clock.now()
         self.last: PassResult | None = None
         self.passes = 0
@@ -173,7 +174,10 @@ class Reconciler:
         if self._wakeup.is_set():
             return
         waiter = asyncio.ensure_future(self._wakeup.wait())
-        sleeper = asyncio.ensure_future(self._clock.sleep(self._config.node.resync_interval))
+        timeout = self._config.node.resync_interval
+        if self._next_change is not None:  # e.g. a drain delay ends: withdraw on time
+            timeout = min(timeout, max(0.0, self._next_change - self._clock.now()))
+        sleeper = asyncio.ensure_future(self._clock.sleep(timeout))
         try:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -189,6 +193,7 @@ class Reconciler:
         started = self._clock.now()
         config = self._config
         desired = desired_state(config, self._health.snapshot(), self._admin.state, started)
+        self._next_change = desired.next_change
         observed = await self._io(self._dataplane.observe())
         advertised = self._speaker.advertised()
         steps = plan(desired, observed, advertised)

@@ -227,7 +227,9 @@ def test_drain_attributes_then_withdraw_after_delay() -> None:
     (i,) = d.routes[IBGP_PEER]
     assert e.attributes == RouteAttributes(communities=(GSHUT,), as_path=(LOCAL_AS,) * 3)
     assert i.attributes == RouteAttributes(communities=(GSHUT,), local_pref=0)
+    assert d.next_change == NOW + 5.0
     later = desired_state(cfg, {}, admin, NOW + 5.0)
+    assert later.next_change is None
     assert (later.services["web"].decision, later.services["web"].reason) == (
         Decision.WITHDRAW,
         Reason.DRAINING,

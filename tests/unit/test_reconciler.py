@@ -364,6 +364,21 @@ async def test_run_first_pass_wakeups_coalesce_and_resync(tmp_path: Path) -> Non
     await stop_loop(r, task)
 
 
+async def test_drain_delay_end_wakes_the_loop_on_time(tmp_path: Path) -> None:
+    r = Rig(web_and_api(drain_delay=3.0, resync_interval=30.0), tmp_path)
+    r.health.set(key("web", "tcp"), up())
+    task = await run_loop(r)
+    r.admin.drain("web")
+    r.rec.wake()  # as the API does
+    await r.clock.advance(0.02)
+    assert r.announced() == {WEB_VIP, API_VIP}  # draining attributes
+    await r.clock.advance(2.9)
+    assert r.announced() == {WEB_VIP, API_VIP}
+    await r.clock.advance(0.2)
+    assert r.announced() == {API_VIP}  # withdrawn at the end of the delay, not at the resync
+    await stop_loop(r, task)
+
+
 async def test_a_failing_pass_does_not_end_the_loop(tmp_path: Path) -> None:
     r = Rig(web_and_api(), tmp_path)
     r.health.set(key("web", "tcp"), up())
