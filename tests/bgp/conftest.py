@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from bgplb.bgp.exabgp import ExaBGPSpeaker
 from bgplb.config import Config
 from tests.harness.frr import BgpLab, bgp_lab_factory  # noqa: F401  (fixture)
+from tests.harness.netns import tempdir
 
 if os.geteuid() != 0 or not shutil.which("vtysh"):
     pytest.skip("BGP tests need root and FRR", allow_module_level=True)
@@ -69,7 +69,7 @@ async def speaker_factory() -> AsyncIterator[SpeakerFactory]:
     async def make(
         bl: BgpLab, n: int, peers: list[dict[str, Any]] | None = None, v6: bool = False
     ) -> tuple[ExaBGPSpeaker, Config]:
-        rundir = Path(tempfile.mkdtemp(prefix="blt-run-", dir="/tmp"))
+        rundir = tempdir("run")
         config = make_config(rundir, bl.lb_v4(n), bl.lb_as, peers or lb_peers(bl, n, v6=v6))
         speaker = ExaBGPSpeaker(netns=bl.lb_ns[n - 1])
         made.append((speaker, rundir))

@@ -14,7 +14,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 
 from bgplb.model import PeerState, Route, RouteAttributes
 from tests.harness.frr import BgpLab, pid_alive, wait_until
+from tests.harness.netns import tempdir
 
 from .conftest import SpeakerFactory, lb_peers, make_config
 
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 async def test_agent_sigkill_withdraws_and_leaves_no_exabgp(bgp_lab_factory) -> None:  # type: ignore[no-untyped-def]
     bl: BgpLab = bgp_lab_factory(n_lbs=1)
-    rundir = tempfile.mkdtemp(prefix="blt-run-", dir="/tmp")
+    rundir = tempdir("run")
     config = make_config(Path(rundir), bl.lb_v4(1), bl.lb_as, lb_peers(bl, 1))
     argv = [sys.executable, "-m", "tests.harness.speaker_child", config.model_dump_json()]
     argv += [bl.lb_ns[0], bl.r1_v4(1), str(VIP)]
@@ -138,7 +138,7 @@ async def test_md5(
 ) -> None:  # type: ignore[no-untyped-def]
     secret = "Right-Secret-4711"
     bl: BgpLab = bgp_lab_factory(n_lbs=2, password=secret)
-    keydir = Path(tempfile.mkdtemp(prefix="blt-key-", dir="/tmp"))
+    keydir = tempdir("key")
     try:
         good, bad = keydir / "good", keydir / "bad"
         for path, text in ((good, secret), (bad, "Wrong-Secret-0815")):

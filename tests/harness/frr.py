@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .netns import Lab, alive, kill_pids, run
+from .netns import Lab, alive, kill_pids, run, tempdir
 
 FRR_BIN = Path("/usr/lib/frr")
 
@@ -281,7 +280,7 @@ def bgp_lab_factory() -> Iterator[Callable[..., BgpLab]]:
     made: list[BgpLab] = []
 
     def make(**kw: object) -> BgpLab:
-        workdir = Path(tempfile.mkdtemp(prefix="blt-", dir="/tmp"))
+        workdir = tempdir("frr")
         os.chmod(workdir, 0o755)  # the FRR daemons run as user frr
         bl = build_bgp_lab(workdir, **kw)  # type: ignore[arg-type]
         made.append(bl)

@@ -10,13 +10,22 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PREFIX = "blt"
 _NAME = re.compile(rf"^{PREFIX}(\d+)-")
+
+
+def tempdir(kind: str) -> Path:
+    """A fresh directory under /tmp named after this run (``blt<pid>-<kind>-*``): short
+    enough for unix socket paths, and ``cleanup_stale`` finds it if the run dies."""
+    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-{kind}-", dir="/tmp"))
 
 
 def run(*argv: str, check: bool = True, timeout: float = 10.0) -> str:
@@ -95,7 +104,7 @@ class Lab:
 
 
 def cleanup_stale() -> list[str]:
-    """Remove test namespaces left by runs that no longer exist (crashed or killed)."""
+    """Remove test namespaces (and their processes) and temp dirs left by dead runs."""
     removed = []
     for line in run("ip", "netns", "list", check=False).splitlines():
         name = line.split()[0] if line.split() else ""
@@ -105,9 +114,14 @@ def cleanup_stale() -> list[str]:
         kill_pids(ns_pids(name))
         run("ip", "netns", "del", name, check=False)
         removed.append(name)
+    for path in Path("/tmp").glob(f"{PREFIX}*-*"):
+        m = _NAME.match(path.name)
+        if m and path.is_dir() and not _alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
     return removed
 
 
 if __name__ == "__main__":
     for name in cleanup_stale():
-        print(f"removed stale namespace {name}")
+        print(f"removed stale {name}")

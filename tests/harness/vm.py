@@ -78,7 +78,8 @@ def guest_script(args: Sequence[str]) -> str:
     pytest = shlex.join(pytest_command(args))
     return (
         f"cd {shlex.quote(str(REPO))} && modprobe -a {' '.join(MODULES)} && "
-        f"echo guest kernel $(uname -r) && env {env} {pytest} 2>&1"
+        f"echo guest kernel $(uname -r), up $(cut -d' ' -f1 /proc/uptime)s && "
+        f"env {env} {pytest} 2>&1"
     )
 
 

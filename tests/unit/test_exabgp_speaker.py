@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 from bgplb.bgp.exabgp import ExaBGPSpeaker
 from bgplb.config import Config
 from bgplb.model import PeerState, Route, RouteAttributes
+from tests.harness.netns import tempdir
 
 FAKE = Path(__file__).resolve().parents[1] / "harness" / "fake_exabgp.py"
 PEER, PEER2 = "10.0.1.1", "10.0.2.1"
@@ -69,7 +69,7 @@ async def until(pred: Callable[[], bool], within: float = 10.0) -> None:
 
 @pytest.fixture
 async def env(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
-    base = Path(tempfile.mkdtemp(prefix="blt-u-", dir="/tmp"))
+    base = tempdir("u")
     e = Env(base / "run")
     monkeypatch.setenv("FAKE_EXABGP_LOG", str(e.log))
     yield e
