@@ -170,5 +170,20 @@ def test_seed_errors_use_the_seeds_key_names(
 def test_a_native_key_is_not_mistaken_for_the_seed_format(seed: dict[str, Any]) -> None:
     seed["services"] = []
     found = errors(seed)
-    assert "bgp: unknown key" in found
+    assert "bgp: unknown key (expected one of: node, peers, services)" in found
     assert "node: required key is missing" in found
+
+
+def test_keys_match_case_insensitively_like_gos_encoding_json(seed: dict[str, Any]) -> None:
+    text = json.dumps(seed)
+    for key in ("routerID", "listenPort", "servicePort", "targetLocalPort", "httphealthcheck"):
+        text = text.replace(f'"{key}"', f'"{key.upper()}"')
+    text = text.replace('"bgp"', '"Bgp"').replace('"as"', '"As"')
+    folded = parse(json.loads(text))
+    assert folded.format == "seed"
+    assert folded.config == parse_config(seed)
+
+
+def test_a_key_given_twice_in_two_spellings_is_an_error(seed: dict[str, Any]) -> None:
+    seed["bgp"]["local"]["RouterId"] = "10.88.0.201"
+    assert errors(seed) == ["bgp.local.RouterId: unknown key (did you mean 'routerID'?)"]

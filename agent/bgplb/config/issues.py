@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 
@@ -75,13 +77,17 @@ def _tag_of(model: type[BaseModel]) -> tuple[str, ...]:
 
 
 def strip_tags(loc: Loc, root: type[BaseModel]) -> Loc:
-    """Drop discriminated-union tags (``checks.0.http.port`` -> ``checks.0.port``).
+    """Drop discriminated-union tags (``checks.0.http.port`` -> ``checks.0.port``)."""
+    return _walk(loc, root)[0]
 
-    Walks ``loc`` along the model's annotations; a string met where the type is a union of
-    models is a tag, not a field.
-    """
+
+def _walk(loc: Loc, root: type[BaseModel]) -> tuple[Loc, type[BaseModel] | None]:
+    """Walk ``loc`` along the model's annotations: the loc without union tags (a string met
+    where the type is a union of models is a tag, not a field), and the model that holds
+    the last key (``None`` when the last part is not a model's key)."""
     out: list[int | str] = []
     tp: Any = root
+    owner: type[BaseModel] | None = None
     for part in loc:
         tp = _unwrap(tp)
         members = _union_members(tp)
@@ -92,8 +98,10 @@ def strip_tags(loc: Loc, root: type[BaseModel]) -> Loc:
                 continue
             tp = None
         out.append(part)
+        owner = None
         if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
-            field = tp.model_fields.get(part)
+            owner = tp
+            field = _field(tp, part)
             tp = field.annotation if field is not None else None
         elif typing.get_origin(tp) in (tuple, list) and isinstance(part, int):
             tp = typing.get_args(tp)[0]
@@ -101,7 +109,23 @@ def strip_tags(loc: Loc, root: type[BaseModel]) -> Loc:
             tp = typing.get_args(tp)[1]
         else:
             tp = None
-    return tuple(out)
+    return tuple(out), owner
+
+
+def _field(model: type[BaseModel], key: str) -> FieldInfo | None:
+    if key in model.model_fields:
+        return model.model_fields[key]
+    return next((f for f in model.model_fields.values() if f.alias == key), None)
+
+
+def _unknown_key(key: object, model: type[BaseModel] | None) -> str:
+    if model is None:
+        return "unknown key"
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(key), keys, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key (did you mean {close[0]!r}?)"
+    return f"unknown key (expected one of: {', '.join(keys)})"
 
 
 def _short(value: object) -> str:
@@ -150,5 +174,8 @@ def issues_from_validation(
         ctx = err.get("ctx") or {}
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = (*loc, str(ctx.get("discriminator", "type")).strip("'"))
-        issues.append(ConfigIssue(join_path(loc, prefix), _message(err)))
+        message = _message(err)
+        if err["type"] == "extra_forbidden" and loc:
+            message = _unknown_key(loc[-1], _walk(tuple(err["loc"]), root)[1])
+        issues.append(ConfigIssue(join_path(loc, prefix), message))
     return issues

@@ -47,11 +47,28 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def decode(text: str, name: str, json_only: bool = False) -> object:
     """YAML (or JSON) text to plain data; syntax errors become ``<name>: line N: ...``."""
     if json_only:
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        except _DuplicateKey as e:
+            raise ConfigError([ConfigIssue(name, f"duplicate key {e.args[0]!r}")]) from None
+        except RecursionError:
+            raise ConfigError([ConfigIssue(name, "nested too deeply")]) from None
         except json.JSONDecodeError as e:
             raise ConfigError(
                 [ConfigIssue(name, f"line {e.lineno}: {e.msg} (column {e.colno})")]

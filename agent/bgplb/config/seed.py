@@ -89,17 +89,16 @@ class SeedConfig(_Seed):
 
 def is_seed_format(data: object) -> bool:
     """The seed layout has ``bgp``/``service`` at the top and none of the native keys."""
-    return (
-        isinstance(data, dict)
-        and bool(SEED_KEYS & data.keys())
-        and not ({"node", "peers", "services"} & data.keys())
-    )
+    if not isinstance(data, dict):
+        return False
+    keys = {k.lower() for k in data if isinstance(k, str)}
+    return bool(SEED_KEYS & keys) and not ({"node", "peers", "services"} & keys)
 
 
 def convert_seed(data: object) -> tuple[dict[str, Any], list[str], list[ConfigIssue]]:
     """Native config data, notes on the choices made, and the seed-level problems."""
     try:
-        seed = SeedConfig.model_validate(data)
+        seed = SeedConfig.model_validate(normalise_keys(data, SeedConfig))
     except ValidationError as e:
         return {}, [], _seed_issues(e)
     issues: list[ConfigIssue] = []
@@ -181,6 +180,34 @@ def _checks(svc: SeedService, notes: list[str]) -> list[dict[str, Any]]:
             "check the service itself"
         )
     return checks
+
+
+def normalise_keys(data: object, model: type[BaseModel]) -> object:
+    """Go's encoding/json matches keys case-insensitively ("routerId" fills routerID): do the
+    same, so every file the original accepted is accepted. A key that collides with another
+    after folding stays as written (and is reported as unknown)."""
+    if not isinstance(data, dict):
+        return data
+    fields = {(f.alias or n).lower(): (f.alias or n, f) for n, f in model.model_fields.items()}
+    out: dict[object, object] = {}
+    for key, value in data.items():
+        known = fields.get(key.lower()) if isinstance(key, str) else None
+        target = known[0] if known is not None and known[0] not in out else key
+        out[target] = _normalise_value(value, known[1].annotation) if known else value
+    return out
+
+
+def _normalise_value(value: object, annotation: object) -> object:
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    for tp in [annotation, *args]:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return normalise_keys(value, tp)
+        inner = getattr(tp, "__args__", ())
+        if getattr(tp, "__origin__", None) is tuple and inner and isinstance(value, list):
+            item = inner[0]
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                return [normalise_keys(v, item) for v in value]
+    return value
 
 
 def _seed_issues(error: ValidationError) -> list[ConfigIssue]:
