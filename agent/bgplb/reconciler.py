@@ -24,13 +24,24 @@ from .clock import Clock
 from .config import Config
 from .dataplane.base import Dataplane, DataplaneError
 from .health.tracker import HealthSnapshot
+from .logs import log_event
 from .model import (
+    AddAddress,
+    AddRealServer,
+    AddVirtualService,
     DataplaneAction,
     DataplaneState,
     Decision,
+    EnsureLink,
     ObservedDataplane,
     Reason,
+    RemoveAddress,
+    RemoveLink,
+    RemoveRealServer,
+    RemoveVirtualService,
     RouteSet,
+    UpdateRealServer,
+    UpdateVirtualService,
 )
 from .plan import plan
 from .policy import Desired, ServiceDecision, announceable, desired_state, same_routes
@@ -141,7 +152,7 @@ class Reconciler:
             except Exception as e:  # a failed pass never ends the loop
                 self.failed_passes += 1
                 self.last_error = f"{type(e).__name__}: {e}"
-                log.exception("reconcile pass failed: %s", self.last_error)
+                log_event(log, "reconcile_failed", logging.ERROR, error=self.last_error)
             self.last_progress = self._clock.now()
 
     async def reconcile_once(self) -> PassResult:
@@ -200,6 +211,8 @@ class Reconciler:
         withdrew = not same_routes(steps.withdraw, advertised)
         if withdrew:
             await self._io(self._speaker.set_routes(steps.withdraw))
+            gone = _prefixes(advertised) - _prefixes(steps.withdraw)
+            log_event(log, "routes_withdrawn_before_removal", prefixes=" ".join(sorted(gone)))
         applied: list[DataplaneAction] = []
         errors: list[str] = []
         for action in steps.actions:
@@ -207,9 +220,19 @@ class Reconciler:
                 await self._io(self._dataplane.apply(action))
             except (DataplaneError, TimeoutError) as e:
                 errors.append(f"{type(action).__name__}: {e or 'timed out'}")
-                log.warning("dataplane action failed: %s: %s", action, e or "timed out")
+                log_event(
+                    log,
+                    "dataplane_action_failed",
+                    logging.WARNING,
+                    action=type(action).__name__,
+                    object=_describe(action),
+                    error=str(e) or "timed out",
+                )
             else:
                 applied.append(action)
+                log_event(
+                    log, "dataplane_changed", action=type(action).__name__, object=_describe(action)
+                )
         if steps.actions:
             observed = await self._io(self._dataplane.observe())
         routes, decisions = announceable(desired, observed, steps.conflicts)
@@ -253,19 +276,42 @@ class Reconciler:
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            log.error("shutdown: could not %s: %s", what, e or type(e).__name__)
+            log_event(
+                log, "shutdown_step_failed", logging.ERROR, step=what, error=str(e) or repr(e)
+            )
 
     def _log_changes(self, result: PassResult) -> None:
         before = self.last.decisions if self.last is not None else {}
         for name, d in result.decisions.items():
             old = before.get(name)
             if old is None or (old.decision, old.reason) != (d.decision, d.reason):
-                log.info(
-                    "service %s: %s (%s%s)",
-                    name,
-                    d.decision,
-                    d.reason,
-                    f": {d.detail}" if d.detail else "",
+                log_event(
+                    log,
+                    "service_decision",
+                    service=name,
+                    decision=d.decision.value,
+                    reason=d.reason.value,
+                    detail=d.detail,
                 )
-        for err in result.errors:
-            log.debug("pass error: %s", err)
+
+
+def _prefixes(routes: RouteSet) -> set[str]:
+    return {str(r.prefix) for rs in routes.values() for r in rs}
+
+
+def _describe(action: DataplaneAction) -> str:
+    """The object an action is about, as people write it (``tcp:10.0.0.1:80``, ``web``)."""
+    match action:
+        case EnsureLink(link=x) | RemoveLink(link=x):
+            return x.name
+        case AddAddress(address=a) | RemoveAddress(address=a):
+            return f"{a.address}/{a.prefixlen} dev {a.ifname}"
+        case AddVirtualService(service=v) | UpdateVirtualService(service=v):
+            return str(v.key)
+        case RemoveVirtualService(key=k):
+            return str(k)
+        case AddRealServer(real_server=r) | UpdateRealServer(real_server=r):
+            return f"{r.key.service} -> {r.key} weight {r.weight} {r.forward}"
+        case RemoveRealServer(key=rk):
+            return f"{rk.service} -> {rk}"
+    return repr(action)  # pragma: no cover

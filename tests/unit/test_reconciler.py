@@ -423,13 +423,19 @@ async def test_loop_with_the_system_clock(tmp_path: Path) -> None:
     log = EventLog()
     dp, sp, health = FakeDataplane(log), FakeSpeaker(log), StaticHealth({key("web", "tcp"): up()})
     passes: list[PassResult] = []
+    three = asyncio.Event()
+
+    def on_pass(result: PassResult) -> None:
+        passes.append(result)
+        if len(passes) >= 3:  # the first pass and two resyncs
+            three.set()
+
     rec = Reconciler(
-        cfg, dp, sp, health, AdminStore(tmp_path, SystemClock()), SystemClock(), passes.append
+        cfg, dp, sp, health, AdminStore(tmp_path, SystemClock()), SystemClock(), on_pass
     )
     await sp.start(cfg, rec.wake)
     task = asyncio.create_task(rec.run())
-    await asyncio.sleep(0.2)
-    assert len(passes) >= 3  # the first pass and some resyncs
+    await asyncio.wait_for(three.wait(), 5.0)
     await rec.shutdown(grace=0.01, keep_dataplane=False)
     await asyncio.wait_for(task, 1.0)
     assert sp.stopped
