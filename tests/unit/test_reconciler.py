@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -440,3 +441,20 @@ async def test_loop_with_the_system_clock(tmp_path: Path) -> None:
     await asyncio.wait_for(task, 1.0)
     assert sp.stopped
     assert dp.owned().links == frozenset()
+
+
+async def test_repairs_and_decisions_are_logged_as_events(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bgplb.reconciler")
+    rig.dp.delete_address(AddressSpec("web", ip(WEB_VIP)))
+    rig.health.set(key("web", "tcp"), down())
+    await rig.rec.reconcile_once()
+    events = {r.event: r for r in caplog.records}  # type: ignore[attr-defined]
+    assert events["dataplane_changed"].object == f"{WEB_VIP}/32 dev web"  # type: ignore[attr-defined]
+    decision = events["service_decision"]
+    assert (decision.service, decision.decision, decision.reason) == (  # type: ignore[attr-defined]
+        "web",
+        "withdraw",
+        "check_failed",
+    )
