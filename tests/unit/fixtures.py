@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+from bgplb.admin import AdminStore
+from bgplb.bgp.fake import FakeSpeaker
+from bgplb.clock import FakeClock
 from bgplb.config import Config, PeerConfig, ServiceConfig
+from bgplb.dataplane.fake import FakeDataplane
+from bgplb.eventlog import Event, EventLog
 from bgplb.health.tracker import CheckKey, CheckResult, CheckState
 from bgplb.model import CheckStatus
+from bgplb.reconciler import PassResult, Reconciler
 
 LOCAL_AS = 65001
 ROUTER_ID = "10.0.0.10"
@@ -158,3 +165,47 @@ def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text)
+
+
+# --------------------------------------------------------------------------- reconciler rig
+
+WEB_VIP = "10.99.0.1"
+API_VIP = "10.99.0.2"
+
+
+def web_and_api(**node_overrides: Any) -> Config:
+    """web (one tcp check, port 80) and api (port 443), default backends, one eBGP peer."""
+    return config(
+        ipvs_service("web", vips=(WEB_VIP,), checks=[tcp_check()]),
+        ipvs_service("api", vips=(API_VIP,), ports=(443,)),
+        **node_overrides,
+    )
+
+
+class Rig:
+    def __init__(self, cfg: Config, state_dir: Path) -> None:
+        self.cfg = cfg
+        self.clock = FakeClock()
+        self.log = EventLog(clock=self.clock)
+        self.dp = FakeDataplane(self.log, self.clock)
+        self.sp = FakeSpeaker(self.log)
+        self.health = StaticHealth()
+        self.admin = AdminStore(state_dir, self.clock)
+        self.passes: list[PassResult] = []
+        self.rec = Reconciler(
+            cfg, self.dp, self.sp, self.health, self.admin, self.clock, self.passes.append
+        )
+
+    async def start(self) -> PassResult:
+        await self.dp.start(self.rec.wake)
+        await self.sp.start(self.cfg, self.rec.wake)
+        return await self.rec.reconcile_once()
+
+    def speaker_sets(self) -> list[Event]:
+        return self.log.of("speaker", "set_routes")
+
+    def dataplane_kinds(self) -> list[str]:
+        return [e.kind for e in self.log.of("dataplane")]
+
+    def announced(self, peer: str = EBGP_PEER) -> set[str]:
+        return {str(r.prefix.network_address) for r in self.sp.routes_for(peer)}

@@ -5,33 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bgplb.admin import AdminStore
-from bgplb.bgp.fake import FakeSpeaker
-from bgplb.clock import FakeClock, SystemClock
-from bgplb.config import Config
-from bgplb.dataplane.fake import FakeDataplane
-from bgplb.eventlog import Event, EventLog
 from bgplb.model import (
     AddAddress,
     AddressSpec,
     AddVirtualService,
     Decision,
-    PeerState,
     Reason,
     RouteAttributes,
     VirtualServiceKey,
 )
-from bgplb.reconciler import PassResult, Reconciler, ReconcilerStopped
+from bgplb.reconciler import ReconcilerStopped
 
 from .fixtures import (
+    API_VIP,
     EBGP_PEER,
     IBGP_PEER,
     LOCAL_AS,
-    StaticHealth,
+    WEB_VIP,
+    Rig,
     config,
     down,
     ebgp_peer,
@@ -41,48 +35,10 @@ from .fixtures import (
     key,
     tcp_check,
     up,
+    web_and_api,
 )
 
-WEB_VIP = "10.99.0.1"
-API_VIP = "10.99.0.2"
 REMOVALS = {"RemoveRealServer", "RemoveVirtualService", "RemoveAddress", "RemoveLink"}
-
-
-class Rig:
-    def __init__(self, cfg: Config, state_dir: Path) -> None:
-        self.cfg = cfg
-        self.clock = FakeClock()
-        self.log = EventLog(clock=self.clock)
-        self.dp = FakeDataplane(self.log, self.clock)
-        self.sp = FakeSpeaker(self.log)
-        self.health = StaticHealth()
-        self.admin = AdminStore(state_dir, self.clock)
-        self.passes: list[PassResult] = []
-        self.rec = Reconciler(
-            cfg, self.dp, self.sp, self.health, self.admin, self.clock, self.passes.append
-        )
-
-    async def start(self) -> PassResult:
-        await self.dp.start(self.rec.wake)
-        await self.sp.start(self.cfg, self.rec.wake)
-        return await self.rec.reconcile_once()
-
-    def speaker_sets(self) -> list[Event]:
-        return self.log.of("speaker", "set_routes")
-
-    def dataplane_kinds(self) -> list[str]:
-        return [e.kind for e in self.log.of("dataplane")]
-
-    def announced(self, peer: str = EBGP_PEER) -> set[str]:
-        return {str(r.prefix.network_address) for r in self.sp.routes_for(peer)}
-
-
-def web_and_api(**kw: Any) -> Config:
-    return config(
-        ipvs_service("web", vips=(WEB_VIP,), checks=[tcp_check()]),
-        ipvs_service("api", vips=(API_VIP,), ports=(443,)),
-        **kw,
-    )
 
 
 @pytest.fixture
@@ -323,124 +279,6 @@ async def test_shutdown_goes_on_when_a_step_fails(rig: Rig) -> None:
     await task
     assert rig.sp.stopped
     assert rig.dp.owned().links == frozenset()
-
-
-# --------------------------------------------------------------------------- the loop
-
-
-async def run_loop(r: Rig) -> asyncio.Task[None]:
-    await r.dp.start(r.rec.wake)
-    await r.sp.start(r.cfg, r.rec.wake)
-    task = asyncio.create_task(r.rec.run())
-    await r.clock.advance(0.02)
-    return task
-
-
-async def stop_loop(r: Rig, task: asyncio.Task[None]) -> None:
-    stopper = asyncio.create_task(r.rec.shutdown(0.0, keep_dataplane=True))
-    await r.clock.advance(0.1)
-    await stopper
-    await asyncio.wait_for(task, 1.0)
-
-
-async def test_run_first_pass_wakeups_coalesce_and_resync(tmp_path: Path) -> None:
-    r = Rig(web_and_api(), tmp_path)
-    r.health.set(key("web", "tcp"), up())
-    task = await run_loop(r)
-    assert len(r.passes) == 1
-    assert r.rec.ready
-    for _ in range(5):
-        r.rec.wake()
-    await r.clock.advance(0.02)
-    assert len(r.passes) == 2  # a burst is one pass
-    await r.clock.advance(5.0)
-    assert len(r.passes) == 2
-    await r.clock.advance(5.0)
-    assert len(r.passes) == 3  # resync_interval 10 s
-    assert r.rec.last_progress == pytest.approx(r.clock.now(), abs=0.05)
-    r.dp.delete_address(AddressSpec("web", ip(WEB_VIP)))  # wakes like a netlink event
-    await r.clock.advance(0.02)
-    assert len(r.passes) == 4
-    assert r.announced() == {WEB_VIP, API_VIP}
-    await stop_loop(r, task)
-
-
-async def test_drain_delay_end_wakes_the_loop_on_time(tmp_path: Path) -> None:
-    r = Rig(web_and_api(drain_delay=3.0, resync_interval=30.0), tmp_path)
-    r.health.set(key("web", "tcp"), up())
-    task = await run_loop(r)
-    r.admin.drain("web")
-    r.rec.wake()  # as the API does
-    await r.clock.advance(0.02)
-    assert r.announced() == {WEB_VIP, API_VIP}  # draining attributes
-    await r.clock.advance(2.9)
-    assert r.announced() == {WEB_VIP, API_VIP}
-    await r.clock.advance(0.2)
-    assert r.announced() == {API_VIP}  # withdrawn at the end of the delay, not at the resync
-    await stop_loop(r, task)
-
-
-async def test_a_failing_pass_does_not_end_the_loop(tmp_path: Path) -> None:
-    r = Rig(web_and_api(), tmp_path)
-    r.health.set(key("web", "tcp"), up())
-    task = await run_loop(r)
-    r.health.set(key("web", "tcp"), down())
-    r.sp.fail_set_routes = 1
-    r.rec.wake()
-    await r.clock.advance(0.02)
-    assert r.rec.failed_passes == 1
-    assert r.rec.last_error is not None
-    assert "SpeakerError" in r.rec.last_error
-    assert not task.done()
-    r.rec.wake()
-    await r.clock.advance(0.02)
-    assert r.announced() == {API_VIP}
-    await stop_loop(r, task)
-
-
-async def test_speaker_peer_events_wake_the_loop(tmp_path: Path) -> None:
-    r = Rig(web_and_api(), tmp_path)
-    task = await run_loop(r)
-    n = len(r.passes)
-    r.sp.set_peer_state(EBGP_PEER, PeerState.DOWN)
-    await r.clock.advance(0.02)
-    assert len(r.passes) == n + 1
-    await stop_loop(r, task)
-
-
-async def test_set_config_wakes_the_loop(tmp_path: Path) -> None:
-    r = Rig(web_and_api(), tmp_path)
-    r.health.set(key("web", "tcp"), up())
-    task = await run_loop(r)
-    r.rec.set_config(config(ipvs_service("api", vips=(API_VIP,), ports=(443,))))
-    await r.clock.advance(0.02)
-    assert r.announced() == {API_VIP}
-    assert {x.name for x in r.dp.owned().links} == {"api"}
-    await stop_loop(r, task)
-
-
-async def test_loop_with_the_system_clock(tmp_path: Path) -> None:
-    cfg = web_and_api(resync_interval=0.05)
-    log = EventLog()
-    dp, sp, health = FakeDataplane(log), FakeSpeaker(log), StaticHealth({key("web", "tcp"): up()})
-    passes: list[PassResult] = []
-    three = asyncio.Event()
-
-    def on_pass(result: PassResult) -> None:
-        passes.append(result)
-        if len(passes) >= 3:  # the first pass and two resyncs
-            three.set()
-
-    rec = Reconciler(
-        cfg, dp, sp, health, AdminStore(tmp_path, SystemClock()), SystemClock(), on_pass
-    )
-    await sp.start(cfg, rec.wake)
-    task = asyncio.create_task(rec.run())
-    await asyncio.wait_for(three.wait(), 5.0)
-    await rec.shutdown(grace=0.01, keep_dataplane=False)
-    await asyncio.wait_for(task, 1.0)
-    assert sp.stopped
-    assert dp.owned().links == frozenset()
 
 
 async def test_repairs_and_decisions_are_logged_as_events(
