@@ -336,7 +336,7 @@ def build_real_agent(config: Config, config_path: Path) -> Agent:
     return Agent(
         config,
         dataplane=NetlinkDataplane(config.node.state_dir),
-        speaker=ExaBGPSpeaker(),
+        speaker=ExaBGPSpeaker(clock),
         clock=clock,
         config_path=config_path,
         watchdog_seconds=watchdog_interval(),
