@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bgplb.config import ConfigError, parse_config
+from bgplb.config import ConfigError, ExecCheck, parse_config
 
 HEAD = """
 node: {router_id: 10.0.0.10, local_as: 65001, backend_v6: "fd00::10"}
@@ -111,3 +111,11 @@ def test_well_known_communities_are_accepted() -> None:
     )
     communities = cfg.services[0].attributes.healthy.communities
     assert communities == ("no-export", "65535:0", "65535:0", "nopeer")
+
+
+def test_exec_argv_and_env_may_hold_newlines_and_tabs() -> None:
+    check = {"type": "exec", "argv": ["/bin/sh", "-c", "a\n\tb"], "env": {"X": "1\n2"}}
+    cfg = parse_config(config(services=[announce(["10.9.0.1"], checks=[check])]))
+    (parsed,) = cfg.services[0].checks
+    assert isinstance(parsed, ExecCheck)
+    assert parsed.argv[2] == "a\n\tb"

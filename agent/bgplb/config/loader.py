@@ -91,8 +91,9 @@ def read_config_data(path: str | Path) -> object:
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise ConfigError([ConfigIssue(str(path), f"cannot read: {e.strerror or e}")]) from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError([ConfigIssue(str(path), f"cannot read: {why}")]) from None
     if len(raw) > MAX_BYTES:
         raise ConfigError([ConfigIssue(str(path), f"larger than {MAX_BYTES} bytes")])
     try:
@@ -172,8 +173,9 @@ def check_files(config: Config) -> list[ConfigIssue]:
         try:
             with file.open("rb") as f:
                 empty = not f.read(1)
-        except OSError as e:
-            issues.append(ConfigIssue(field, f"{file}: cannot read: {e.strerror or e}"))
+        except (OSError, ValueError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            issues.append(ConfigIssue(field, f"{file}: cannot read: {why}"))
             continue
         if empty:
             issues.append(ConfigIssue(field, f"{file}: the file is empty"))
