@@ -84,7 +84,6 @@ class Agent(AgentControl):
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._commands_seen = 0
-        self._timers: set[asyncio.Task[None]] = set()
         self.prerequisites: list[PrerequisiteLike] = []
 
     # ------------------------------------------------------------------ wiring
@@ -219,7 +218,6 @@ class Agent(AgentControl):
         self.metrics.set_drained(self.admin.state, self.config)
         log_event(log, "drain", service=service or "*")
         self.reconciler.wake()
-        self._wake_after(self._drain_delay(service))
 
     async def undrain(self, service: str | None) -> None:
         self._known(service)
@@ -227,25 +225,6 @@ class Agent(AgentControl):
         self.metrics.set_drained(self.admin.state, self.config)
         log_event(log, "undrain", service=service or "*")
         self.reconciler.wake()
-
-    def _drain_delay(self, service: str | None) -> float:
-        node = self.config.node
-        svcs = [self.config.service(service)] if service else list(self.config.services)
-        return max(
-            [s.drain_delay if s.drain_delay is not None else node.drain_delay for s in svcs if s]
-            or [node.drain_delay]
-        )
-
-    def _wake_after(self, seconds: float) -> None:
-        """Wake the reconciler when a drain delay ends (the withdraw is due then)."""
-
-        async def later() -> None:
-            await self.clock.sleep(seconds + 0.01)
-            self.reconciler.wake()
-
-        task = asyncio.create_task(later(), name="drain-timer")
-        self._timers.add(task)
-        task.add_done_callback(self._timers.discard)
 
     def _known(self, service: str | None) -> None:
         if service is not None and self.config.service(service) is None:
