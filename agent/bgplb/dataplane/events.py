@@ -36,7 +36,9 @@ class LinkEventWatcher:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="netlink-events")
         waiter = asyncio.create_task(self._ready.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=limit)
+        done, _ = await asyncio.wait(
+            {waiter, self._task}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+        )
         if waiter not in done:
             waiter.cancel()
             log.warning("netlink event subscription not ready after %gs; retrying", limit)
