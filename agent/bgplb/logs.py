@@ -141,6 +141,8 @@ def setup_logging(fmt: Literal["json", "text"], level: str) -> None:
     # One line per API request only when debugging.
     access = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
     logging.getLogger("aiohttp.access").setLevel(access)
+    # pyroute2 logs every netlink message at debug: thousands of lines a second, none ours.
+    logging.getLogger("pyroute2").setLevel(max(root.level, logging.INFO))
 
 
 # --------------------------------------------------------------------------- events

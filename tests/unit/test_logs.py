@@ -96,6 +96,14 @@ def test_access_log_only_when_debugging() -> None:
     assert logging.getLogger("aiohttp.access").isEnabledFor(logging.INFO)
 
 
+def test_pyroute2_debug_stays_quiet() -> None:
+    setup_logging("json", "debug")
+    assert not logging.getLogger("pyroute2.netlink.core").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("pyroute2.netlink.core").isEnabledFor(logging.INFO)
+    setup_logging("json", "warning")
+    assert not logging.getLogger("pyroute2").isEnabledFor(logging.INFO)
+
+
 def test_setup_is_idempotent(capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging("json", "info")
     setup_logging("json", "info")
