@@ -92,7 +92,9 @@ class RouteAttributes:
         """Attributes of ``self`` overlaid with those explicitly set in ``other``."""
         return RouteAttributes(
             communities=tuple(dict.fromkeys(self.communities + other.communities)),
-            large_communities=tuple(dict.fromkeys(self.large_communities + other.large_communities)),
+            large_communities=tuple(
+                dict.fromkeys(self.large_communities + other.large_communities)
+            ),
             extended_communities=tuple(
                 dict.fromkeys(self.extended_communities + other.extended_communities)
             ),

@@ -156,7 +156,7 @@ def test_print_config_effective_fills_defaults_and_redacts(
     }
     assert data["peers"][0]["hold_time"] == 9
     check = data["services"][0]["checks"][0]
-    assert (check["interval"], check["fast_interval"], check["timeout"]) == (0.5, 0.25, 1.0)
+    assert (check["interval"], check["fast_interval"], check["timeout"]) == (1.0, 0.25, 0.8)
     assert (check["rise"], check["fall"]) == (3, 2)
     assert check["env"] == {"API_TOKEN": "<redacted>", "MODE": "fast"}
     assert data["services"][0]["ports"][0]["scheduler"] == "wlc"

@@ -98,7 +98,7 @@ def test_icmp_and_exec_checks_need_no_address() -> None:
 def test_timing_defaults_pass_through() -> None:
     cfg = config(ipvs_service("web", checks=[tcp_check(fast_interval=None, rise=5)]))
     target = resolve_checks(cfg)[CheckKey("web", None, "tcp")]
-    assert (target.interval, target.fast_interval, target.timeout) == (0.5, 0.5, 1.0)
+    assert (target.interval, target.fast_interval, target.timeout) == (1.0, 1.0, 0.8)
     assert (target.rise, target.fall) == (5, 2)
 
 

@@ -242,6 +242,11 @@ def _checks(s: ServiceConfig, p: str) -> Iterator[ConfigIssue]:
         if owner != f"{p}.checks":
             yield from _check_names(checks, owner)
         for k, check in enumerate(checks):
+            if check.timeout >= check.interval:
+                yield ConfigIssue(
+                    f"{owner}[{k}].timeout",
+                    f"{check.timeout:g} s must be shorter than the interval ({check.interval:g} s)",
+                )
             port = getattr(check, "port", False)
             if port is None and fixed_port is None and len(targets) != 1:
                 why = "the service has no ports" if not targets else f"target ports {targets}"

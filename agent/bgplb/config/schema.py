@@ -138,9 +138,9 @@ class PeerConfig(Strict):
 
 class CheckBase(Strict):
     name: str | None = None  # defaults to the check type; must be unique within its owner
-    interval: float = Field(default=0.5, gt=0, le=3600)
+    interval: float = Field(default=1.0, gt=0, le=3600)
     fast_interval: float | None = Field(default=0.25, gt=0, le=3600)  # while a state changes
-    timeout: float = Field(default=1.0, gt=0, le=3600)
+    timeout: float = Field(default=0.8, gt=0, le=3600)
     rise: int = Field(default=3, ge=1, le=100)
     fall: int = Field(default=2, ge=1, le=100)
     source_address: IPAddr | None = None
@@ -205,9 +205,7 @@ class TcpCheck(CheckBase):
 class IcmpCheck(CheckBase):
     type: Literal["icmp"]
     addresses: tuple[IPAddr, ...] = Field(min_length=1)
-    require: Literal["all", "any"] = (
-        "all"  # "any": healthy if one address answers (the seed's rule)
-    )
+    require: Literal["all", "any"] = "any"  # "any": healthy if one address answers
 
 
 class ExecCheck(CheckBase):
