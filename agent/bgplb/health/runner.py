@@ -237,7 +237,31 @@ class HealthRunner:
                     log.exception(
                         "health on_result hook failed", extra=self._extra("health_hook_failed", key)
                     )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "health check %s: %s",
+                key,
+                "ok" if result.ok else result.error,
+                extra={
+                    **self._extra("health_check_result", key),
+                    "ok": result.ok,
+                    "latency": round(result.latency, 6),
+                    "successes": after.successes,
+                    "failures": after.failures,
+                },
+            )
         if after.status is not before.status:
+            log.info(
+                "health check %s is %s",
+                key,
+                after.status.value,
+                extra={
+                    **self._extra("health_check_changed", key),
+                    "status": after.status.value,
+                    "successes": after.successes,
+                    "failures": after.failures,
+                },
+            )
             self._wake()
 
     @staticmethod
