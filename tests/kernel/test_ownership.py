@@ -1,0 +1,235 @@
+"""Ownership: foreign objects are never touched, our leftovers are found again after a restart,
+every action is idempotent, and kernel events wake the reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+from pyroute2 import AsyncIPRoute, AsyncIPVS, IPVSDest, IPVSService
+
+from bgplb.dataplane.base import DataplaneError
+from bgplb.dataplane.netlink import NetlinkDataplane
+from bgplb.dataplane.ownership import RECORD_NAME
+from bgplb.model import (
+    AddAddress,
+    AddressSpec,
+    AddVirtualService,
+    DataplaneState,
+    EnsureLink,
+    LinkSpec,
+    Protocol,
+    RealServerKey,
+    RemoveAddress,
+    RemoveLink,
+    RemoveRealServer,
+    RemoveVirtualService,
+    VirtualServiceKey,
+    VirtualServiceSpec,
+)
+
+from .conftest import Topology
+from .specs import actions_to, converge, ip, service_state, union
+
+pytestmark = pytest.mark.kernel
+
+FOREIGN_VS = VirtualServiceKey(ip("10.99.0.60"), 80, Protocol.TCP)
+
+
+async def add_foreign_objects(node: str) -> None:
+    """What an operator (or another tool) made: never ours."""
+    async with AsyncIPRoute(netns=node) as ipr:
+        await ipr.link("add", ifname="foreign0", kind="dummy")
+        await ipr.link("add", ifname="taken", kind="dummy")  # a name one of our services wants
+        index = (await ipr.link_lookup(ifname="foreign0"))[0]
+        await ipr.link("set", index=index, state="up")
+        await ipr.addr("add", index=index, address="10.99.0.50", prefixlen=32)
+        await ipr.addr("add", index=1, address="10.99.0.51", prefixlen=32)
+    ipvs = AsyncIPVS(netns=node)
+    await ipvs.setup_endpoint()
+    try:
+        svc = IPVSService(addr="10.99.0.60", port=80, protocol=socket.IPPROTO_TCP)
+        await ipvs.service("add", service=svc)
+        await ipvs.dest("add", service=svc, dest=IPVSDest(addr="10.0.100.2", port=80, fwd_method=0))
+    finally:
+        ipvs.close()
+
+
+async def foreign_objects_present(node: str) -> dict[str, bool]:
+    async with AsyncIPRoute(netns=node) as ipr:
+        links = {m.get_attr("IFLA_IFNAME") async for m in await ipr.link("dump")}
+        addrs = {m.get_attr("IFA_LOCAL") async for m in await ipr.addr("dump")}
+    ipvs = AsyncIPVS(netns=node)
+    await ipvs.setup_endpoint()
+    try:
+        services = [IPVSService.from_message(m) for m in await ipvs.service("dump")]
+        vs = [s for s in services if s.get("addr") == "10.99.0.60"]
+        dests = await ipvs.dest("dump", service=vs[0]) if vs else []
+    finally:
+        ipvs.close()
+    return {
+        "foreign0": "foreign0" in links,
+        "taken": "taken" in links,
+        "10.99.0.50": "10.99.0.50" in addrs,
+        "10.99.0.51": "10.99.0.51" in addrs,
+        "ipvs service": bool(vs),
+        "ipvs dest": len(dests) == 1,
+    }
+
+
+async def kernel_names(node: str) -> tuple[set[str], set[str]]:
+    async with AsyncIPRoute(netns=node) as ipr:
+        links = {m.get_attr("IFLA_IFNAME") async for m in await ipr.link("dump")}
+        addrs = {
+            m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+            async for m in await ipr.addr("dump")
+        }
+    return links, addrs
+
+
+async def test_foreign_objects_survive_and_a_restarted_adapter_removes_only_its_leftovers(
+    topology: Topology, dataplane: NetlinkDataplane, state_dir: Path
+) -> None:
+    node = topology.node
+    await add_foreign_objects(node)
+    all_there = dict.fromkeys(
+        ["foreign0", "taken", "10.99.0.50", "10.99.0.51", "ipvs service", "ipvs dest"], True
+    )
+    alpha = service_state("alpha", ["10.99.0.1"], [(80, 8080)], [topology.node_v4])
+    beta = service_state(
+        "beta", ["10.99.0.2", "fd00:99::2"], [(80, 8080), (443, 8443)],
+        [topology.node_v4, topology.node_v6],
+    )  # fmt: skip
+    both = union(alpha, beta)
+
+    await converge(dataplane, both)
+    observed = await dataplane.observe()
+    assert observed.owned == both
+    assert {"foreign0", "taken", "lo", "c0"} <= observed.foreign_links
+    assert {"alpha", "beta"}.isdisjoint(observed.foreign_links)
+    assert {"alpha", "beta", "foreign0", "taken", "lo"} <= observed.interfaces
+    assert AddressSpec("foreign0", ip("10.99.0.50")) in observed.foreign_addresses
+    assert AddressSpec("lo", ip("10.99.0.51")) in observed.foreign_addresses
+    assert observed.foreign_services == {FOREIGN_VS}
+
+    # Claiming foreign objects fails; removing them is a no-op.
+    for claim in (
+        EnsureLink(LinkSpec("taken")),
+        EnsureLink(LinkSpec("lo")),
+        AddAddress(AddressSpec("foreign0", ip("10.99.0.50"))),
+        AddVirtualService(VirtualServiceSpec(FOREIGN_VS)),
+    ):
+        with pytest.raises(DataplaneError, match="not ours"):
+            await dataplane.apply(claim)
+    for removal in (
+        RemoveLink(LinkSpec("foreign0")),
+        RemoveLink(LinkSpec("taken")),
+        RemoveAddress(AddressSpec("foreign0", ip("10.99.0.50"))),
+        RemoveAddress(AddressSpec("lo", ip("10.99.0.51"))),
+        RemoveVirtualService(FOREIGN_VS),
+        RemoveRealServer(RealServerKey(FOREIGN_VS, ip("10.0.100.2"), 80)),
+    ):
+        await dataplane.apply(removal)
+    assert await foreign_objects_present(node) == all_there
+
+    # Idempotent: every action again changes nothing.
+    for action in actions_to(both, union()):
+        await dataplane.apply(action)
+    assert (await dataplane.observe()).owned == both
+
+    # "Agent restart" after beta left the config: a new adapter finds beta through the record.
+    await dataplane.close()
+    restarted = NetlinkDataplane(state_dir, netns=node, timeout=20.0)
+    try:
+        assert (await restarted.observe()).owned == both
+        removals = actions_to(alpha, (await restarted.observe()).owned)
+        assert {type(a) for a in removals} == {
+            RemoveRealServer, RemoveVirtualService, RemoveAddress, RemoveLink
+        }  # fmt: skip
+        for action in removals:
+            await restarted.apply(action)
+        for action in removals:  # removing what is gone is fine
+            await restarted.apply(action)
+        observed = await restarted.observe()
+        assert observed.owned == alpha
+        assert observed.foreign_services == {FOREIGN_VS}
+        assert restarted.record.services == alpha.service_keys()
+        assert restarted.record.links == {"alpha"}
+        links, addrs = await kernel_names(node)
+        assert "beta" not in links
+        assert "alpha" in links
+        assert {"10.99.0.2", "fd00:99::2"}.isdisjoint(addrs)
+        assert await foreign_objects_present(node) == all_there
+    finally:
+        await restarted.close()
+
+
+async def test_tags_identify_our_link_and_vips_when_the_record_is_lost(
+    topology: Topology, dataplane: NetlinkDataplane, state_dir: Path
+) -> None:
+    want = service_state("gamma", ["10.99.0.3", "fd00:99::3"], [(80, 8080)], [topology.node_v4])
+    await converge(dataplane, want)
+    await dataplane.close()
+    (state_dir / RECORD_NAME).unlink()
+
+    amnesiac = NetlinkDataplane(state_dir, netns=topology.node, timeout=20.0)
+    try:
+        observed = await amnesiac.observe()
+        assert observed.owned.links == want.links  # alias bgp-lb
+        assert observed.owned.addresses == want.addresses  # IFA_PROTO
+        assert observed.owned.services == frozenset()  # IPVS has no tag: now foreign, left alone
+        assert observed.foreign_services == want.service_keys()
+        for key in want.service_keys():
+            await amnesiac.apply(RemoveVirtualService(key))
+        assert (await amnesiac.observe()).foreign_services == want.service_keys()
+        for action in actions_to(DataplaneState(), observed.owned):
+            await amnesiac.apply(action)
+        links, _ = await kernel_names(topology.node)
+        assert "gamma" not in links
+    finally:
+        await amnesiac.close()
+
+
+async def test_drift_wakes_the_reconciler_and_is_repaired(
+    topology: Topology, dataplane: NetlinkDataplane
+) -> None:
+    woken = asyncio.Event()
+    await dataplane.start(woken.set)
+    want = service_state("delta", ["10.99.0.4", "fd00:99::4"], [(80, 8080)], [topology.node_v4])
+    await converge(dataplane, want)
+    await asyncio.sleep(0.5)  # let the events of our own changes arrive
+    woken.clear()
+
+    async with AsyncIPRoute(netns=topology.node) as ipr:
+        index = (await ipr.link_lookup(ifname="delta"))[0]
+        await ipr.addr("del", index=index, address="10.99.0.4", prefixlen=32)
+    await asyncio.wait_for(woken.wait(), 10)
+    observed = await dataplane.observe()
+    assert AddressSpec("delta", ip("10.99.0.4")) not in observed.owned.addresses
+    assert await converge(dataplane, want) == [AddAddress(AddressSpec("delta", ip("10.99.0.4")))]
+
+    woken.clear()
+    async with AsyncIPRoute(netns=topology.node) as ipr:
+        await ipr.link("set", index=index, state="down")
+    await asyncio.wait_for(woken.wait(), 10)
+    assert LinkSpec("delta") not in (await dataplane.observe()).owned.links  # down: not right
+    # IPv6 addresses go with the link (keep_addr_on_down=0), IPv4 ones stay
+    assert await converge(dataplane, want) == [
+        EnsureLink(LinkSpec("delta")),
+        AddAddress(AddressSpec("delta", ip("fd00:99::4"))),
+    ]
+    assert (await dataplane.observe()).owned == want
+
+    ipvs = AsyncIPVS(netns=topology.node)  # IPVS drift has no event: found by the next pass
+    await ipvs.setup_endpoint()
+    try:
+        key = VirtualServiceKey(ip("10.99.0.4"), 80, Protocol.TCP)
+        await ipvs.service("del", service=IPVSService(addr="10.99.0.4", port=80, protocol=6))
+    finally:
+        ipvs.close()
+    repaired = await converge(dataplane, want)
+    assert [type(a).__name__ for a in repaired] == ["AddVirtualService", "AddRealServer"]
+    assert key in (await dataplane.observe()).owned.service_keys()
+    assert (await dataplane.observe()).owned == want
