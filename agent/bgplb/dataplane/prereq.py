@@ -1,0 +1,203 @@
+"""``bgp-lb check-node``: the kernel modules and sysctls the dataplane needs, each with its fix.
+
+Without a config every check applies. With one, only what its services use: IPVS, the
+schedulers named, masquerading (forwarding, ``vs.conntrack``), persistence
+(``expire_quiescent_template``), IPv6 VIPs. Nothing is changed here: this only reads
+``/sys/module``, ``/lib/modules`` and ``/proc/sys`` (under ``root``, for tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..config import Config, ConfigError, RealServerConfig, load_config
+from ..model import ForwardMethod, ServiceMode
+
+MODULES_FILE = "deploy/modules-load.d/bgp-lb.conf -> /etc/modules-load.d/"
+SYSCTL_FILE = "deploy/sysctl.d/90-bgp-lb.conf -> /etc/sysctl.d/"
+DEFAULT_SCHEDULER = "wlc"
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    name: str  # "module ip_vs", "sysctl net.ipv4.ip_forward"
+    ok: bool
+    detail: str  # what was found
+    fix: str  # what to do when not ok ("" when ok)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a config uses from the kernel. ``everything()`` when there is no config."""
+
+    ipvs: bool = True
+    schedulers: frozenset[str] = frozenset({DEFAULT_SCHEDULER})
+    masq: bool = True
+    masq_v6: bool = True
+    persistence: bool = True
+
+    @staticmethod
+    def of(config: Config | None) -> Needs:
+        if config is None:
+            return Needs()
+        ipvs = [s for s in config.services if s.mode == ServiceMode.IPVS]
+        ports = [p for s in ipvs for p in s.ports]
+        # A service without real servers forwards to the node's own backend (masq).
+        masq = [s for s in ipvs if s.ports and (not s.real_servers or _any_masq(s.real_servers))]
+        return Needs(
+            ipvs=bool(ipvs),
+            schedulers=frozenset(p.scheduler for p in ports),
+            masq=bool(masq),
+            masq_v6=any(v.version == 6 for s in masq for v in s.vips),
+            persistence=any(p.persistence for p in ports),
+        )
+
+
+def _any_masq(real_servers: Iterable[RealServerConfig]) -> bool:
+    return any(r.forward == ForwardMethod.MASQ for r in real_servers)
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def _release(root: Path) -> str:
+    osrelease = root / "proc/sys/kernel/osrelease"
+    if osrelease.exists():
+        return osrelease.read_text().strip()
+    return platform.release()
+
+
+def _module_state(root: Path, name: str) -> str:
+    """'loaded' (or built in), 'available' (modprobe would load it) or 'missing'."""
+    if (root / "sys/module" / name).exists():
+        return "loaded"
+    base = root / "lib/modules" / _release(root)
+    for index in ("modules.builtin", "modules.dep"):
+        try:
+            text = (base / index).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            path = line.split(":", 1)[0]
+            stem = path.rsplit("/", 1)[-1].split(".ko", 1)[0]
+            if stem.replace("-", "_") == name:
+                return "loaded" if index == "modules.builtin" else "available"
+    return "missing"
+
+
+def check_module(root: Path, name: str, why: str, autoload: bool) -> Prerequisite:
+    """``autoload``: the kernel loads it on first use (dummy links, IPVS schedulers)."""
+    state = _module_state(root, name)
+    ok = state == "loaded" or (autoload and state == "available")
+    detail = {
+        "loaded": "loaded",
+        "available": "not loaded; the kernel loads it on first use"
+        if autoload
+        else "not loaded (available as a module)",
+        "missing": "not in this kernel",
+    }[state]
+    if state == "missing":
+        fix = f"use a kernel that has {name}, e.g. Debian's linux-image-amd64"
+    else:
+        fix = f"modprobe {name}; to keep it: {MODULES_FILE}"
+    return Prerequisite(f"module {name}", ok, f"{detail} ({why})", "" if ok else fix)
+
+
+def check_sysctl(root: Path, key: str, want: int, why: str) -> Prerequisite:
+    path = root / "proc/sys" / key.replace(".", "/")
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        missing = "absent (is ip_vs loaded?)" if ".vs." in key else "absent"
+        fix = f"load ip_vs, then sysctl -w {key}={want}" if ".vs." in key else ""
+        return Prerequisite(f"sysctl {key}", False, f"{missing} ({why})", fix)
+    ok = value == str(want)
+    fix = "" if ok else f"sysctl -w {key}={want}; to keep it: {SYSCTL_FILE}"
+    return Prerequisite(f"sysctl {key}", ok, f"{value}, want {want} ({why})", fix)
+
+
+def check_prerequisites(config: Config | None, root: Path = Path("/")) -> list[Prerequisite]:
+    needs = Needs.of(config)
+    out = [check_module(root, "dummy", "a dummy link holds each service's VIPs", autoload=True)]
+    if needs.ipvs:
+        out.append(check_module(root, "ip_vs", "IPVS virtual services", autoload=False))
+        out += [
+            check_module(root, f"ip_vs_{s}", f"IPVS scheduler {s}", autoload=True)
+            for s in sorted(needs.schedulers)
+        ]
+        out.append(
+            check_sysctl(
+                root, "net.ipv4.vs.expire_nodest_conn", 1,
+                "drop connections to a removed real server at once",
+            )
+        )  # fmt: skip
+        if needs.persistence:
+            out.append(
+                check_sysctl(
+                    root, "net.ipv4.vs.expire_quiescent_template", 1,
+                    "persistent clients leave a real server set to weight 0",
+                )
+            )  # fmt: skip
+        for key, want in (("arp_ignore", 1), ("arp_announce", 2)):
+            out.append(
+                check_sysctl(
+                    root, f"net.ipv4.conf.all.{key}", want,
+                    "VIPs on the dummy link are not answered/announced by ARP on other links",
+                )
+            )  # fmt: skip
+    if needs.masq:
+        out.append(
+            check_sysctl(root, "net.ipv4.ip_forward", 1, "masq replies are forwarded by the node")
+        )
+        out.append(
+            check_sysctl(
+                root, "net.ipv4.vs.conntrack", 1,
+                "masq connections stay visible to stateful nftables rules",
+            )
+        )  # fmt: skip
+    if needs.masq_v6:
+        out.append(
+            check_sysctl(root, "net.ipv6.conf.all.forwarding", 1, "IPv6 masq replies are forwarded")
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def render_table(results: list[Prerequisite]) -> str:
+    width = max(len(r.name) for r in results)
+    lines = []
+    for r in results:
+        lines.append(f"{'ok ' if r.ok else 'BAD'}  {r.name:<{width}}  {r.detail}")
+        if not r.ok and r.fix:
+            lines.append(f"{'':<{width + 5}}  fix: {r.fix}")
+    bad = sum(not r.ok for r in results)
+    lines.append("all prerequisites met" if not bad else f"{bad} prerequisite(s) not met")
+    return "\n".join(lines)
+
+
+def run_check_node(args: argparse.Namespace) -> int:
+    """Exit 0 if every prerequisite is met, 1 if not, 2 if the config is unusable."""
+    config: Config | None = None
+    if getattr(args, "config", None):
+        try:
+            config = load_config(args.config)
+        except ConfigError as e:
+            print(f"{args.config}: invalid config:\n{e}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"{args.config}: {e}", file=sys.stderr)
+            return 2
+    results = check_prerequisites(config)
+    if getattr(args, "json", False):
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        print(render_table(results))
+    return 0 if all(r.ok for r in results) else 1
