@@ -13,6 +13,7 @@ import pytest
 
 from bgplb.bgp.exabgp import ExaBGPSpeaker
 from bgplb.config import Config
+from tests.harness.agent_proc import agent_factory  # noqa: F401  (fixture)
 from tests.harness.frr import BgpLab, bgp_lab_factory  # noqa: F401  (fixture)
 from tests.harness.netns import tempdir
 
