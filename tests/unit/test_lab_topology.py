@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from bgplb.config import parse_config
+from bgplb.config.crosschecks import check_config
 from tests.lab.netcmd import AddrAdd, ExecLineError, LinkUp, RouteAdd, parse_exec_line
 from tests.lab.topology import AGENT_CONF, FRR_CONF, TopologyError, load_topology, parse_topology
 
@@ -69,6 +70,7 @@ def test_every_bound_agent_config_is_valid_for_the_agent(path: Path) -> None:
         source = node.bind_source(AGENT_CONF)
         assert source is not None
         config = parse_config(yaml.safe_load(source.read_text()))
+        assert check_config(config) == []
         assert str(config.node.router_id) in {str(a) for a in node.backend_addresses}
         # the backend addresses are the node's own: present in its exec lines
         own = {c.address.ip for c in node.commands if isinstance(c, AddrAdd)}

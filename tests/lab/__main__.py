@@ -1,0 +1,72 @@
+"""``python -m tests.lab``: the lab runner's command line (root; see containerlab/README.md).
+
+up TOPOLOGY [--no-agents]   build the lab here and leave it running (needs ip_vs + dummy
+                            for the agents; --no-agents: routers + backends only)
+down [LAB]                  remove a lab (default: every lab) and anything it left behind
+shell TOPOLOGY              build the lab and open a shell (inside the VM if needed);
+                            the lab is removed when the shell exits
+demo                        the ECMP demo (make demo)
+test [PYTEST ARGS]          the lab tests (make test-lab), inside the VM if needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .runner import Lab, teardown
+from .topology import TopologyError, load_topology
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up")
+    up.add_argument("topology")
+    up.add_argument("--no-agents", action="store_true")
+    down = sub.add_parser("down")
+    down.add_argument("lab", nargs="?")
+    check = sub.add_parser("check", help="validate a topology file")
+    check.add_argument("topology")
+    shell = sub.add_parser("shell")
+    shell.add_argument("topology")
+    shell.add_argument("--native", action="store_true", help=argparse.SUPPRESS)
+    demo = sub.add_parser("demo")
+    demo.add_argument("--native", action="store_true", help=argparse.SUPPRESS)
+    test = sub.add_parser("test")
+    test.add_argument("--native", action="store_true", help=argparse.SUPPRESS)
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+
+    if args.cmd == "down":
+        for item in teardown(args.lab):
+            print(f"removed {item}")
+        return 0
+    if args.cmd == "demo":
+        from .demo import run_demo
+
+        return run_demo(native=args.native)
+    if args.cmd == "test":
+        from .vm import run_lab_tests
+
+        return run_lab_tests(args.pytest_args, native=args.native)
+    try:
+        topology = load_topology(args.topology)
+    except TopologyError as e:
+        print(f"error: invalid topology:\n{e}", file=sys.stderr)
+        return 2
+    if args.cmd == "check":
+        print(f"{topology.path}: OK ({len(topology.nodes)} nodes, {len(topology.links)} links)")
+        return 0
+    if args.cmd == "shell":
+        from .vm import run_shell
+
+        return run_shell(topology, native=args.native)
+    lab = Lab(topology, agents=not args.no_agents)
+    took = lab.up(say=print)
+    print(f"lab {topology.name} is up ({took:.1f}s); `make lab-down` removes it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""``make demo``: bring the ECMP lab up and show bgp-lb at work, then tear it down.
+
+Steps: lab up -> each router's ECMP route for the v4 and v6 VIP (3 next hops) -> client
+requests spread over lb1..lb3 -> lb1's backend stopped (withdraw time measured) -> restarted
+-> lb2 drained under load (zero failed new connections expected) -> teardown. Ends with a
+summary table; exits non-zero if any step failed. Runs inside one virtme-ng VM when the
+running kernel lacks IPVS/dummy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .observe import fib_snapshot, fib_text
+from .runner import REPO, Lab, teardown
+from .scenario import drain_under_load, fail_backend, restore_backend, spread
+from .topology import AGENT_CONF, load_topology
+
+ECMP = REPO / "containerlab" / "ecmp.clab.yml"
+WORK = REPO / "_work"
+SERVICE = "web"
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool = False
+    detail: str = ""
+    seconds: float = 0.0
+
+
+def withdraw_bound(lab: Lab, node: str) -> float:
+    """fall x interval + 2 s over the node's checks (the acceptance bound under TCG)."""
+    source = lab.topology.node(node).bind_source(AGENT_CONF)
+    assert source is not None
+    config = yaml.safe_load(source.read_text())
+    bounds = [2.0]
+    for svc in config["services"]:
+        for rs in svc.get("real_servers", []):
+            for c in rs.get("checks", []):
+                bounds.append(float(c.get("fall", 2)) * float(c.get("interval", 0.5)) + 2.0)
+    return max(bounds)
+
+
+def _say(text: str) -> None:
+    print(f"    {text}", flush=True)
+
+
+def run_steps(lab: Lab, workdir: Path) -> list[Step]:
+    steps: list[Step] = []
+    lbs = [n.name for n in lab.topology.by_role("lb")]
+
+    def step(name: str, fn: Callable[[Step], None]) -> bool:
+        s = Step(name)
+        steps.append(s)
+        print(f"\n==> [{len(steps)}] {name}", flush=True)
+        t0 = time.monotonic()
+        try:
+            fn(s)
+        except Exception as e:  # the summary shows it; later steps may still run
+            s.ok, s.detail = False, f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+        s.seconds = time.monotonic() - t0
+        print(f"    -> {'OK' if s.ok else 'FAILED'}: {s.detail}", flush=True)
+        return s.ok
+
+    def up(s: Step) -> None:
+        took = lab.up(say=_say, timeout=240)
+        s.ok, s.detail = True, f"{len(lab.topology.nodes)} nodes, ECMP after {took:.0f}s"
+
+    def routes(s: Step) -> None:
+        snap = fib_snapshot(lab)
+        for router, vip in snap:
+            print(f"    {router}: {fib_text(lab, router, vip)}".replace("\n", "\n        "))
+        bad = {k: v for k, v in snap.items() if sorted(v) != lbs}
+        s.ok = not bad
+        s.detail = f"{len(snap)} routes with next hops {', '.join(lbs)}" if s.ok else f"{bad}"
+
+    def traffic(s: Step) -> None:
+        sp = spread(lab, count=60)
+        for vip, counts in sp.counts.items():
+            _say(f"{vip}: " + ", ".join(f"{n} {counts.get(n, 0)}" for n in lbs))
+        _say("client packets per router: " + ", ".join(f"{r} {p}" for r, p in sp.router_rx.items()))
+        every = all(counts.get(n, 0) > 0 for counts in sp.counts.values() for n in lbs)
+        routers = all(p > 50 for p in sp.router_rx.values())
+        s.ok = every and routers and sp.failures == 0
+        per_node = {n: sum(c.get(n, 0) for c in sp.counts.values()) for n in lbs}
+        s.detail = f"{per_node}, failures {sp.failures}, both routers carry flows: {routers}"
+
+    def failure(s: Step) -> None:
+        bound = withdraw_bound(lab, "lb1")
+        _say(f"stopping lb1's backend; bound fall x interval + 2 s = {bound:.1f}s")
+        c = fail_backend(lab, "lb1", timeout=60)
+        after = spread(lab, count=20)
+        on_lb1 = sum(counts.get("lb1", 0) for counts in after.counts.values())
+        _say(f"after: {after.counts}, failures {after.failures}")
+        s.ok = c.seconds <= bound and c.others_stable and on_lb1 == 0 and after.failures == 0
+        s.detail = (
+            f"lb1 withdrawn from every FIB in {c.seconds:.2f}s (bound {bound:.1f}s), "
+            f"others stable: {c.others_stable}, lb1 answers after: {on_lb1}"
+        )
+
+    def recovery(s: Step) -> None:
+        c = restore_backend(lab, "lb1", timeout=60)
+        s.ok = c.others_stable
+        s.detail = f"lb1 back in every FIB {c.seconds:.2f}s after its backend restarted"
+
+    def draining(s: Step) -> None:
+        d = drain_under_load(lab, "lb2", SERVICE, workdir)
+        _say(
+            f"new connection per request: {d.requests} requests at {d.rate}/s, {d.failures} failed"
+        )
+        _say(f"long-lived connections: {d.held} open, {d.held_reset} reset {d.held_reset_by_node}")
+        s.ok = d.failures == 0 and d.rate >= 20
+        s.detail = (
+            f"lb2 left every FIB {d.withdraw_seconds:.2f}s after `bgp-lb drain`; "
+            f"{d.requests} requests, {d.failures} failures ({d.rate}/s); "
+            f"long-lived reset: {d.held_reset}/{d.held} (expected for flows on lb2)"
+        )
+
+    if step("bring the ECMP lab up (FRR r1 r2, bgp-lb lb1..lb3, client c1)", up):
+        step("each router's ECMP route for the VIPs", routes)
+        step("client requests spread across lb1..lb3", traffic)
+        step("lb1's backend stopped -> lb1 withdrawn", failure)
+        step("lb1's backend restarted -> lb1 back", recovery)
+        step("drain lb2 (`bgp-lb drain web`) under load", draining)
+    return steps
+
+
+def keep_logs(lab: Lab, dest: Path) -> Path | None:
+    """Copy the nodes' logs (agents, backends, FRR) out of the lab before it is removed."""
+    try:
+        target = dest / lab.topology.name
+        shutil.rmtree(target, ignore_errors=True)
+        for log in lab.dir.glob("*/**/*.log"):
+            out = target / log.relative_to(lab.dir)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, out)
+        for client in lab.dir.glob("*.jsonl"):
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(client, target / client.name)
+    except OSError:
+        return None
+    return target
+
+
+def _table(steps: list[Step]) -> str:
+    width = max(len(s.name) for s in steps)
+    lines = [f"{'step':<{width}}  result  time    detail", "-" * (width + 60)]
+    for s in steps:
+        result = "OK" if s.ok else "FAILED"
+        lines.append(f"{s.name:<{width}}  {result:<6}  {s.seconds:5.1f}s  {s.detail}")
+    return "\n".join(lines)
+
+
+def run_demo(native: bool = False) -> int:
+    from .vm import WORK as VM_WORK
+    from .vm import in_vm, running_kernel_has_dataplane
+
+    if not native and not running_kernel_has_dataplane():
+        cmd = [sys.executable, "-m", "tests.lab", "demo", "--native"]
+        return in_vm(cmd, VM_WORK / "demo.log", timeout=900)
+    t0 = time.monotonic()
+    lab = Lab(load_topology(ECMP))
+    left = teardown(lab.topology.name)
+    if left:
+        print(f"==> removed leftovers of an earlier run: {len(left)} items")
+    steps: list[Step] = []
+    try:
+        steps = run_steps(lab, lab.dir)
+    finally:
+        print("\n==> teardown", flush=True)
+        t1 = time.monotonic()
+        kept = keep_logs(lab, WORK / "lab-logs")
+        if kept:
+            print(f"    node logs kept in {kept}")
+        removed = lab.down()
+        steps.append(Step("teardown", ok=True, detail=f"{len(removed)} objects removed",
+                          seconds=time.monotonic() - t1))  # fmt: skip
+    print("\n" + _table(steps))
+    failed = [s.name for s in steps if not s.ok]
+    total = time.monotonic() - t0
+    print(
+        f"\n{'ALL STEPS PASSED' if not failed else 'FAILED: ' + ', '.join(failed)} ({total:.0f}s)"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(native="--native" in sys.argv))

@@ -1,0 +1,141 @@
+"""The ECMP lab scenarios, shared by ``make demo`` and the lab tests.
+
+Each returns a frozen result with the measured numbers; callers decide how to show or assert
+them. Times are wall-clock seconds measured by polling the routers' kernel FIBs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .observe import (
+    client_background,
+    client_burst,
+    client_ifaces,
+    drain,
+    fib_snapshot,
+    interface_rx_packets,
+    wait_for_line,
+)
+from .runner import Lab
+
+
+@dataclass(frozen=True)
+class Spread:
+    counts: dict[str, dict[str, int]]  # vip -> node -> requests
+    failures: int
+    router_rx: dict[str, int]  # router -> packets received from the client
+
+
+@dataclass(frozen=True)
+class Convergence:
+    node: str
+    seconds: float  # from the trigger until the node left (or rejoined) every FIB
+    others_stable: bool  # no other node's route left any FIB meanwhile
+    polls: int
+    unexpected: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    node: str
+    withdraw_seconds: float
+    requests: int
+    failures: int
+    rate: float
+    errors: list[str]
+    node_answers_after_gone: int  # answers by the drained node after it left every FIB
+    held: int
+    held_reset: int
+    held_reset_by_node: dict[str, int]
+
+
+def spread(lab: Lab, count: int) -> Spread:
+    ifaces = client_ifaces(lab)
+    before = {r: interface_rx_packets(lab, r, i) for r, i in ifaces.items()}
+    result = client_burst(lab, count)
+    after = {r: interface_rx_packets(lab, r, i) for r, i in ifaces.items()}
+    counts = {vip: dict(v["counts"]) for vip, v in result.items()}  # type: ignore[call-overload]
+    failures = sum(int(v["failures"]) for v in result.values())  # type: ignore[call-overload]
+    return Spread(counts, failures, {r: after[r] - before[r] for r in ifaces})
+
+
+def wait_membership(
+    lab: Lab, node: str, present: bool, timeout: float, started: float
+) -> Convergence:
+    """Poll every FIB until ``node`` is (present) / is not (absent) a next hop everywhere."""
+    baseline = fib_snapshot(lab)
+    others = {k: set(v) - {node} for k, v in baseline.items()}
+    unexpected: list[str] = []
+    polls = 0
+    while True:
+        snap = fib_snapshot(lab)
+        polls += 1
+        for key, nodes in snap.items():
+            lost = others[key] - set(nodes)
+            if lost:
+                unexpected.append(f"{key[0]} {key[1]}: lost {sorted(lost)}")
+        if all((node in nodes) == present for nodes in snap.values()):
+            return Convergence(node, time.monotonic() - started, not unexpected, polls, unexpected)
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(
+                f"{node} still {'absent from' if present else 'in'} a FIB after {timeout}s: {snap}"
+            )
+
+
+def fail_backend(lab: Lab, node: str, timeout: float) -> Convergence:
+    started = time.monotonic()
+    lab.stop_process(node, "backend")
+    return wait_membership(lab, node, present=False, timeout=timeout, started=started)
+
+
+def restore_backend(lab: Lab, node: str, timeout: float) -> Convergence:
+    started = time.monotonic()
+    lab.start_backend(node)
+    return wait_membership(lab, node, present=True, timeout=timeout, started=started)
+
+
+def drain_under_load(
+    lab: Lab, node: str, service: str, workdir: Path, rate: float = 25.0, held: int = 12
+) -> DrainResult:
+    """Drain ``node`` while a client opens a new connection per request at ``rate``/s and
+    ``held`` long-lived connections stay open; then undrain it."""
+    vips = lab.vips()
+    hold = client_background(
+        lab, workdir / "hold.jsonl", "hold", vips[0], "--count", str(held), "--duration", "3600"
+    )
+    load = client_background(
+        lab, workdir / "load.jsonl", "load", *vips, "--rate", str(rate), "--duration", "3600"
+    )
+    try:
+        wait_for_line(workdir / "hold.jsonl", '"opened"', timeout=120)
+        wait_for_line(workdir / "load.jsonl", '"node"', timeout=120)
+        time.sleep(2.0)
+        started = time.monotonic()
+        drain(lab, node, service)
+        gone = wait_membership(lab, node, present=False, timeout=60, started=started)
+        gone_at = time.time()
+        time.sleep(3.0)
+    finally:
+        lines = load.stop()
+        held_lines = hold.stop()
+    records = [r for r in lines if "summary" not in r]
+    summary = next((r for r in lines if "summary" in r), {})
+    hsum = next((r for r in held_lines if "summary" in r), {})
+    late = [r for r in records if r.get("node") == node and float(r["t"]) > gone_at]  # type: ignore[arg-type]
+    drain(lab, node, service, undo=True)
+    wait_membership(lab, node, present=True, timeout=60, started=time.monotonic())
+    return DrainResult(
+        node=node,
+        withdraw_seconds=gone.seconds,
+        requests=len(records),
+        failures=sum(1 for r in records if "error" in r),
+        rate=float(summary.get("rate", 0.0)),  # type: ignore[arg-type]
+        errors=sorted({str(r["error"]) for r in records if "error" in r})[:5],
+        node_answers_after_gone=len(late),
+        held=int(hsum.get("connections", 0)),  # type: ignore[call-overload]
+        held_reset=int(hsum.get("reset", 0)),  # type: ignore[call-overload]
+        held_reset_by_node=dict(hsum.get("reset_by_node", {})),  # type: ignore[call-overload]
+    )
