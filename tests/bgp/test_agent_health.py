@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.harness.agent_proc import AgentFactory
+from tests.harness.agent_proc import AgentFactory, peer, service
 from tests.harness.frr import BgpLab, wait_until
 
 pytestmark = pytest.mark.bgp
@@ -77,3 +77,36 @@ def _peer_up(status: dict[str, object]) -> bool:
     peers = status["peers"]
     assert isinstance(peers, list)
     return bool(peers) and all(p["state"] == "up" for p in peers)
+
+
+async def test_v6_vip_over_v6_and_v4_sessions(bgp_lab_factory, agent_factory: AgentFactory) -> None:  # type: ignore[no-untyped-def]
+    """One v6 VIP, two sessions: over v6 (next hop self) and over v4 (explicit v6 next hop)."""
+    bl: BgpLab = bgp_lab_factory(n_lbs=1)
+    vip6 = "fd00:99::1/128"
+    peers = [peer(bl, 1, next_hop_v6=bl.lb_v6(1)), peer(bl, 1, v6=True)]
+    agent, backend = agent_factory(
+        bl, 1, peers=peers, services=[service("web6", ["fd00:99::1"], bl.lb_v4(1))]
+    )
+    sessions = {bl.lb_v4(1), bl.lb_v6(1)}  # FRR's peer ids: the v4 and the v6 session
+    took = await wait_until(lambda: set(_rib_peers(bl, vip6)) == sessions, 15)
+    print(f"v6 VIP over both sessions in the router RIB after {took:.2f}s")
+    for path in _rib_peers(bl, vip6).values():
+        hops = path["nexthops"]
+        assert isinstance(hops, list)
+        assert hops[0]["ip"] == bl.lb_v6(1)  # via the node, on either session
+        assert path["valid"] is True
+    await wait_until(lambda: bl.router.fib(vip6) == [bl.lb_v6(1)], 5)
+    web6 = agent.status()["services"][0]
+    assert web6["routes"] == {bl.r1_v4(1): [vip6], bl.r1_v6(1): [vip6]}
+    backend.stop()
+    await wait_until(lambda: _rib_peers(bl, vip6) == {}, 5)
+    await wait_until(lambda: bl.router.fib(vip6) == [], 2)
+
+
+def _rib_peers(bl: BgpLab, prefix: str) -> dict[str, dict[str, object]]:
+    """FRR's RIB paths for ``prefix``, by the announcing peer."""
+    afi = "ipv6" if ":" in prefix else "ipv4"
+    data = bl.router.vtysh_json(f"show bgp {afi} unicast {prefix} json")
+    paths = data.get("paths", [])
+    assert isinstance(paths, list)
+    return {p["peer"]["peerId"]: p for p in paths}
