@@ -1,0 +1,112 @@
+"""Drain through the agent's API, two LB nodes running the whole agent: as FRR sees it."""
+
+# Blocking subprocess calls (vtysh, curl) inside async tests are short and local on purpose.
+# ruff: noqa: ASYNC221
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from tests.harness.agent_proc import TOKEN, AgentFactory, AgentProc
+from tests.harness.frr import BgpLab, wait_until
+
+pytestmark = pytest.mark.bgp
+
+VIP = "10.99.0.1/32"
+DRAIN_DELAY = 2.0
+
+
+def paths(bl: BgpLab) -> dict[str, dict[str, Any]]:
+    """FRR's RIB paths for VIP, by the announcing peer (not those being removed)."""
+    data = bl.router.vtysh_json(f"show bgp ipv4 unicast {VIP} json")
+    found = data.get("paths", [])
+    assert isinstance(found, list)
+    return {p["peer"]["peerId"]: p for p in found if not p.get("removed")}
+
+
+async def _two_agents(bl: BgpLab, agent_factory: AgentFactory) -> list[AgentProc]:
+    agents = [agent_factory(bl, n, drain_delay=DRAIN_DELAY)[0] for n in (1, 2)]
+    took = await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1), bl.lb_v4(2)], 15)
+    print(f"two agents -> 2-way ECMP in the router FIB after {took:.2f}s")
+    return agents
+
+
+async def _watch_drain(bl: BgpLab, node: str, t0: float) -> tuple[list[tuple[float, Any]], float]:
+    """Samples of the drained node's RIB path (time since t0, path) until it is withdrawn;
+    returns them and the time of the withdraw."""
+    samples: list[tuple[float, Any]] = []
+    deadline = t0 + DRAIN_DELAY + 5
+    while time.monotonic() < deadline:
+        path = paths(bl).get(node)
+        now = time.monotonic() - t0
+        if path is None:
+            return samples, now
+        samples.append((now, path))
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{node} still announced {DRAIN_DELAY + 5}s after the drain")
+
+
+def _drained(path: dict[str, Any]) -> bool:
+    return "graceful-shutdown" in path.get("community", {}).get("string", "")
+
+
+async def test_drain_over_ebgp_via_cli(bgp_lab_factory, agent_factory: AgentFactory) -> None:  # type: ignore[no-untyped-def]
+    bl: BgpLab = bgp_lab_factory(n_lbs=2)
+    agents = await _two_agents(bl, agent_factory)
+    node = bl.lb_v4(2)
+    t0 = time.monotonic()
+    res = agents[1].cli("drain", "web")
+    print(f"bgp-lb drain web: {res.stdout.strip()}")
+    out_of_fib = await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], DRAIN_DELAY)
+    print(f"eBGP drain -> node out of the multipath set after {out_of_fib * 1000:.0f} ms")
+    samples, gone = await _watch_drain(bl, node, t0)
+    print(f"eBGP drain -> withdrawn after {gone:.2f}s (drain_delay {DRAIN_DELAY}s)")
+    drained = [(t, p) for t, p in samples if _drained(p)]
+    assert drained, "the drain attributes never reached the router"
+    for _, p in drained:
+        assert p["aspath"]["string"] == f"{bl.lb_as} {bl.lb_as} {bl.lb_as}"  # prepended
+        assert not p.get("multipath")
+        assert not p.get("bestpath")
+        assert p["valid"] is True  # still announced: the node still takes old flows
+    assert drained[-1][0] >= DRAIN_DELAY - 0.3  # kept for the drain delay...
+    assert gone < DRAIN_DELAY + 1.5  # ...then withdrawn
+    assert bl.router.fib(VIP) == [bl.lb_v4(1)]
+    web = agents[1].status()["services"][0]
+    assert web["drained"] is True
+    assert web["routes"] == {}
+    assert agents[0].status()["services"][0]["routes"] == {bl.r1_v4(1): [VIP]}
+
+
+async def test_drain_over_ibgp_via_http(bgp_lab_factory, agent_factory: AgentFactory) -> None:  # type: ignore[no-untyped-def]
+    bl: BgpLab = bgp_lab_factory(n_lbs=2, ibgp=True)
+    agents = await _two_agents(bl, agent_factory)
+    node = bl.lb_v4(2)
+    assert paths(bl)[node]["locPrf"] == 100
+    url = f"{agents[1].api}/api/v1/services/web/drain"
+    argv = ["ip", "netns", "exec", agents[1].ns, "curl", "-sS", "--fail-with-body", "-X", "POST"]
+    argv += ["-H", f"Authorization: Bearer {TOKEN}", url]
+    refused = subprocess.run([*argv[:-3], url], capture_output=True, text=True, timeout=10)
+    assert refused.returncode != 0  # no token: refused, nothing drained
+    assert agents[1].status()["services"][0]["drained"] is False
+    t0 = time.monotonic()
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+    print(f"POST drain: {res.stdout.strip()}")
+    out_of_fib = await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], DRAIN_DELAY)
+    print(f"iBGP drain -> node out of the multipath set after {out_of_fib * 1000:.0f} ms")
+    samples, gone = await _watch_drain(bl, node, t0)
+    print(f"iBGP drain -> withdrawn after {gone:.2f}s (drain_delay {DRAIN_DELAY}s)")
+    drained = [(t, p) for t, p in samples if _drained(p)]
+    assert drained, "the drain attributes never reached the router"
+    for _, p in drained:
+        assert p["locPrf"] == 0
+        assert p["valid"] is True  # kept (an iBGP path is no loop), just not best
+        assert not p.get("multipath")
+        assert not p.get("bestpath")
+    assert drained[-1][0] >= DRAIN_DELAY - 0.3
+    assert gone < DRAIN_DELAY + 1.5
+    assert bl.router.fib(VIP) == [bl.lb_v4(1)]
