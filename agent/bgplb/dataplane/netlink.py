@@ -102,43 +102,12 @@ class NetlinkDataplane:
 
     async def observe(self) -> ObservedDataplane:
         async with self._lock:
-            links = await self._rtnl.links()
-            addresses = await self._rtnl.addresses(links)
-            found = await self._ipvs_snapshot()
-            snapshot = found or NO_IPVS
-            record = self._store.record
-            owned_links = {x.name for x in links if x.up and owns_link(x, record)}
-            owned_addrs = {
-                AddressSpec(a.ifname, a.address) for a in addresses if owns_address(a, record)
-            }
-            owned_vs = {k: s for k, s in snapshot.services.items() if k in record.services}
-            owned_rs = {
-                k: r
-                for k, r in snapshot.real_servers.items()
-                if k in record.real_servers and k.service in owned_vs
-            }
-            names = frozenset(x.name for x in links)
-            ours_anyhow = {x.name for x in links if owns_link(x, record)}  # owned but down
-            observed = ObservedDataplane(
-                owned=DataplaneState(
-                    links=frozenset(LinkSpec(n) for n in owned_links),
-                    addresses=frozenset(owned_addrs),
-                    services=frozenset(owned_vs.values()),
-                    real_servers=frozenset(owned_rs.values()),
-                ),
-                foreign_links=names - ours_anyhow,
-                foreign_addresses=frozenset(
-                    AddressSpec(a.ifname, a.address)
-                    for a in addresses
-                    if AddressSpec(a.ifname, a.address) not in owned_addrs
-                ),
-                foreign_services=frozenset(snapshot.services.keys() - owned_vs.keys()),
-                interfaces=names,
-                service_counters={k: snapshot.service_counters[k] for k in owned_vs},
-                real_server_counters={k: snapshot.real_server_counters[k] for k in owned_rs},
-            )
-            self._prune(links, addresses, found)
-            return observed
+            try:
+                return await self._observe()
+            except DataplaneError:
+                raise
+            except Exception as e:  # pyroute2 raises more than OSError; keep the contract
+                raise DataplaneError(f"observe: {type(e).__name__}: {e}") from e
 
     async def apply(self, action: DataplaneAction) -> None:
         async with self._lock:
@@ -146,8 +115,51 @@ class NetlinkDataplane:
                 await self._apply(action)
             except KernelCallError as e:
                 raise DataplaneError(f"{type(action).__name__}: {e}") from e
+            except DataplaneError:
+                raise
+            except Exception as e:
+                raise DataplaneError(f"{type(action).__name__}: {type(e).__name__}: {e}") from e
 
     # ------------------------------------------------------------------ internals
+
+    async def _observe(self) -> ObservedDataplane:
+        links = await self._rtnl.links()
+        addresses = await self._rtnl.addresses(links)
+        found = await self._ipvs_snapshot()
+        snapshot = found or NO_IPVS
+        record = self._store.record
+        owned_links = {x.name for x in links if x.up and owns_link(x, record)}
+        owned_addrs = {
+            AddressSpec(a.ifname, a.address) for a in addresses if owns_address(a, record)
+        }
+        owned_vs = {k: s for k, s in snapshot.services.items() if k in record.services}
+        owned_rs = {
+            k: r
+            for k, r in snapshot.real_servers.items()
+            if k in record.real_servers and k.service in owned_vs
+        }
+        names = frozenset(x.name for x in links)
+        ours_anyhow = {x.name for x in links if owns_link(x, record)}  # owned but down
+        observed = ObservedDataplane(
+            owned=DataplaneState(
+                links=frozenset(LinkSpec(n) for n in owned_links),
+                addresses=frozenset(owned_addrs),
+                services=frozenset(owned_vs.values()),
+                real_servers=frozenset(owned_rs.values()),
+            ),
+            foreign_links=names - ours_anyhow,
+            foreign_addresses=frozenset(
+                AddressSpec(a.ifname, a.address)
+                for a in addresses
+                if AddressSpec(a.ifname, a.address) not in owned_addrs
+            ),
+            foreign_services=frozenset(snapshot.services.keys() - owned_vs.keys()),
+            interfaces=names,
+            service_counters={k: snapshot.service_counters[k] for k in owned_vs},
+            real_server_counters={k: snapshot.real_server_counters[k] for k in owned_rs},
+        )
+        self._prune(links, addresses, found)
+        return observed
 
     async def _open_ipvs(self) -> bool:
         try:

@@ -124,8 +124,9 @@ def check_sysctl(root: Path, key: str, want: int, why: str) -> Prerequisite:
 
 def check_prerequisites(config: Config | None, root: Path = Path("/")) -> list[Prerequisite]:
     needs = Needs.of(config)
-    out = [check_module(root, "dummy", "a dummy link holds each service's VIPs", autoload=True)]
+    out: list[Prerequisite] = []
     if needs.ipvs:
+        out.append(check_module(root, "dummy", "a dummy link holds each service's VIPs", True))
         out.append(check_module(root, "ip_vs", "IPVS virtual services", autoload=False))
         out += [
             check_module(root, f"ip_vs_{s}", f"IPVS scheduler {s}", autoload=True)
@@ -172,6 +173,8 @@ def check_prerequisites(config: Config | None, root: Path = Path("/")) -> list[P
 
 
 def render_table(results: list[Prerequisite]) -> str:
+    if not results:
+        return "nothing to check: the config uses no IPVS and no masquerading"
     width = max(len(r.name) for r in results)
     lines = []
     for r in results:
@@ -195,7 +198,7 @@ def run_check_node(args: argparse.Namespace) -> int:
         except OSError as e:
             print(f"{args.config}: {e}", file=sys.stderr)
             return 2
-    results = check_prerequisites(config)
+    results = check_prerequisites(config, Path(getattr(args, "root", None) or "/"))
     if getattr(args, "json", False):
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
