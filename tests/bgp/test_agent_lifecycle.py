@@ -1,0 +1,202 @@
+"""The whole agent's life against FRR: SIGTERM, SIGKILL (also mid ExaBGP restart), ExaBGP
+killed alone, FRR restarted."""
+
+# Blocking process/file calls inside async tests are short and local on purpose.
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from tests.harness.agent_proc import AgentFactory, AgentProc, namespace_processes, service
+from tests.harness.frr import BgpLab, pid_alive, wait_until
+
+pytestmark = pytest.mark.bgp
+
+VIP = "10.99.0.1/32"
+
+
+def session(bl: BgpLab, n: int = 1) -> tuple[str, int]:
+    """(FRR's state of the session with lbN, prefixes received from it)."""
+    addr = bl.lb_v4(n)
+    info = bl.router.vtysh_json(f"show bgp neighbors {addr} json").get(addr, {})
+    assert isinstance(info, dict)
+    pfx = info.get("addressFamilyInfo", {}).get("ipv4Unicast", {})
+    return str(info.get("bgpState")), int(pfx.get("acceptedPrefixCounter", 0))
+
+
+def leftovers(agent: AgentProc, backend_pid: int | None) -> list[int]:
+    """Processes of the agent's run still alive, and anything else in the namespace."""
+    besides = [backend_pid] if backend_pid is not None else []
+    return sorted(set(agent.processes_left()) | set(namespace_processes(agent.ns, besides=besides)))
+
+
+async def test_sigterm_withdraws_keeps_session_for_grace_then_exits_0(
+    bgp_lab_factory, agent_factory: AgentFactory
+) -> None:  # type: ignore[no-untyped-def]
+    bl: BgpLab = bgp_lab_factory(n_lbs=1)
+    grace = 2.0
+    agent, backend = agent_factory(bl, 1, shutdown_grace=grace)
+    await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 15)
+    assert session(bl) == ("Established", 1)
+    t0 = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    # The route goes by UPDATE: the session is still up when the FIB loses the VIP.
+    withdrawn = await wait_until(lambda: bl.router.fib(VIP) == [], 2, interval=0.01)
+    assert session(bl) == ("Established", 0)
+    established_until = withdrawn
+    while time.monotonic() - t0 < grace + 5:
+        state, pfx = session(bl)
+        if state != "Established":
+            break
+        assert pfx == 0
+        established_until = time.monotonic() - t0
+        await asyncio.sleep(0.05)
+    closed = time.monotonic() - t0
+    print(
+        f"SIGTERM: VIP out of the FIB after {withdrawn * 1000:.0f} ms, session up until "
+        f"{established_until:.2f}s, closed by {closed:.2f}s (grace {grace}s)"
+    )
+    assert established_until >= withdrawn + grace - 0.3
+    assert closed < grace + 3
+    code = await asyncio.to_thread(agent.wait, 10)
+    assert code == 0
+    exabgp = agent.exabgp_pids()
+    assert len(exabgp) == 1
+    assert not pid_alive(exabgp[0])
+    assert leftovers(agent, backend.proc.pid if backend.proc else None) == []
+    events = [x.get("event") for x in agent.log_lines()]
+    assert "agent_stopping" in events
+    assert events.index("agent_stopping") < events.index("agent_stopped")
+
+
+async def test_sigkill_of_the_agent_withdraws_within_150ms(
+    bgp_lab_factory, agent_factory: AgentFactory
+) -> None:  # type: ignore[no-untyped-def]
+    bl: BgpLab = bgp_lab_factory(n_lbs=1)
+    agent, backend = agent_factory(bl, 1)
+    await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 15)
+    agent.signal(signal.SIGKILL)
+    took = await wait_until(lambda: bl.router.fib(VIP) == [], 2, interval=0.002)
+    print(f"agent SIGKILL -> VIP gone from the router FIB in {took * 1000:.0f} ms")
+    assert took < 0.150
+    await asyncio.to_thread(agent.wait, 5)
+    await wait_until(lambda: leftovers(agent, backend.proc.pid if backend.proc else None) == [], 3)
+
+
+# Delays between killing ExaBGP and killing the agent: before the restart (backoff 0.5 s),
+# at the spawn, while ExaBGP starts, while its session comes up, after the re-announce.
+RESTART_KILL_DELAYS = (0.05, 0.5, 0.65, 0.9, 1.6)
+
+
+async def test_sigkill_during_exabgp_restart_leaves_nothing(
+    bgp_lab_factory, agent_factory: AgentFactory
+) -> None:  # type: ignore[no-untyped-def]
+    bl: BgpLab = bgp_lab_factory(n_lbs=1)
+    agent, backend = agent_factory(bl, 1, start=False)
+    backend_pid = backend.proc.pid if backend.proc else None
+    for delay in RESTART_KILL_DELAYS:
+        agent.start()
+        await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 15)
+        known = len(agent.exabgp_pids())
+        os.kill(agent.exabgp_pids()[-1], signal.SIGKILL)
+        await asyncio.sleep(delay)
+        restarted = len(agent.exabgp_pids()) > known
+        had_route = bl.router.fib(VIP) != []
+        agent.signal(signal.SIGKILL)
+        took = await wait_until(lambda: bl.router.fib(VIP) == [], 2, interval=0.002)
+        await asyncio.to_thread(agent.wait, 5)
+        await wait_until(lambda: leftovers(agent, backend_pid) == [], 3)
+        print(
+            f"ExaBGP killed, agent SIGKILLed {delay:.2f}s later (new ExaBGP spawned: "
+            f"{restarted}, route back: {had_route}) -> FIB empty in {took * 1000:.0f} ms"
+        )
+        assert took < 0.150
+        # Nothing comes back: no orphan ExaBGP brings the session up again.
+        await asyncio.sleep(1.2)
+        assert bl.router.fib(VIP) == []
+        assert session(bl)[0] != "Established"
+    assert agent.runs == len(RESTART_KILL_DELAYS)
+
+
+def _rib(bl: BgpLab, prefix: str) -> dict[str, Any] | None:
+    data = bl.router.vtysh_json(f"show bgp ipv4 unicast {prefix} json")
+    paths = [p for p in data.get("paths", []) if not p.get("removed")]  # type: ignore[union-attr]
+    return paths[0] if paths else None
+
+
+async def test_exabgp_killed_restarted_with_current_routes_only(
+    bgp_lab_factory, agent_factory: AgentFactory
+) -> None:  # type: ignore[no-untyped-def]
+    """healthy: back as is; draining: back with the drain attributes; drained past its delay
+    and unhealthy: stay away."""
+    bl: BgpLab = bgp_lab_factory(n_lbs=1)
+    lb = bl.lb_v4(1)
+    services = [
+        service("web", ["10.99.0.1"], lb),
+        service("api", ["10.99.0.2"], lb, drain_delay=60),
+        service("old", ["10.99.0.3"], lb, drain_delay=0),
+        service("dead", ["10.99.0.4"], lb, check="tcp"),
+    ]
+    services[3]["checks"][0]["port"] = 8081  # nothing listens there
+    agent, _ = agent_factory(bl, 1, services=services)
+    vips = [f"10.99.0.{i}/32" for i in (1, 2, 3, 4)]
+    await wait_until(lambda: [bl.router.fib(v) for v in vips[:3]] == [[lb]] * 3, 15)
+    agent.cli("drain", "api")
+    agent.cli("drain", "old")
+    await wait_until(lambda: bl.router.fib(vips[2]) == [], 5)
+    await wait_until(lambda: _drained(_rib(bl, vips[1])), 5)
+
+    old = agent.exabgp_pids()[-1]
+    os.kill(old, signal.SIGKILL)
+    await wait_until(lambda: bl.router.fib(vips[0]) == [], 2)
+    took = await wait_until(lambda: bl.router.fib(vips[0]) == [lb], 10)
+    print(f"ExaBGP SIGKILL -> restarted by the agent, healthy VIP back in {took:.2f}s")
+    assert len(agent.exabgp_pids()) == 2
+    assert not pid_alive(old)
+    await wait_until(lambda: _rib(bl, vips[1]) is not None, 5)
+    await asyncio.sleep(0.5)  # anything that should not come back has had its chance
+    web, api = _rib(bl, vips[0]), _rib(bl, vips[1])
+    assert web is not None
+    assert not _drained(web)
+    assert web["aspath"]["string"] == str(bl.lb_as)
+    assert api is not None
+    assert _drained(api)
+    assert api["aspath"]["string"] == f"{bl.lb_as} {bl.lb_as} {bl.lb_as}"
+    assert _rib(bl, vips[2]) is None
+    assert _rib(bl, vips[3]) is None
+    assert bl.router.fib(vips[1]) == [lb]  # the only path: still used while draining
+    assert agent.running()
+    decisions = {s["name"]: s["decision"] for s in agent.status()["services"]}
+    assert decisions == {
+        "web": "announce",
+        "api": "draining",
+        "old": "withdraw",
+        "dead": "withdraw",
+    }
+
+
+def _drained(path: dict[str, Any] | None) -> bool:
+    return path is not None and "graceful-shutdown" in path.get("community", {}).get("string", "")
+
+
+async def test_frr_restart_routes_return_without_agent_restart(
+    bgp_lab_factory, agent_factory: AgentFactory
+) -> None:  # type: ignore[no-untyped-def]
+    bl: BgpLab = bgp_lab_factory(n_lbs=1)
+    agent, _ = agent_factory(bl, 1)
+    await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 15)
+    bl.router.stop()
+    await wait_until(lambda: agent.status()["peers"][0]["state"] != "up", 10, interval=0.1)
+    bl.router.start()
+    took = await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 20, interval=0.05)
+    print(f"FRR restarted -> VIP back in the FIB after {took:.2f}s")
+    assert agent.running()
+    assert agent.runs == 1
+    assert len(agent.exabgp_pids()) == 1  # ExaBGP was not restarted either
+    assert agent.status()["peers"][0]["state"] == "up"
