@@ -7,11 +7,13 @@ WORK := _work
 
 .PHONY: help deps venv vng lint fmt test test-unit test-kernel test-bgp demo clean
 .PHONY: image config-disk test-image
+.PHONY: lab-up lab-down test-lab
 
 help:
 	@echo "make demo   - bring the ECMP lab up and show bgp-lb at work"
 	@echo "make test   - install everything and run every test (lint, unit, kernel, BGP)"
 	@echo "make lint | test-unit | test-kernel | test-bgp"
+	@echo "make lab-up [TOPO=containerlab/minimal.clab.yml] | lab-down | test-lab   (containerlab/README.md)"
 
 # System packages (Debian 12). Idempotent; re-run after a fresh machine.
 APT_PKGS := frr frr-pythontools qemu-system-x86 linux-image-amd64 ipvsadm iputils-ping \
@@ -89,7 +91,37 @@ test-image: deps venv image
 	@rc=0; timeout 1500 $(BIN)/pytest -m image tests/image -p no:cacheprovider -ra -s -q || rc=$$?; \
 	  $(BIN)/python -m tests.harness.netns; exit $$rc
 
-test: deps venv lint test-unit test-kernel test-bgp test-image
+# ECMP lab (containerlab/README.md): the lab runner (tests/lab) rebuilds containerlab/*.clab.yml
+# with namespaces, FRR and bgp-lb agents; inside ONE virtme-ng VM (TCG) when this kernel has no
+# IPVS/dummy. Everything lives in namespaces bgplab-<lab>-<node> + /run/bgplb-lab/<lab>.
+TOPO ?= containerlab/ecmp.clab.yml
+LAB_ENV := PATH="$(CURDIR)/$(VNG_VENV)/bin:$$PATH"
+define need_root
+	@if [ "$$(id -u)" != 0 ]; then echo "$@ needs root (network namespaces, FRR, IPVS)"; exit 1; fi
+endef
+
+demo: deps venv vng
+	$(need_root)
+	@mkdir -p $(WORK)
+	$(LAB_ENV) $(BIN)/python -m tests.lab demo
+
+lab-up: deps venv vng
+	$(need_root)
+	@mkdir -p $(WORK)
+	$(LAB_ENV) $(BIN)/python -m tests.lab up $(TOPO)
+
+lab-down: venv
+	$(need_root)
+	$(BIN)/python -m tests.lab down
+
+test-lab: deps venv vng
+	$(need_root)
+	@mkdir -p $(WORK)
+	@$(BIN)/python -m tests.lab down >/dev/null
+	@rc=0; $(LAB_ENV) timeout 720 $(BIN)/python -m tests.lab test -ra -q || rc=$$?; \
+	  $(BIN)/python -m tests.lab down; exit $$rc
+
+test: deps venv lint test-unit test-kernel test-bgp test-image test-lab
 
 clean:
 	rm -rf $(WORK) $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

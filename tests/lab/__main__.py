@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     test = sub.add_parser("test")
     test.add_argument("--native", action="store_true", help=argparse.SUPPRESS)
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
+    if extra and args.cmd != "test":
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
 
     if args.cmd == "down":
         for item in teardown(args.lab):
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "test":
         from .vm import run_lab_tests
 
-        return run_lab_tests(args.pytest_args, native=args.native)
+        return run_lab_tests([*args.pytest_args, *extra], native=args.native)
     try:
         topology = load_topology(args.topology)
     except TopologyError as e:
@@ -62,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         from .vm import run_shell
 
         return run_shell(topology, native=args.native)
+    if not args.no_agents:
+        from .vm import native
+
+        if not native():
+            print("==> this kernel has no IPVS/dummy: the lab runs in a VM; you get a shell in it")
+            print("==> (the lab is removed when you leave the shell)")
+            from .vm import run_shell
+
+            return run_shell(topology)
     lab = Lab(topology, agents=not args.no_agents)
     took = lab.up(say=print)
     print(f"lab {topology.name} is up ({took:.1f}s); `make lab-down` removes it")

@@ -306,8 +306,12 @@ class Lab:
     # ---------------------------------------------------------------- teardown
     def down(self) -> list[str]:
         self.routers.clear()
+        removed = teardown(self.topology.name, self.dir.parent)
+        for proc in self.procs.values():  # killed by teardown: reap them
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
         self.procs.clear()
-        return teardown(self.topology.name, self.dir.parent)
+        return removed
 
 
 def _tail(path: Path, lines: int = 15) -> str:

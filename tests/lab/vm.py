@@ -32,7 +32,7 @@ MEMORY = "2G"
 EXCLUDE = (
     "test", "idlelib", "tkinter", "ensurepip", "lib2to3", "pydoc_data", "turtledemo",
     "mypy", "mypy-*", "*__mypyc*", "mypyc", "ruff", "ruff-*", "pip", "pip-*", "setuptools",
-    "pkg_resources", "hypothesis", "hypothesis-*", "pygments", "*.pyi",
+    "pkg_resources", "hypothesis", "hypothesis-*", "*.pyi",
 )  # fmt: skip
 
 
@@ -43,6 +43,9 @@ def build_tarball(dest: Path) -> Path:
     members += [REPO / "pyproject.toml"]
     argv = ["tar", "-C", "/", "-cf", str(dest)]
     argv += [f"--exclude={pattern}" for pattern in EXCLUDE]
+    # the interpreter's own site-packages and static library are not the venv's business
+    argv += [f"--exclude={STDLIB.relative_to('/')}/site-packages"]
+    argv += [f"--exclude={STDLIB.relative_to('/')}/config-*"]
     argv += [str(m.relative_to("/")) for m in members if m.exists()]
     subprocess.run(argv, check=True, timeout=120)
     return dest

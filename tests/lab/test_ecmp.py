@@ -1,0 +1,120 @@
+"""Acceptance of the ECMP lab (containerlab/ecmp.clab.yml), run by ``make test-lab``.
+
+Needs root and a kernel with IPVS + dummy: ``python -m tests.lab test`` boots ONE virtme-ng
+VM for this module when the host kernel has neither. One lab for the whole module; the
+tests run in file order (failure and drain leave the lab as they found it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.vm import running_kernel_has_dataplane
+
+from .demo import ECMP, SERVICE, keep_logs, withdraw_bound
+from .observe import advertised_metrics, agent_get, agent_status, fib_snapshot, rib_nodes
+from .runner import REPO, Lab, teardown
+from .scenario import drain_under_load, fail_backend, restore_backend, spread
+from .topology import AGENT_CONF, load_topology
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(
+        not running_kernel_has_dataplane(),
+        reason="needs IPVS + dummy: run `make test-lab` (boots a VM)",
+    ),
+]
+
+LBS = ["lb1", "lb2", "lb3"]
+
+
+def _agent_config(lab: Lab, node: str) -> dict[str, Any]:
+    source = lab.topology.node(node).bind_source(AGENT_CONF)
+    assert source is not None
+    data = yaml.safe_load(source.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    topology = load_topology(ECMP)
+    teardown(topology.name)
+    lab = Lab(topology)
+    lab.up(say=print, timeout=240)
+    yield lab
+    keep_logs(lab, REPO / "_work" / "lab-logs-test")
+    lab.down()
+
+
+def test_both_routers_have_three_next_hops_for_the_v4_and_v6_vip(lab: Lab) -> None:
+    snap = fib_snapshot(lab)
+    assert set(snap) == {(r, v) for r in ("r1", "r2") for v in ("10.99.0.1", "fd00:99::1")}
+    for key, nodes in snap.items():
+        assert list(nodes) == LBS, key
+
+
+def test_client_flows_spread_over_both_routers_and_every_node(lab: Lab) -> None:
+    sp = spread(lab, count=60)
+    assert sp.failures == 0
+    for vip, counts in sp.counts.items():
+        assert sorted(counts) == LBS, vip
+    assert all(p > 50 for p in sp.router_rx.values()), sp.router_rx
+
+
+def test_ribs_agent_status_and_metrics_agree_on_what_is_advertised(lab: Lab) -> None:
+    vips = lab.vips()
+    prefixes = {f"{v}/{128 if ':' in v else 32}" for v in vips}
+    # routers' RIBs: every lb has a valid path for every VIP on every router
+    rib = {(r, v): rib_nodes(lab, r, v) for r in ("r1", "r2") for v in vips}
+    assert all(list(nodes) == LBS for nodes in rib.values()), rib
+    # agents: status says each VIP is announced to both routers; metrics count the same
+    status = agent_status(lab)
+    metrics = agent_get(lab, LBS, "/metrics")
+    for node in LBS:
+        (svc,) = [s for s in status[node]["services"] if s["name"] == SERVICE]  # type: ignore[attr-defined]
+        routes = {peer: set(p) for peer, p in svc["routes"].items()}
+        assert len(routes) == 2, routes
+        assert all(p == prefixes for p in routes.values()), routes
+        # the peers are the routers of this node's config
+        assert set(routes) == {str(p["address"]) for p in _agent_config(lab, node)["peers"]}
+        adv = advertised_metrics(metrics[node], SERVICE)
+        assert len(adv) == 2, adv
+        assert all(v == len(prefixes) for v in adv.values()), adv
+
+
+def test_health_failure_withdraws_exactly_that_node_in_time(lab: Lab) -> None:
+    bound = withdraw_bound(lab, "lb1")
+    gone = fail_backend(lab, "lb1", timeout=60)
+    try:
+        print(f"lb1 withdrawn from every FIB in {gone.seconds:.2f}s ({gone.polls} polls)")
+        assert gone.others_stable, gone.unexpected
+        assert gone.seconds <= bound
+        after = spread(lab, count=20)
+        assert after.failures == 0
+        assert all("lb1" not in counts for counts in after.counts.values())
+    finally:
+        back = restore_backend(lab, "lb1", timeout=90)
+    print(f"lb1 back in every FIB {back.seconds:.2f}s after its backend restarted")
+    assert back.others_stable, back.unexpected
+
+
+def test_drain_under_load_loses_no_new_connection(lab: Lab) -> None:
+    d = drain_under_load(lab, "lb2", SERVICE, lab.dir)
+    print(
+        f"drain: lb2 gone in {d.withdraw_seconds:.2f}s; {d.requests} requests at {d.rate}/s, "
+        f"{d.failures} failed {d.errors}; long-lived connections reset: {d.held_reset}/{d.held} "
+        f"{d.held_reset_by_node}; lb2 answers after it left every FIB: {d.node_answers_after_gone}"
+    )
+    assert d.rate >= 20
+    assert d.failures == 0, d.errors
+    assert d.node_answers_after_gone == 0
+    # long-lived flows on lb2 are rehashed to nodes without their state: counted, not hidden
+    assert d.held > 0
+    assert set(d.held_reset_by_node) <= {"lb2"}
