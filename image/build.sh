@@ -39,19 +39,33 @@ for f in /dev/loop*p*; do
     if [ -f "$f" ]; then echo "stale regular file $f (remove it)" >&2; exit 1; fi
 done
 
+# Build from the committed tree (HEAD), not from whatever is half-edited in the checkout;
+# IMAGE_FROM_WORKTREE=1 builds the working tree instead (while developing the image itself).
+if [ "${IMAGE_FROM_WORKTREE:-0}" = 1 ]; then
+    SRC=$REPO
+    commit="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)+worktree"
+else
+    SRC=$OUT/src
+    rm -rf "$SRC"
+    mkdir -p "$SRC"
+    git -C "$REPO" archive HEAD | tar -x -C "$SRC"
+    commit=$(git -C "$REPO" rev-parse --short HEAD)
+fi
+say "source: $commit"
+
 say "assembling the mkosi project in $TREE"
 rm -rf "$TREE" "$OUT/out"
 mkdir -p "$TREE/mkosi.conf.d" "$TREE/mkosi.skeleton/etc/apt/sources.list.d" "$OUT/out" "$CACHE" "$WHEELS"
-cp "$REPO/image/mkosi.conf" "$REPO/image/mkosi.postinst" "$REPO/image/mkosi.finalize" "$TREE/"
-cp -a "$REPO/image/rootfs" "$TREE/mkosi.extra"
+cp "$SRC/image/mkosi.conf" "$SRC/image/mkosi.postinst" "$SRC/image/mkosi.finalize" "$TREE/"
+cp -a "$SRC/image/rootfs" "$TREE/mkosi.extra"
 # The fleet-wide module and sysctl lists (deploy/) are the reference when they exist.
 for d in modules-load.d sysctl.d; do
-    if [ -d "$REPO/deploy/$d" ]; then
+    if [ -d "$SRC/deploy/$d" ]; then
         mkdir -p "$TREE/mkosi.extra/etc/$d"
-        cp "$REPO/deploy/$d/"*.conf "$TREE/mkosi.extra/etc/$d/" 2>/dev/null || true
+        cp "$SRC/deploy/$d/"*.conf "$TREE/mkosi.extra/etc/$d/" 2>/dev/null || true
     fi
 done
-install -D -m 0644 "$REPO/docs/image.md" "$TREE/mkosi.extra/usr/share/doc/bgp-lb/image.md" 2>/dev/null || true
+install -D -m 0644 "$SRC/docs/image.md" "$TREE/mkosi.extra/usr/share/doc/bgp-lb/image.md" 2>/dev/null || true
 
 # The host's apt mirror (mkosi 14 ignores /etc/apt and hardcodes security.debian.org).
 read -r main_uri sec_uri < <(python3 - <<'EOF'
@@ -81,7 +95,7 @@ say "apt mirror $main_uri, security $sec_uri"
 
 say "building wheels (bgp-lb + pinned dependencies) with $PIP"
 rm -f "$WHEELS"/bgp_lb-*.whl
-"$PIP" wheel --quiet --disable-pip-version-check -w "$WHEELS" "$REPO"
+"$PIP" wheel --quiet --disable-pip-version-check -w "$WHEELS" "$SRC"
 mkdir -p "$TREE/mkosi.extra/opt/bgp-lb/wheels"
 cp "$WHEELS"/*.whl "$TREE/mkosi.extra/opt/bgp-lb/wheels/"
 ls "$WHEELS" | grep -q '^exabgp-5\.0\.15-' || { echo "exabgp 5.0.15 wheel missing" >&2; exit 1; }
@@ -115,7 +129,7 @@ qcow=$(stat -c %s "$OUT/bgp-lb.qcow2")
 npkgs=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["packages"]))' "$OUT/bgp-lb.manifest" 2>/dev/null || echo "?")
 cat > "$OUT/build-info.txt" <<EOF
 built_at=$(date -u +%FT%TZ)
-git_commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git_commit=$commit
 mkosi=$(mkosi --version 2>/dev/null | awk '{print $2}')
 partuuid=$partuuid
 seconds_wheels=$((t_wheels - t0))

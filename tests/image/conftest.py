@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.harness.netns import Lab, run
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = Path(os.environ.get("BGPLB_IMAGE", REPO / "_work/image/bgp-lb.qcow2"))
+LOGS = REPO / "_work/test-image"
 MAKE_CONFIG_DISK = REPO / "image/make-config-disk.sh"
 ROUTER_IP = "192.0.2.1"
 NODE_IP = "192.0.2.10"
@@ -49,8 +51,9 @@ def image() -> Path:
 
 
 @pytest.fixture(scope="module")
-def router_side(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterSide]:
-    workdir = tmp_path_factory.mktemp("image")
+def router_side() -> Iterator[RouterSide]:
+    # FRR runs as user frr: its directory must be reachable (pytest's tmp dirs are 0700).
+    workdir = Path(tempfile.mkdtemp(prefix="bgplb-image-"))
     os.chmod(workdir, 0o755)
     key = workdir / "id_ed25519"
     subprocess.run(
@@ -78,7 +81,12 @@ def router_side(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterSide
     finally:
         router.stop()
         lab.close()
-        shutil.rmtree(workdir / "frr", ignore_errors=True)
+        # Keep the consoles and FRR's log for a post-mortem; drop the rest.
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for f in [*workdir.glob("console-*.log"), workdir / "frr/frr.log"]:
+            if f.exists():
+                shutil.copy(f, LOGS / f.name)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def make_config_disk(out: Path, files: dict[str, str], keys: Path | None, units: list[str]) -> Path:

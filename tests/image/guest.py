@@ -91,45 +91,70 @@ class Guest:
 
 @dataclass
 class Ssh:
-    """SSH to the guest from inside the namespace, over one multiplexed connection."""
+    """SSH to the guest from inside the namespace, over one multiplexed connection.
+
+    The master runs as a child process with its output on /dev/null (a ControlPersist master
+    forked by a captured ``ssh`` would keep the capture pipes open forever).
+    """
 
     ns: str
     address: str
     key: Path
     control_dir: Path
+    master: subprocess.Popen[bytes] | None = None
 
-    def _base(self) -> list[str]:
+    def _base(self, *options: str) -> list[str]:
         return [
             "ip", "netns", "exec", self.ns, "ssh", "-i", str(self.key),
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "LogLevel=ERROR",
-            "-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_dir}/%C",
-            "-o", "ControlPersist=600", f"root@{self.address}",
+            "-o", f"ControlPath={self.control_dir}/ssh-%C", *options, f"root@{self.address}",
         ]  # fmt: skip
 
     def run(self, command: str, timeout: float = 60.0, check: bool = True) -> str:
         res = subprocess.run(
-            [*self._base(), command], capture_output=True, text=True, timeout=timeout, check=False
+            [*self._base("-o", "ControlMaster=no"), command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and res.returncode != 0:
             raise AssertionError(f"ssh {command!r} -> {res.returncode}: {res.stderr}{res.stdout}")
         return res.stdout
 
+    def _check_master(self) -> bool:
+        res = subprocess.run(
+            [*self._base("-O", "check")], capture_output=True, timeout=30, check=False
+        )
+        return res.returncode == 0
+
     def wait_ready(self, timeout: float) -> None:
+        """Wait until a master connection is up (sshd started, key accepted)."""
         deadline = time.monotonic() + timeout
-        last = ""
         while time.monotonic() < deadline:
-            res = subprocess.run(
-                [*self._base(), "true"], capture_output=True, text=True, timeout=60, check=False
-            )
-            if res.returncode == 0:
-                return
-            last = res.stderr
+            if self.master is None or self.master.poll() is not None:
+                self.master = subprocess.Popen(
+                    [*self._base("-M", "-N", "-o", "ControlMaster=yes")],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            for _ in range(20):
+                if self._check_master():
+                    return
+                if self.master.poll() is not None:
+                    break
+                time.sleep(1)
             time.sleep(2)
-        raise AssertionError(f"no SSH to {self.address} within {timeout}s: {last}")
+        raise AssertionError(f"no SSH to {self.address} within {timeout}s")
 
     def close(self) -> None:
-        subprocess.run(
-            [*self._base()[:-1], "-O", "exit", f"root@{self.address}"],
-            capture_output=True, timeout=10, check=False,
-        )  # fmt: skip
+        if self.master is not None:
+            subprocess.run(
+                [*self._base("-O", "exit")], capture_output=True, timeout=10, check=False
+            )
+            if self.master.poll() is None:
+                self.master.kill()
+            self.master.wait(timeout=10)
+            self.master = None

@@ -67,7 +67,7 @@ services:
         path: /ok
         interval: {INTERVAL}
         fast_interval: {INTERVAL}
-        timeout: 1.0
+        timeout: 0.8
         rise: {RISE}
         fall: 2
 """
