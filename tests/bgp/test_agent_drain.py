@@ -80,6 +80,7 @@ async def test_drain_over_ebgp_via_cli(bgp_lab_factory, agent_factory: AgentFact
     assert web["drained"] is True
     assert web["routes"] == {}
     assert agents[0].status()["services"][0]["routes"] == {bl.r1_v4(1): [VIP]}
+    assert [a.errors() for a in agents] == [[], []]
 
 
 async def test_drain_over_ibgp_via_http(bgp_lab_factory, agent_factory: AgentFactory) -> None:  # type: ignore[no-untyped-def]

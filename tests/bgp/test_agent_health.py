@@ -55,6 +55,7 @@ async def test_rise_fall_and_return(bgp_lab_factory, agent_factory: AgentFactory
     took = await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 5)
     print(f"backend back -> VIP back in the router FIB: {took:.2f}s")
     assert agent.running()
+    assert agent.errors() == []
 
 
 async def test_not_announced_before_rise(bgp_lab_factory, agent_factory: AgentFactory) -> None:  # type: ignore[no-untyped-def]

@@ -73,6 +73,7 @@ async def test_sigterm_withdraws_keeps_session_for_grace_then_exits_0(
     events = [x.get("event") for x in agent.log_lines()]
     assert "agent_stopping" in events
     assert events.index("agent_stopping") < events.index("agent_stopped")
+    assert agent.errors() == []
 
 
 async def test_sigkill_of_the_agent_withdraws_within_150ms(

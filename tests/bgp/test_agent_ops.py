@@ -63,6 +63,7 @@ async def test_sighup_adds_a_peer_without_flapping_the_other(
     assert len(agent.exabgp_pids()) == 1  # reloaded in place, not restarted
     peers = {p["address"]: p["state"] for p in agent.status()["peers"]}
     assert peers == {bl.r1_v4(1): "up", bl.r1_v6(1): "up"}
+    assert agent.errors() == []
 
 
 async def test_md5_right_key_peers_wrong_key_never_and_says_why(
@@ -132,3 +133,4 @@ async def test_metrics_of_the_running_agent(bgp_lab_factory, agent_factory: Agen
     assert routes, text
     assert float(routes.group(1)) == 1.0
     assert promtool_check(text) == ""
+    assert agent.errors() == []

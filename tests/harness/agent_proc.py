@@ -231,6 +231,10 @@ class AgentProc:
     def events(self, name: str) -> list[dict[str, Any]]:
         return [x for x in self.log_lines() if x.get("event") == name]
 
+    def errors(self) -> list[dict[str, Any]]:
+        """Log lines at ERROR or CRITICAL."""
+        return [x for x in self.log_lines() if x.get("level") in ("ERROR", "CRITICAL")]
+
     def exabgp_pids(self) -> list[int]:
         """Every ExaBGP pid the agent logged as started, oldest first."""
         pids = []
