@@ -15,14 +15,14 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from . import __version__
 from .admin import AdminStore
 from .bgp.base import Speaker
 from .clock import Clock, SystemClock
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, ConfigIssue, check_against_host, load_config
 from .dataplane.base import Dataplane
+from .dataplane.prereq import Prerequisite, check_prerequisites
 from .health.checks import Prober
 from .health.runner import HealthRunner
 from .logs import log_event, register_secret, setup_logging
@@ -38,13 +38,6 @@ EXIT_CRASH = 1
 EXIT_CONFIG = 2
 
 Notify = Callable[[str], object]
-
-
-class PrerequisiteLike(Protocol):
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None
 
 
 class Agent(AgentControl):
@@ -84,7 +77,7 @@ class Agent(AgentControl):
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._commands_seen = 0
-        self.prerequisites: list[PrerequisiteLike] = []
+        self.prerequisites: list[Prerequisite] = []
 
     # ------------------------------------------------------------------ wiring
 
@@ -110,8 +103,6 @@ class Agent(AgentControl):
                 with contextlib.suppress(OSError):
                     register_secret(peer.md5_password_file.read_text().strip())
         if self.check_node:
-            from .dataplane.prereq import check_prerequisites
-
             self.prerequisites = check_prerequisites(self.config)
         for p in self.prerequisites:
             if not p.ok:
@@ -276,8 +267,27 @@ def _install_signals(agent: Agent) -> None:
     loop.add_signal_handler(signal.SIGHUP, _hup)
 
 
+async def _host_issues(config: Config) -> list[ConfigIssue]:
+    """Config problems only this host reveals (a non-dummy link named like a service...)."""
+    from .dataplane.rtnl import Rtnl
+
+    rtnl = Rtnl(None, 5.0)
+    await rtnl.open()
+    try:
+        links = await rtnl.links()
+    finally:
+        rtnl.close()
+    return check_against_host(config, {link.name: link.kind or "" for link in links})
+
+
 async def _serve(agent: Agent) -> int:
     from .api import TokenError, build_app, load_token, serve
+
+    issues = await _host_issues(agent.config)
+    if issues:
+        for issue in issues:
+            print(f"{agent.config_path}: {issue}", file=sys.stderr)
+        return EXIT_CONFIG
 
     api = agent.config.node.api
     try:
