@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness.agent_proc import AgentFactory, AgentProc, namespace_processes, service
 from tests.harness.frr import BgpLab, pid_alive, wait_until
+from tests.harness.netns import run
 
 pytestmark = pytest.mark.bgp
 
@@ -44,6 +45,7 @@ async def test_sigterm_withdraws_keeps_session_for_grace_then_exits_0(
     agent, backend = agent_factory(bl, 1, shutdown_grace=grace)
     await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 15)
     assert session(bl) == ("Established", 1)
+    assert "10.99.0.1/32" in run("ip", "-n", agent.ns, "addr", "show", "dev", "lo")
     t0 = time.monotonic()
     agent.signal(signal.SIGTERM)
     # The route goes by UPDATE: the session is still up when the FIB loses the VIP.
@@ -74,6 +76,8 @@ async def test_sigterm_withdraws_keeps_session_for_grace_then_exits_0(
     assert "agent_stopping" in events
     assert events.index("agent_stopping") < events.index("agent_stopped")
     assert agent.errors() == []
+    # keep_dataplane_on_exit is off: the VIP the agent put on lo is gone too
+    assert "10.99.0.1" not in run("ip", "-n", agent.ns, "addr", "show", "dev", "lo")
 
 
 async def test_sigkill_of_the_agent_withdraws_within_150ms(
