@@ -38,7 +38,7 @@ def run_config_command(
         for note in parsed.notes:
             print(f"note: {note}", file=out)
         c = parsed.config
-        print(f"OK: {len(c.services)} services, {len(c.peers)} peers", file=out)
+        print(f"OK: {_count(len(c.services), 'service')}, {_count(len(c.peers), 'peer')}", file=out)
         return EXIT_OK
     fmt = getattr(args, "format", "yaml")
     out.write(render(parsed, effective=bool(getattr(args, "effective", False)), fmt=fmt))
@@ -81,3 +81,7 @@ def redact(data: Any) -> Any:
     if isinstance(data, list):
         return [redact(v) for v in data]
     return data
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -53,7 +53,7 @@ def test_every_example_passes_check_config(
 
 def test_check_config_ok(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     rc, out, err = run(capsys, "check-config", write(tmp_path, GOOD))
-    assert (rc, out, err) == (0, "OK: 1 services, 1 peers\n", "")
+    assert (rc, out, err) == (0, "OK: 1 service, 1 peer\n", "")
 
 
 def test_check_config_prints_every_error_and_exits_2(
