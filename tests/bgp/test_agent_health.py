@@ -56,6 +56,8 @@ async def test_rise_fall_and_return(bgp_lab_factory, agent_factory: AgentFactory
     print(f"backend back -> VIP back in the router FIB: {took:.2f}s")
     assert agent.running()
     assert agent.errors() == []
+    # announce mode needs neither dummy links nor IPVS (this kernel has neither)
+    assert [p for p in agent.status()["prerequisites"] if not p["ok"]] == []
 
 
 async def test_not_announced_before_rise(bgp_lab_factory, agent_factory: AgentFactory) -> None:  # type: ignore[no-untyped-def]
