@@ -343,7 +343,8 @@ def agent_factory() -> Iterator[AgentFactory]:
             agent.kill()
             backend.stop()
             # ExaBGP dies with the agent (PDEATHSIG); make sure of it, by pid.
-            kill_pids([p for p in agent.exabgp_pids() if pid_alive(p)])
+            inside = set(ns_pids(agent.ns))
+            kill_pids([p for p in agent.exabgp_pids() if p in inside])
             if os.environ.get("BGPLB_KEEP_LOGS"):
                 print(f"agent log kept: {agent.log_path}")
         finally:
