@@ -1,4 +1,4 @@
-"""Desired dataplane states built by hand, and the ordered actions from one state to another."""
+"""Desired dataplane states built by hand; the planner (``bgplb.plan``) orders the actions."""
 
 from __future__ import annotations
 
@@ -7,27 +7,20 @@ from collections.abc import Sequence
 
 from bgplb.dataplane.netlink import NetlinkDataplane
 from bgplb.model import (
-    AddAddress,
-    AddRealServer,
     AddressSpec,
-    AddVirtualService,
     DataplaneAction,
     DataplaneState,
-    EnsureLink,
     ForwardMethod,
     LinkSpec,
+    ObservedDataplane,
     Protocol,
     RealServerKey,
     RealServerSpec,
-    RemoveAddress,
-    RemoveLink,
-    RemoveRealServer,
-    RemoveVirtualService,
-    UpdateRealServer,
-    UpdateVirtualService,
     VirtualServiceKey,
     VirtualServiceSpec,
 )
+from bgplb.plan import plan
+from bgplb.policy import Desired
 
 
 def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -76,29 +69,9 @@ def union(*states: DataplaneState) -> DataplaneState:
 
 
 def actions_to(want: DataplaneState, have: DataplaneState) -> list[DataplaneAction]:
-    """Additions (links, addresses, services, real servers), updates, then removals in reverse
-    dependency order. Sorted by ``str`` so that IPv4 and IPv6 objects can be mixed."""
-    have_vs = {s.key: s for s in have.services}
-    have_rs = {r.key: r for r in have.real_servers}
-    out: list[DataplaneAction] = []
-    out += [EnsureLink(x) for x in sorted(want.links - have.links, key=str)]
-    out += [AddAddress(x) for x in sorted(want.addresses - have.addresses, key=str)]
-    for vs in sorted(want.services, key=str):
-        if vs.key not in have_vs:
-            out.append(AddVirtualService(vs))
-        elif have_vs[vs.key] != vs:
-            out.append(UpdateVirtualService(vs))
-    for rs in sorted(want.real_servers, key=str):
-        if rs.key not in have_rs:
-            out.append(AddRealServer(rs))
-        elif have_rs[rs.key] != rs:
-            out.append(UpdateRealServer(rs))
-    want_rs, want_vs = want.real_server_keys(), want.service_keys()
-    out += [RemoveRealServer(k) for k in sorted(have_rs.keys() - want_rs, key=str)]
-    out += [RemoveVirtualService(k) for k in sorted(have_vs.keys() - want_vs, key=str)]
-    out += [RemoveAddress(x) for x in sorted(have.addresses - want.addresses, key=str)]
-    out += [RemoveLink(x) for x in sorted(have.links - want.links, key=str)]
-    return out
+    """The real planner's ordered actions from ``have`` (all ours, nothing foreign) to ``want``."""
+    desired = Desired(dataplane=want, services={}, routes={})
+    return list(plan(desired, ObservedDataplane(owned=have), {}).actions)
 
 
 async def converge(dp: NetlinkDataplane, want: DataplaneState) -> list[DataplaneAction]:
