@@ -28,6 +28,11 @@ from .channel import AckQueue, Pending
 
 log = logging.getLogger("bgplb.bgp")
 exa_log = logging.getLogger("bgplb.exabgp")
+# Opt-in timing hook for bench/ (BGPLB_TIMING_LOG=1): one debug line per API write, emitted
+# even when the agent logs at info, so benchmarks can time check result -> API command.
+timing_log = logging.getLogger("bgplb.timing")
+if os.environ.get("BGPLB_TIMING_LOG"):
+    timing_log.setLevel(logging.DEBUG)
 
 SOCKET_NAME = "api.sock"
 CONFIG_NAME = "exabgp.conf"
@@ -219,6 +224,12 @@ class ExaBGPSpeaker:
         self._writer.write("".join(i.text + "\n" for i in items).encode())
         self._acks.extend(items)
         self.commands_sent += len(items)
+        if timing_log.isEnabledFor(logging.DEBUG):
+            timing_log.debug(
+                "exabgp api: %d command(s) written",
+                len(items),
+                extra={"event": "speaker_commands_written", "first": items[0].text[:200]},
+            )
         return [i.reply for i in items if i.reply is not None]
 
     async def _drain(self) -> None:

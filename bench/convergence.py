@@ -1,0 +1,284 @@
+"""Benchmark 1: health-failure convergence, backend stops -> r1's FIB no longer has the node.
+
+``python -m bench.convergence [--trials 100] [--cases a,b,...]`` (root). Each trial: route
+present -> sleep 0.5 s + U(0, interval) -> kill (SIGKILL) or hang (SIGSTOP) the backend at
+t0 -> poll r1's FIB until the VIP is gone (t1) -> sleep 0.3 s + U(0, interval) -> restart /
+SIGCONT -> wait until the route is back. From the agent's JSON log (opt-in timing hook,
+BGPLB_TIMING_LOG): detection = t0 -> ``health_check_changed`` down; overhead = that -> the
+withdraw written to ExaBGP's API (``speaker_commands_written``); the rest is ExaBGP + FRR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tests.harness.agent_proc import BACKEND_PORT, Backend
+from tests.harness.frr import BgpLab
+from tests.harness.netns import kill_pids
+
+from .baseline import TIMING_C, ExaBGPHealthcheck, HealthcheckService
+from .lab import (
+    PY,
+    REPO,
+    BenchAgent,
+    FibProbe,
+    Record,
+    bgp_lab,
+    log_since,
+    make_agent,
+    make_backend,
+    save,
+    save_raw,
+    stats,
+    timing_records,
+    ts,
+)
+
+BENCH = "1 health-failure convergence"
+COMMAND = "make bench (python -m bench.convergence)"
+DEFAULT: dict[
+    str, Any
+] = {}  # the config defaults: interval 1, fast 0.25, timeout 0.8, rise 3, fall 2
+AGGRESSIVE = {"interval": 0.1, "fast_interval": 0.1, "timeout": 0.09, "rise": 1, "fall": 1}
+SCALE_BASE_PORT = 20000
+SCALE_CONTROL_PORT = 19999
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    who: str  # agent | baseline
+    failure: str  # killed | hung
+    interval: float
+    timing: dict[str, Any]
+    services: int = 1
+    goal_p50: str | None = None
+    goal_p99: str | None = None
+
+
+CASES = {
+    c.name: c
+    for c in (
+        Case("baseline-killed-aggressive", "baseline", "killed", 0.1, {}),
+        Case(
+            "agent-killed-aggressive",
+            "agent",
+            "killed",
+            0.1,
+            AGGRESSIVE,
+            goal_p50="<= 0.9 x baseline p50",
+        ),
+        Case("agent-killed-default", "agent", "killed", 1.0, DEFAULT, goal_p99="<= 1500"),
+        Case("agent-hung-default", "agent", "hung", 1.0, DEFAULT, goal_p99="<= 3000"),
+        Case(
+            "agent-killed-default-1000svc",
+            "agent",
+            "killed",
+            1.0,
+            DEFAULT,
+            services=1000,
+            goal_p99="<= 1500",
+        ),
+        Case("baseline-hung-aggressive", "baseline", "hung", 0.1, {}),
+        Case("agent-hung-aggressive", "agent", "hung", 0.1, AGGRESSIVE),
+    )
+}
+
+
+def agent_service(
+    name: str, vip: str, address: str, port: int, path: str, timing: dict[str, Any]
+) -> dict[str, Any]:
+    check = {"type": "http", "address": address, "port": port, "path": path, **timing}
+    return {"name": name, "mode": "announce", "interface": "lo", "vips": [vip], "checks": [check]}
+
+
+def scale_vip(i: int) -> str:
+    return f"10.99.{1 + i // 250}.{1 + i % 250}"
+
+
+def start_scale_backends(ns: str, address: str, count: int) -> subprocess.Popen[bytes]:
+    argv = ["ip", "netns", "exec", ns, str(PY), "-m", "bench.backends", address]
+    argv += [str(SCALE_BASE_PORT), str(count), str(SCALE_CONTROL_PORT)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=REPO, start_new_session=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"ready":
+        raise RuntimeError("scale backends did not start")
+    return proc
+
+
+def hang(backend: Backend) -> None:
+    assert backend.proc is not None
+    os.kill(backend.proc.pid, signal.SIGSTOP)
+
+
+def unhang(backend: Backend) -> None:
+    assert backend.proc is not None
+    os.kill(backend.proc.pid, signal.SIGCONT)
+
+
+def run_case(bl: BgpLab, case: Case, trials: int) -> dict[str, list[float]]:
+    n = 2 if case.who == "baseline" else 1
+    vip = "10.99.0.2" if case.who == "baseline" else "10.99.0.1"
+    backend = make_backend(bl, n)
+    backend.start()
+    agent: BenchAgent | None = None
+    exa: ExaBGPHealthcheck | None = None
+    scale: subprocess.Popen[bytes] | None = None
+    probe = FibProbe(bl.router.ns)
+    out: dict[str, list[float]] = {
+        k: [] for k in ("total", "detect", "overhead", "pipeline", "recover")
+    }
+    try:
+        if case.who == "baseline":
+            url = f"http://{bl.lb_v4(n)}:{BACKEND_PORT}/"
+            exa = ExaBGPHealthcheck(bl, n, [HealthcheckService("hc", vip, url)], TIMING_C)
+            exa.start()
+        else:
+            services = [agent_service("victim", vip, bl.lb_v4(n), BACKEND_PORT, "/", case.timing)]
+            if case.services > 1:
+                scale = start_scale_backends(bl.lb_ns[n - 1], bl.lb_v4(n), case.services - 1)
+                services += [
+                    agent_service(
+                        f"s{i}",
+                        scale_vip(i),
+                        bl.lb_v4(n),
+                        SCALE_BASE_PORT + i,
+                        f"/svc/{i}",
+                        DEFAULT,
+                    )
+                    for i in range(case.services - 1)
+                ]
+            agent = make_agent(bl, n, services)
+            agent.start()
+        probe.wait(vip, True, 60)
+        offset = agent.log_path.stat().st_size if agent else 0
+        for t in range(trials):
+            probe.wait(vip, True, 30)
+            time.sleep(0.5 + random.uniform(0, case.interval))
+            t0 = time.time()
+            if case.failure == "killed":
+                backend.stop()
+            else:
+                hang(backend)
+            t1 = probe.wait(vip, False, 15)
+            time.sleep(0.3 + random.uniform(0, case.interval))
+            if case.failure == "killed":
+                backend.start()
+            else:
+                unhang(backend)
+            t2 = time.time()
+            t3 = probe.wait(vip, True, 15)
+            out["total"].append((t1 - t0) * 1000)
+            out["recover"].append((t3 - t2) * 1000)
+            if agent is not None:
+                lines, offset = log_since(agent.log_path, offset)
+                down = next(
+                    (
+                        x
+                        for x in lines
+                        if x.get("event") == "health_check_changed"
+                        and x.get("service") == "victim"
+                        and x.get("status") == "down"
+                    ),
+                    None,
+                )
+                if down is not None:
+                    td = ts(down)
+                    sent = next(
+                        (
+                            x
+                            for x in lines
+                            if x.get("event") == "speaker_commands_written"
+                            and ts(x) >= td
+                            and "withdraw" in str(x.get("first"))
+                        ),
+                        None,
+                    )
+                    out["detect"].append((td - t0) * 1000)
+                    if sent is not None:
+                        out["overhead"].append((ts(sent) - td) * 1000)
+                        out["pipeline"].append((t1 - ts(sent)) * 1000)
+            if (t + 1) % 10 == 0:
+                s = stats(out["total"])
+                print(
+                    f"{case.name}: {t + 1}/{trials} p50 {s['p50']:.0f} ms max {s['max']:.0f} ms",
+                    flush=True,
+                )
+    finally:
+        probe.close()
+        if agent is not None:
+            agent.kill()
+            kill_pids([p for p in agent.exabgp_pids()])
+            shutil.rmtree(agent.workdir, ignore_errors=True)
+        if exa is not None:
+            exa.stop()
+        if scale is not None:
+            kill_pids([scale.pid])
+        if backend.proc is not None:
+            unhang(backend)
+        backend.stop()
+    return out
+
+
+def records(case: Case, out: dict[str, list[float]], baseline_p50: float | None) -> list[Record]:
+    bench = f"{BENCH}: {case.name}"
+    goals = {k: v for k, v in (("p50", case.goal_p50), ("p99", case.goal_p99)) if v}
+    base = {"p50": baseline_p50} if baseline_p50 is not None and case.goal_p50 else {}
+    recs = timing_records(bench, "stop -> FIB withdrawn", out["total"], COMMAND, goals, base)
+    if out["detect"]:
+        recs += timing_records(bench, "detection (stop -> check down)", out["detect"], COMMAND)
+        recs += timing_records(
+            bench,
+            "overhead (check down -> API command)",
+            out["overhead"],
+            COMMAND,
+            {"p99": "<= 10"},
+        )
+        recs += timing_records(bench, "ExaBGP+FRR (API command -> FIB)", out["pipeline"], COMMAND)
+    recs += timing_records(bench, "recovery (backend back -> FIB)", out["recover"], COMMAND)
+    return recs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--cases", default=",".join(CASES))
+    args = ap.parse_args()
+    random.seed()
+    with bgp_lab(n_lbs=2) as bl:
+        baseline_p50: float | None = None
+        for name in args.cases.split(","):
+            case = CASES[name]
+            print(f"== {case.name}: {args.trials} trials", flush=True)
+            out = run_case(bl, case, args.trials)
+            save_raw(f"convergence-{case.name}", out)
+            if case.name == "baseline-killed-aggressive":
+                baseline_p50 = stats(out["total"])["p50"]
+            elif case.goal_p50 and baseline_p50 is None:
+                baseline_p50 = _saved_baseline_p50()
+            save(records(case, out, baseline_p50))
+    sys.exit(0)
+
+
+def _saved_baseline_p50() -> float | None:
+    import json
+
+    from .lab import RAW
+
+    raw = RAW / "convergence-baseline-killed-aggressive.json"
+    if not raw.exists():
+        return None
+    return stats(json.loads(raw.read_text())["total"])["p50"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Shared pieces of the benchmarks: the FRR lab, the agent with a chosen log level, a fast FIB
+probe, process-tree CPU/RSS sampling and results.json records.
+
+Everything reuses the test harness (tests/harness): ``build_bgp_lab``/``close_bgp_lab`` for r1
+(FRR 8.4) + lbN namespaces, ``AgentProc``/``Backend``/``base_config``/``service``/``peer`` for the
+agent. Differences, and why:
+
+- ``BenchAgent`` passes ``--log-level`` of our choice (the test harness always uses debug, which
+  at 1,000 services writes ~1,000 JSON lines a second and would be counted as agent CPU).
+- ``FibProbe`` asks r1's kernel over one netlink socket (``route get``, ~0.1 ms) instead of
+  forking ``ip -j route`` (~5 ms and a process per poll), so the poll resolution is ~1-2 ms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from tests.harness.agent_proc import (
+    API_PORT,
+    AgentProc,
+    Backend,
+    base_config,
+)
+from tests.harness.frr import BgpLab, build_bgp_lab, close_bgp_lab
+from tests.harness.netns import tempdir
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results.json"
+RAW = REPO / "bench" / "raw"
+PY = Path(sys.executable)
+BGP_LB = PY.parent / "bgp-lb"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- lab
+
+
+@contextlib.contextmanager
+def bgp_lab(n_lbs: int = 2) -> Iterator[BgpLab]:
+    workdir = tempdir("bench-frr")
+    os.chmod(workdir, 0o755)  # FRR daemons run as user frr
+    bl = build_bgp_lab(workdir, n_lbs=n_lbs)
+    try:
+        yield bl
+    finally:
+        close_bgp_lab(bl)
+
+
+class BenchAgent(AgentProc):
+    """``AgentProc`` whose ``start`` uses ``log_level`` (info by default)."""
+
+    log_level: str = "info"
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.write_config()
+        argv = ["ip", "netns", "exec", self.ns, str(BGP_LB), "run", str(self.config_path)]
+        argv += ["--log-format", "json", "--log-level", self.log_level]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
+        env.pop("WATCHDOG_USEC", None)
+        env["BGPLB_TIMING_LOG"] = "1"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env
+            )
+        self.runs += 1
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}")
+            if api_ok(self.ns):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("agent API did not come up")
+
+
+_API = f"http://127.0.0.1:{API_PORT}"
+
+
+def api_ok(ns: str) -> bool:
+    res = subprocess.run(
+        ["ip", "netns", "exec", ns, "curl", "-sf", "--max-time", "1", f"{_API}/healthz"],
+        capture_output=True,
+        timeout=5,
+        check=False,
+    )
+    return res.returncode == 0
+
+
+def make_agent(
+    bl: BgpLab, n: int, services: list[dict[str, Any]], log_level: str = "info", **node: Any
+) -> BenchAgent:
+    workdir = tempdir("bench-agent")
+    token = workdir / "token"
+    token.write_text("bench-token\n")
+    token.chmod(0o600)
+    peers = [
+        {
+            "address": bl.r1_v4(n),
+            "asn": bl.router.asn,
+            "local_address": bl.lb_v4(n),
+            "hold_time": node.pop("hold_time", 3),
+        }
+    ]
+    config = base_config(workdir, bl, n, peers, services, **node)
+    config["node"]["log"]["level"] = log_level
+    agent = BenchAgent(bl.lb_ns[n - 1], workdir, config)
+    agent.log_level = log_level
+    return agent
+
+
+def make_backend(bl: BgpLab, n: int) -> Backend:
+    www = tempdir("bench-www")
+    (www / "index.html").write_text("ok\n")
+    return Backend(bl.lb_ns[n - 1], bl.lb_v4(n), www)
+
+
+# --------------------------------------------------------------------------- FIB
+
+
+class FibProbe:
+    """Is ``prefix`` (a /32) in r1's kernel FIB as a BGP route? One netlink socket in r1."""
+
+    def __init__(self, ns: str) -> None:
+        self._ipr = IPRoute(netns=ns)
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    def present(self, address: str) -> bool:
+        try:
+            routes = self._ipr.route("get", dst=address)
+        except NetlinkError:
+            return False
+        # r1 has no default route: an answer with a gateway can only be the BGP route
+        return any(r.get("RTA_GATEWAY") is not None for r in routes)
+
+    def wait(self, address: str, present: bool, within: float, step: float = 0.001) -> float:
+        """Poll until the route's presence is ``present``; returns time.time() when it was."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.present(address) == present:
+                return time.time()
+            time.sleep(step)
+        raise TimeoutError(f"{address} present={present} not reached within {within}s")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, utime+stime, cutime+cstime) in clock ticks."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14])
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and all its descendants."""
+    parents: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = _stat(int(d))
+            if st is not None:
+                parents[int(d)] = st[0]
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        if p in parents or p == root:
+            out.append(p)
+            todo += [c for c, pp in parents.items() if pp == p]
+    return out
+
+
+def cpu_ticks(pids: list[int]) -> dict[int, tuple[int, int]]:
+    out = {}
+    for p in pids:
+        st = _stat(p)
+        if st is not None:
+            out[p] = (st[1], st[2])
+    return out
+
+
+def cpu_percent(roots: list[int], seconds: float) -> tuple[float, float]:
+    """(own utime+stime, incl. reaped children) of the trees under ``roots`` over ``seconds``,
+    in % of one core. Counted as the baseline did (/proc stat deltas)."""
+    pids = [p for r in roots for p in tree(r)]
+    before = cpu_ticks(pids)
+    time.sleep(seconds)
+    pids = [p for r in roots for p in tree(r)]
+    after = cpu_ticks(pids)
+    own = sum(a[0] - before.get(p, (0, 0))[0] for p, a in after.items())
+    reaped = sum(a[1] - before.get(p, (0, 0))[1] for p, a in after.items())
+    scale = 100.0 / (CLK_TCK * seconds)
+    return own * scale, (own + reaped) * scale
+
+
+def rss_kib(roots: list[int]) -> int:
+    total = 0
+    for p in (p for r in roots for p in tree(r)):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- results
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    v = sorted(values)
+    if not v:
+        return {}
+    p99 = v[max(0, math.ceil(0.99 * len(v)) - 1)]  # nearest rank
+    return {"p50": statistics.median(v), "p99": p99, "max": v[-1], "min": v[0]}
+
+
+@dataclass(frozen=True)
+class Record:
+    benchmark: str
+    metric: str
+    unit: str
+    value: float | None
+    goal: str | None
+    baseline: float | None
+    trials: int
+    command: str
+
+    def as_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["value"] = None if self.value is None else round(self.value, 3)
+        d["baseline"] = None if self.baseline is None else round(self.baseline, 3)
+        d["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+        return d
+
+
+def save(records: list[Record]) -> None:
+    """Replace the records with the same (benchmark, metric) in results.json."""
+    old: list[dict[str, Any]] = []
+    if RESULTS.exists():
+        old = json.loads(RESULTS.read_text())
+    new = [r.as_json() for r in records]
+    keys = {(r["benchmark"], r["metric"]) for r in new}
+    kept = [r for r in old if (r["benchmark"], r["metric"]) not in keys]
+    RESULTS.write_text(json.dumps(kept + new, indent=1) + "\n")
+
+
+def save_raw(name: str, data: Any) -> None:
+    RAW.mkdir(parents=True, exist_ok=True)
+    (RAW / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
+def timing_records(
+    benchmark: str,
+    metric: str,
+    values_ms: list[float],
+    command: str,
+    goals: dict[str, str] | None = None,
+    baseline: dict[str, float] | None = None,
+) -> list[Record]:
+    """p50/p99/max records of a list of milliseconds."""
+    s = stats(values_ms)
+    goals, baseline = goals or {}, baseline or {}
+    return [
+        Record(
+            benchmark,
+            f"{metric}:{k}",
+            "ms",
+            s.get(k),
+            goals.get(k),
+            baseline.get(k),
+            len(values_ms),
+            command,
+        )
+        for k in ("p50", "p99", "max")
+    ]
+
+
+def log_since(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """JSON log lines appended to ``path`` after ``offset``; returns them and the new offset."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    out = []
+    for line in data[:end].splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            out.append(json.loads(line))
+    return out, offset + end
+
+
+def ts(line: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(line["timestamp"])).timestamp()
