@@ -313,9 +313,16 @@ NODE_ROWS = (
             Panel(
                 "Config reload",
                 Kind.STAT,
-                (Query(f"bgplb_config_reload_success{{{NODE}}}", "last reload ok"),),
+                (
+                    Query(
+                        f"bgplb_config_reload_success{{{NODE}}}"
+                        f" + (bgplb_config_reload_timestamp_seconds{{{NODE}}} == bool 0)",
+                        "last reload ok",
+                    ),
+                ),
                 "bool_yes_no",
-                "Whether the last config (re)load succeeded.",
+                "Whether the last config reload succeeded (yes until the first reload: the agent "
+                "only starts with a valid config).",
                 width=8,
                 height=5,
             ),
@@ -324,7 +331,7 @@ NODE_ROWS = (
                 Kind.STAT,
                 (Query(f"time() - bgplb_config_reload_timestamp_seconds{{{NODE}}}", "age"),),
                 "s",
-                "Time since the last config (re)load attempt.",
+                "Time since the last config reload attempt (about 56 years: none since start).",
                 width=8,
                 height=5,
             ),

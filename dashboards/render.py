@@ -160,7 +160,7 @@ def render(prom: str, dashboard: Path, out: Path, window: float, variables: dict
         x=0.01,
         ha="left",
     )
-    grid = GridSpec(height, 24, figure=fig, hspace=2.2, wspace=1.2)
+    grid = GridSpec(height, 24, figure=fig, hspace=3.0, wspace=1.2, top=0.96)
     n = 0
     for p in d["panels"]:
         g = p["gridPos"]

@@ -3,8 +3,9 @@
     python dashboards/validate.py [--prom URL] [--allow-empty REGEX] [DASHBOARD.json ...]
 
 Offline: structure (uid, ids, refIds, units, datasource, grid), an SDK round-trip, template
-variables defined, and every expression parsed by promtool. With ``--prom``: every panel query
-and the vector selectors of every alert in alerts.yml must return at least one series. Metrics
+variables defined, and every expression parsed by promtool. With ``--prom``: every
+``label_values`` variable must have values (the first one is used), and every panel query and
+the vector selectors of every alert in alerts.yml must return at least one series. Metrics
 matching ``--allow-empty`` may be empty (e.g. ``bgplb_ipvs_.*`` on a host without IPVS); they
 are listed as skipped. Exit 1 on any problem.
 """
@@ -39,18 +40,25 @@ def panels(d: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from p.get("panels", [])  # collapsed rows nest theirs
 
 
-def substitute(expr: str, variables: set[str]) -> tuple[str, list[str]]:
-    """Expression with Grafana variables replaced; the undefined variable names."""
+def substitute(
+    expr: str, variables: set[str], values: dict[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """Expression with Grafana variables replaced; the undefined variable names.
+
+    Inside a regex matcher (``=~"$x"``) a variable becomes ``.+`` (Grafana's "All"); anywhere
+    else it becomes ``values[name]`` (a real label value in the live check) or ``x``."""
     undefined: list[str] = []
 
     def one(m: re.Match[str]) -> str:
         name = m.group(1)
         if name in BUILTINS:
             return BUILTINS[name]
-        if name in variables:
+        if name not in variables:
+            undefined.append(name)
+            return m.group(0)
+        if expr[max(0, m.start() - 2) : m.start()] == '~"':
             return ".+"
-        undefined.append(name)
-        return m.group(0)
+        return (values or {}).get(name, "x")
 
     return VAR.sub(one, expr), undefined
 
@@ -107,13 +115,42 @@ def check_roundtrip(path: Path, d: dict[str, Any]) -> list[str]:
     return []
 
 
-def queries(path: Path, d: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def queries(
+    path: Path, d: dict[str, Any], values: dict[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
     """(where, PromQL with variables substituted) for every panel target."""
     variables = {v["name"] for v in d.get("templating", {}).get("list", [])}
     for p in panels(d):
         for t in p.get("targets", []):
             where = f"{path.name} panel {p['id']} {p['title']!r} {t['refId']}"
-            yield where, substitute(t["expr"], variables)[0]
+            yield where, substitute(t["expr"], variables, values)[0]
+
+
+LABEL_VALUES = re.compile(r"^label_values\((.+),\s*(\w+)\)$")
+
+
+def resolve_variables(prom: str, path: Path, d: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """A real value for every ``label_values(selector, label)`` query variable, in order
+    (later variables may use earlier ones); errors for variables with no values."""
+    listed = d.get("templating", {}).get("list", [])
+    names = {v["name"] for v in listed}
+    values: dict[str, str] = {}
+    errs = []
+    for v in listed:
+        m = LABEL_VALUES.match(str(v.get("query", ""))) if v.get("type") == "query" else None
+        if m is None:
+            continue
+        selector = substitute(m.group(1), names, values)[0]
+        url = f"{prom}/api/v1/label/{m.group(2)}/values?" + urllib.parse.urlencode(
+            {"match[]": selector}
+        )
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as r:
+            found = sorted(json.load(r).get("data") or [])
+        if found:
+            values[v["name"]] = found[0]
+        else:
+            errs.append(f"{path.name}: variable {v['name']}: no values for {v['query']}")
+    return values, errs
 
 
 def check_promql(exprs: list[tuple[str, str]]) -> list[str]:
@@ -187,6 +224,7 @@ def validate(
     """(errors, skipped, number of live expressions checked)."""
     errs: list[str] = []
     exprs: list[tuple[str, str]] = []
+    live: list[tuple[str, str]] = []
     uids: dict[str, Path] = {}
     for path in files:
         d = json.loads(path.read_text())
@@ -195,12 +233,17 @@ def validate(
         uids[d.get("uid", "")] = path
         errs += check_structure(path, d) + check_roundtrip(path, d)
         exprs += list(queries(path, d))
+        if prom is not None:
+            values, var_errs = resolve_variables(prom, path, d)
+            errs += var_errs
+            live += list(queries(path, d, values))
     errs += check_promql(exprs)
     skipped: list[str] = []
     if prom is not None:
-        exprs += [(f"alert {a} selector", s) for a, s in alert_selectors(HERE / "alerts.yml")]
-        live_errs, skipped = check_live(prom, exprs, allow_empty)
+        live += [(f"alert {a} selector", s) for a, s in alert_selectors(HERE / "alerts.yml")]
+        live_errs, skipped = check_live(prom, live, allow_empty)
         errs += live_errs
+        exprs = live
     return errs, skipped, len(exprs)
 
 

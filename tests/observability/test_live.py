@@ -1,0 +1,251 @@
+"""Live: two real agents (``bgp-lb run``, 2 services each) peering with a real FRR router, a
+real Prometheus scraping them, the dashboards and alert rules checked against that data.
+
+Topology (tests.harness.frr): r1 (FRR) -- lb1, lb2 (agents in announce mode, VIPs on lo).
+Prometheus runs in r1's namespace and scrapes each agent's metrics listener on its LB address
+(node.api.metrics_listen), with ``node`` set by file_sd. There is no IPVS on this host, so the
+IPVS and real-server queries may be empty here (they are checked in the lab VM, see
+docs/observability.md); every other panel query and alert selector must return series.
+
+Set BGPLB_RENDER_PNG=1 to also write the pictures to docs/img/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness.agent_proc import (
+    AgentProc,
+    Backend,
+    _curl,
+    base_config,
+    peer,
+    promtool_check,
+    service,
+)
+from tests.harness.frr import BgpLab, build_bgp_lab, close_bgp_lab, pid_alive
+from tests.harness.netns import kill_pids, tempdir
+
+from .conftest import DASHBOARDS, REPO
+from .prom import PromServer
+
+pytestmark = pytest.mark.observability
+
+METRICS_PORT = 9181
+TCP_API_CHECK = {
+    "type": "tcp",
+    "address": "127.0.0.1",
+    "port": 9180,
+    "interval": 0.5,
+    "timeout": 0.3,
+}
+# What a host without IPVS cannot fill (announce-mode services have no real servers).
+NO_IPVS_HERE = r"bgplb_(ipvs_.*|real_server_healthy)"
+EXPECTED_EMPTY = {
+    "fleet.json panel 11 'Traffic share per node (bytes)' A",
+    "fleet.json panel 12 'New connections per node' A",
+    "node.json panel 8 'Connections' A",
+    "node.json panel 8 'Connections' B",
+    "node.json panel 9 'Packets' A",
+    "node.json panel 10 'Bytes' A",
+    "node.json panel 11 'Real server health' A",
+    "alert BgplbRealServerDown selector",
+}
+
+if os.geteuid() != 0 or not shutil.which("vtysh") or not shutil.which("prometheus"):
+    pytest.skip("live observability tests need root, FRR and prometheus", allow_module_level=True)
+
+
+@dataclass
+class Stack:
+    bl: BgpLab
+    agents: list[tuple[AgentProc, Backend]]
+    prom: PromServer
+
+
+def _agent(bl: BgpLab, n: int) -> tuple[AgentProc, Backend]:
+    workdir = tempdir("agent")
+    (workdir / "www").mkdir()
+    (workdir / "www" / "index.html").write_text("ok\n")
+    web = service("web", ["10.99.0.1"], bl.lb_v4(n))
+    api = {**service("api", ["10.99.0.2"], bl.lb_v4(n)), "checks": [TCP_API_CHECK]}
+    config = base_config(workdir, bl, n, [peer(bl, n)], [web, api])
+    config["node"]["api"] |= {"metrics_listen": bl.lb_v4(n), "metrics_port": METRICS_PORT}
+    config["node"]["api"].pop("token_file")
+    return AgentProc(bl.lb_ns[n - 1], workdir, config), Backend(
+        bl.lb_ns[n - 1], bl.lb_v4(n), workdir / "www"
+    )
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    frr_dir = tempdir("frr")
+    os.chmod(frr_dir, 0o755)  # the FRR daemons run as user frr
+    bl = build_bgp_lab(frr_dir, n_lbs=2)
+    agents: list[tuple[AgentProc, Backend]] = []
+    prom = PromServer(
+        bl.router.ns,
+        tempdir("prom"),
+        {f"lb{n}": f"{bl.lb_v4(n)}:{METRICS_PORT}" for n in (1, 2)},
+        DASHBOARDS / "alerts.yml",
+    )
+    try:
+        for n in (1, 2):
+            agent, backend = _agent(bl, n)
+            agents.append((agent, backend))
+            backend.start()
+            agent.start()
+        prom.start()
+        yield Stack(bl, agents, prom)
+    finally:
+        prom.stop()
+        for agent, backend in agents:
+            agent.kill()
+            backend.stop()
+            with contextlib.suppress(AssertionError):  # a non-JSON line (config error)
+                kill_pids([p for p in agent.exabgp_pids() if pid_alive(p)])
+            shutil.rmtree(agent.workdir, ignore_errors=True)
+        close_bgp_lab(bl)
+        shutil.rmtree(prom.workdir, ignore_errors=True)
+        print(f"\nprometheus timings (s after start): {prom.timings}")
+
+
+def _series(prom: PromServer, expr: str) -> int:
+    return len(prom.query(expr))
+
+
+def _firing(prom: PromServer, alertname: str, **labels: str) -> bool:
+    return any(
+        a["alertname"] == alertname and all(a.get(k) == v for k, v in labels.items())
+        for a in prom.alerts("firing")
+    )
+
+
+def _active(prom: PromServer, alertname: str) -> bool:
+    return any(a["alertname"] == alertname for s in ("firing", "pending") for a in prom.alerts(s))
+
+
+def test_agent_metrics_pass_promtool(stack: Stack) -> None:
+    """``curl /metrics | promtool check metrics`` on both listeners of every agent."""
+    for n, (agent, _) in enumerate(stack.agents, start=1):
+        for url in (f"{agent.api}/metrics", f"http://{stack.bl.lb_v4(n)}:{METRICS_PORT}/metrics"):
+            text = _curl(agent.ns, url)[1]
+            assert "bgplb_service_decision" in text
+            assert promtool_check(text) == "", url
+
+
+def test_prometheus_scrapes_every_agent(stack: Stack) -> None:
+    p = stack.prom
+    p.wait(lambda: _series(p, 'up{job="bgplb"} == 1') == 2, 30, "both agents up")
+    nodes = {r["metric"]["node"] for r in p.query("bgplb_build_info")}
+    assert nodes == {"lb1", "lb2"}
+    # 2 nodes x 2 services, each announced by the agent to r1.
+    p.wait(lambda: _series(p, "bgplb_routes_advertised == 1") == 4, 30, "4 routes advertised")
+    assert _series(p, 'bgplb_service_decision{decision="announce"} == 1') == 4
+
+
+def test_every_panel_query_and_alert_selector_returns_series(stack: Stack) -> None:
+    p = stack.prom
+    p.wait(lambda: _series(p, 'up{job="bgplb"} == 1') == 2, 30, "both agents up")
+    # rate() needs two samples of each histogram bucket.
+    rate = "rate(bgplb_reconcile_duration_seconds_count[10s]) > 0"
+    p.wait(lambda: _series(p, rate) == 2, 30, "rates available")
+    argv = [sys.executable, DASHBOARDS / "validate.py", "--prom", p.url]
+    res = p.run_in_ns(*argv, "--allow-empty", NO_IPVS_HERE)
+    assert res.returncode == 0, res.stdout + res.stderr
+    skipped = {
+        line.removeprefix("skipped (allowed empty): ").split(": ")[0]
+        for line in res.stdout.splitlines()
+        if line.startswith("skipped")
+    }
+    assert skipped == EXPECTED_EMPTY, res.stdout
+    print(res.stdout.splitlines()[-1])
+    # The same run without the allowance fails, on exactly those queries.
+    strict = p.run_in_ns(*argv)
+    assert strict.returncode == 1
+    assert strict.stdout.count("no series") == len(EXPECTED_EMPTY), strict.stdout
+
+
+def test_withdrawn_and_session_down_alerts_fire_and_clear(stack: Stack) -> None:
+    p, bl = stack.prom, stack.bl
+    p.wait(lambda: _series(p, 'up{job="bgplb"} == 1') == 2, 30, "both agents up")
+    p.wait(lambda: not p.alerts("firing") and not p.alerts("pending"), 30, "no alerts before")
+    lb2 = bl.lb_v4(2)
+    bgp = ["configure terminal", f"router bgp {bl.router.asn}"]
+
+    t0 = time.monotonic()
+    for _, backend in stack.agents:
+        backend.stop()  # web's http check fails on both nodes; api's tcp check stays up
+    bl.router.vtysh(*bgp, f"neighbor {lb2} shutdown")
+    p.wait(
+        lambda: _firing(p, "BgplbServiceWithdrawnEverywhere", service="web", severity="critical"),
+        30,
+        "withdrawn everywhere fires",
+    )
+    p.wait(
+        lambda: _firing(p, "BgplbBgpSessionDown", node="lb2", peer=bl.r1_v4(2)),
+        30,
+        "session down fires",
+    )
+    fired = time.monotonic() - t0
+    firing = p.query('ALERTS{alertstate="firing"}')
+    names = {
+        (a["metric"]["alertname"], a["metric"].get("service", a["metric"].get("node")))
+        for a in firing
+    }
+    assert ("BgplbServiceWithdrawnEverywhere", "web") in names
+    assert ("BgplbBgpSessionDown", "lb2") in names
+    # Quiet while that happens: api is still announced, nothing advertises while unhealthy.
+    assert ("BgplbServiceWithdrawnEverywhere", "api") not in names
+    assert not _active(p, "BgplbAdvertisedWhileUnhealthy")
+    assert not _active(p, "BgplbAgentDown")
+
+    t1 = time.monotonic()
+    for _, backend in stack.agents:
+        backend.start()
+    bl.router.vtysh(*bgp, f"no neighbor {lb2} shutdown")
+    p.wait(lambda: not _active(p, "BgplbServiceWithdrawnEverywhere"), 60, "withdrawn clears")
+    p.wait(lambda: not _active(p, "BgplbBgpSessionDown"), 90, "session down clears")
+    p.wait(lambda: _series(p, "bgplb_routes_advertised == 1") == 4, 60, "routes back")
+    print(
+        f"alerts fired {fired:.1f} s after the failure, cleared {time.monotonic() - t1:.1f} s"
+        " after recovery"
+    )
+
+
+def _render(stack: Stack, name: str, out: Path, window: float, *extra: str) -> str:
+    res = stack.prom.run_in_ns(
+        sys.executable,
+        DASHBOARDS / "render.py",
+        stack.prom.url,
+        DASHBOARDS / name,
+        out,
+        "--window",
+        str(int(window)),
+        *extra,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return res.stdout
+
+
+def test_dashboards_render_from_live_data(stack: Stack, tmp_path: Path) -> None:
+    window = max(30.0, time.monotonic() - stack.prom.started_at)
+    fleet = _render(stack, "fleet.json", tmp_path / "fleet.png", window)
+    assert "9 panels" in fleet
+    node = _render(stack, "node.json", tmp_path / "node.png", window, "--var", "node=lb2")
+    assert "15 panels" in node
+    if os.environ.get("BGPLB_RENDER_PNG"):
+        img = REPO / "docs" / "img"
+        img.mkdir(parents=True, exist_ok=True)
+        for f in ("fleet.png", "node.png"):
+            shutil.copyfile(tmp_path / f, img / f"dashboard-{f}")
