@@ -8,6 +8,7 @@ agent drops the route within 1 s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -129,7 +130,7 @@ def node(image: Path, router_side: RouterSide) -> Iterator[Node]:
     guest.start()
     ssh = Ssh(router_side.ns, NODE_IP, router_side.key, router_side.workdir)
     try:
-        guest.wait_console(r"^BGPLB-BOOT state=\S+ bgp-lb=\S+", BOOT_TIMEOUT)
+        guest.wait_console(r"BGPLB-BOOT state=\S+ bgp-lb=\S+", BOOT_TIMEOUT)
         boot = time.monotonic() - guest.started_at
         ssh.wait_ready(120)
         yield Node(guest, ssh, router_side, boot)
@@ -139,7 +140,7 @@ def node(image: Path, router_side: RouterSide) -> Iterator[Node]:
 
 
 def test_boots_configured_and_agent_active(node: Node) -> None:
-    line = node.guest.wait_console(r"^BGPLB-BOOT .*$", 1).group(0)
+    line = node.guest.wait_console(r"BGPLB-BOOT .*$", 1).group(0)
     assert "state=configured" in line, node.guest.console_text()[-4000:]
     assert node.ssh.run("systemctl is-active bgp-lb.service").strip() == "active"
     assert node.ssh.run("systemctl is-active bgp-lb-unconfigured.service", check=False).strip() in (
@@ -177,8 +178,26 @@ def test_route_only_after_rise_good_checks(node: Node) -> None:
     successes = [int(x) for x in re.findall(r'"successes":\s*(\d+)', text)]
     assert successes, text
     assert max(successes) >= RISE, text
+    # The agent's log: the check went up after RISE successes, and only then was "web" announced.
     journal = node.ssh.run("journalctl -b -u bgp-lb.service -o cat --no-pager")
-    assert re.search(r"service web: announce", journal), journal[-3000:]
+    events = []
+    for line in journal.splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    up = [
+        i
+        for i, e in enumerate(events)
+        if e.get("event") == "health_check_changed" and e.get("status") == "up"
+    ]
+    announce = [
+        i
+        for i, e in enumerate(events)
+        if e.get("event") == "service_decision" and e.get("decision") == "announce"
+    ]
+    assert up, journal[-3000:]
+    assert announce, journal[-3000:]
+    assert events[up[0]]["successes"] >= RISE
+    assert up[0] < announce[0], "announced before the check was up"
 
 
 def test_http_through_the_vip_reaches_the_backend_via_ipvs(node: Node) -> None:
