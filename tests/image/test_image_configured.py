@@ -155,6 +155,8 @@ def test_boots_configured_and_agent_active(node: Node) -> None:
 
 def test_session_up_and_nothing_announced_while_unhealthy(node: Node) -> None:
     wait_for(lambda: node.bgp_state() == "Established", 120, 0.5, "BGP session Established")
+    since = time.monotonic() - node.guest.started_at
+    print(f"\nqemu start -> BGP session Established (as FRR sees it): {since:.1f} s")
     deadline = time.monotonic() + 3 * INTERVAL
     while time.monotonic() < deadline:
         assert node.fib() == [], "VIP announced although its health check fails"
@@ -166,7 +168,8 @@ def test_route_only_after_rise_good_checks(node: Node) -> None:
     node.ssh.run("touch /run/bgp-lb-demo/ok")
     # The check can pass from (slightly before) here on; `took` is a lower bound of the delay.
     took = wait_for(lambda: node.fib() == [NODE_IP], 60, 0.02, "VIP in the router's FIB")
-    print(f"\nbackend healthy -> VIP in r1's kernel FIB: {took:.2f} s")
+    since = time.monotonic() - node.guest.started_at
+    print(f"\nbackend healthy -> VIP in r1's FIB: {took:.2f} s ({since:.1f} s after qemu start)")
     # RISE successes at INTERVAL apart: the first may come at once, the RISE-th not before
     # (RISE - 1) * INTERVAL (small tolerance for scheduling jitter).
     assert took >= (RISE - 1) * INTERVAL - 0.3, f"announced after {took:.2f}s < rise {RISE}"
