@@ -9,7 +9,6 @@ running kernel lacks IPVS/dummy.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 import traceback
@@ -50,8 +49,11 @@ def withdraw_bound(lab: Lab, node: str) -> float:
     return max(bounds)
 
 
+_T0 = time.monotonic()
+
+
 def _say(text: str) -> None:
-    print(f"    {text}", flush=True)
+    print(f"    [{time.monotonic() - _T0:6.1f}s] {text}", flush=True)
 
 
 def run_steps(lab: Lab, workdir: Path) -> list[Step]:
@@ -135,23 +137,6 @@ def run_steps(lab: Lab, workdir: Path) -> list[Step]:
     return steps
 
 
-def keep_logs(lab: Lab, dest: Path) -> Path | None:
-    """Copy the nodes' logs (agents, backends, FRR) out of the lab before it is removed."""
-    try:
-        target = dest / lab.topology.name
-        shutil.rmtree(target, ignore_errors=True)
-        for log in lab.dir.glob("*/**/*.log"):
-            out = target / log.relative_to(lab.dir)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(log, out)
-        for client in lab.dir.glob("*.jsonl"):
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(client, target / client.name)
-    except OSError:
-        return None
-    return target
-
-
 def _table(steps: list[Step]) -> str:
     width = max(len(s.name) for s in steps)
     lines = [f"{'step':<{width}}  result  time    detail", "-" * (width + 60)]
@@ -169,7 +154,7 @@ def run_demo(native: bool = False) -> int:
         cmd = [sys.executable, "-m", "tests.lab", "demo", "--native"]
         return in_vm(cmd, VM_WORK / "demo.log", timeout=900)
     t0 = time.monotonic()
-    lab = Lab(load_topology(ECMP))
+    lab = Lab(load_topology(ECMP), keep_logs=WORK / "lab-logs")
     left = teardown(lab.topology.name)
     if left:
         print(f"==> removed leftovers of an earlier run: {len(left)} items")
@@ -179,12 +164,9 @@ def run_demo(native: bool = False) -> int:
     finally:
         print("\n==> teardown", flush=True)
         t1 = time.monotonic()
-        kept = keep_logs(lab, WORK / "lab-logs")
-        if kept:
-            print(f"    node logs kept in {kept}")
         removed = lab.down()
-        steps.append(Step("teardown", ok=True, detail=f"{len(removed)} objects removed",
-                          seconds=time.monotonic() - t1))  # fmt: skip
+        detail = f"{len(removed)} objects removed; logs in {WORK / 'lab-logs'}"
+        steps.append(Step("teardown", ok=True, detail=detail, seconds=time.monotonic() - t1))
     print("\n" + _table(steps))
     failed = [s.name for s in steps if not s.ok]
     total = time.monotonic() - t0

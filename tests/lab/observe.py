@@ -17,7 +17,6 @@ from pathlib import Path
 
 from .runner import REPO, Lab
 
-TOKEN_TARGET = "/etc/bgp-lb/api-token"
 API = "http://127.0.0.1:9180"
 
 FibKey = tuple[str, str]  # (router, vip)
@@ -85,14 +84,6 @@ def rib_nodes(lab: Lab, router: str, vip: str) -> tuple[str, ...]:
         if path.get("valid"):
             nodes.add(owners.get(peer, peer))
     return tuple(sorted(nodes))
-
-
-def _token(lab: Lab, node: str) -> str:
-    from pathlib import PurePosixPath
-
-    source = lab.topology.node(node).bind_source(PurePosixPath(TOKEN_TARGET))
-    assert source is not None
-    return source.read_text().strip()
 
 
 def agent_get(lab: Lab, nodes: Sequence[str], path: str) -> dict[str, str]:

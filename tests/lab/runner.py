@@ -31,7 +31,7 @@ from tests.harness.frr import Router, fib
 from tests.harness.netns import alive, kill_pids, ns_pids, run
 
 from .netcmd import AddrAdd, LinkUp
-from .topology import AGENT_CONF, FRR_CONF, Node, Topology
+from .topology import AGENT_CONF, FRR_CONF, SHARED_TOKEN, TOKEN, Node, Topology
 
 RUN_ROOT = Path("/run/bgplb-lab")
 NS_PREFIX = "bgplab-"
@@ -94,8 +94,15 @@ class LabRouter(Router):
 class Lab:
     """One running lab. ``up()`` builds it; ``down()`` (or :func:`teardown`) removes it."""
 
-    def __init__(self, topology: Topology, agents: bool = True, root: Path = RUN_ROOT) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        agents: bool = True,
+        root: Path = RUN_ROOT,
+        keep_logs: Path | None = None,
+    ) -> None:
         self.topology = topology
+        self.keep_logs = keep_logs  # down() copies the nodes' logs here first
         self.agents = agents
         self.dir = root / topology.name
         self.state = LabState(lab=topology.name, topology=str(topology.path))
@@ -230,8 +237,14 @@ class Lab:
         source = node.bind_source(AGENT_CONF)
         assert source is not None
         targets = {str(b.target): str(b.source) for b in node.binds}
-        data = _map_strings(yaml.safe_load(source.read_text()), targets)
         d = self.node_dir(node.name)
+        shared = node.bind_source(SHARED_TOKEN)
+        if shared is not None:  # what start.sh does in the container
+            token = d / "api-token"
+            token.touch(mode=0o600)
+            token.write_bytes(shared.read_bytes())
+            targets[str(TOKEN)] = str(token)
+        data = _map_strings(yaml.safe_load(source.read_text()), targets)
         data["node"]["state_dir"] = str(d / "state")
         data["node"]["runtime_dir"] = str(d / "run")
         out = self.agent_config(node.name)
@@ -290,7 +303,11 @@ class Lab:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
                 detail = "; ".join(f"{r} {v}: {n}" for r, v, n in missing)
-                raise TimeoutError(f"no {count}-way ECMP within {timeout:.0f}s: {detail}")
+                logs = "".join(
+                    f"\n--- {n.name} agent.log\n{_tail(self.node_dir(n.name) / 'agent.log', 8)}"
+                    for n in self.topology.by_role("lb")
+                )
+                raise TimeoutError(f"no {count}-way ECMP within {timeout:.0f}s: {detail}{logs}")
             self._check_processes()
             time.sleep(0.2)
 
@@ -305,6 +322,8 @@ class Lab:
 
     # ---------------------------------------------------------------- teardown
     def down(self) -> list[str]:
+        if self.keep_logs is not None:
+            self.copy_logs(self.keep_logs / self.topology.name)
         self.routers.clear()
         removed = teardown(self.topology.name, self.dir.parent)
         for proc in self.procs.values():  # killed by teardown: reap them
@@ -312,6 +331,15 @@ class Lab:
                 proc.wait(timeout=5)
         self.procs.clear()
         return removed
+
+    def copy_logs(self, target: Path) -> None:
+        """Copy the nodes' logs (agents, backends, FRR) and client records to ``target``."""
+        with contextlib.suppress(OSError):
+            shutil.rmtree(target, ignore_errors=True)
+            for log in [*self.dir.glob("*/**/*.log"), *self.dir.glob("*.jsonl")]:
+                out = target / log.relative_to(self.dir)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(log, out)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

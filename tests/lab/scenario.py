@@ -63,10 +63,15 @@ def spread(lab: Lab, count: int) -> Spread:
 
 
 def wait_membership(
-    lab: Lab, node: str, present: bool, timeout: float, started: float
+    lab: Lab,
+    node: str,
+    present: bool,
+    timeout: float,
+    started: float,
+    baseline: dict[tuple[str, str], tuple[str, ...]],
 ) -> Convergence:
-    """Poll every FIB until ``node`` is (present) / is not (absent) a next hop everywhere."""
-    baseline = fib_snapshot(lab)
+    """Poll every FIB until ``node`` is (present) / is not (absent) a next hop everywhere;
+    every other node of ``baseline`` (taken before the trigger) must stay everywhere."""
     others = {k: set(v) - {node} for k, v in baseline.items()}
     unexpected: list[str] = []
     polls = 0
@@ -86,15 +91,17 @@ def wait_membership(
 
 
 def fail_backend(lab: Lab, node: str, timeout: float) -> Convergence:
+    baseline = fib_snapshot(lab)
     started = time.monotonic()
     lab.stop_process(node, "backend")
-    return wait_membership(lab, node, present=False, timeout=timeout, started=started)
+    return wait_membership(lab, node, False, timeout, started, baseline)
 
 
 def restore_backend(lab: Lab, node: str, timeout: float) -> Convergence:
+    baseline = fib_snapshot(lab)
     started = time.monotonic()
     lab.start_backend(node)
-    return wait_membership(lab, node, present=True, timeout=timeout, started=started)
+    return wait_membership(lab, node, True, timeout, started, baseline)
 
 
 def drain_under_load(
@@ -113,9 +120,10 @@ def drain_under_load(
         wait_for_line(workdir / "hold.jsonl", '"opened"', timeout=120)
         wait_for_line(workdir / "load.jsonl", '"node"', timeout=120)
         time.sleep(2.0)
+        baseline = fib_snapshot(lab)
         started = time.monotonic()
         drain(lab, node, service)
-        gone = wait_membership(lab, node, present=False, timeout=60, started=started)
+        gone = wait_membership(lab, node, False, 60, started, baseline)
         gone_at = time.time()
         time.sleep(3.0)
     finally:
@@ -125,8 +133,9 @@ def drain_under_load(
     summary = next((r for r in lines if "summary" in r), {})
     hsum = next((r for r in held_lines if "summary" in r), {})
     late = [r for r in records if r.get("node") == node and float(r["t"]) > gone_at]  # type: ignore[arg-type]
+    baseline = fib_snapshot(lab)
     drain(lab, node, service, undo=True)
-    wait_membership(lab, node, present=True, timeout=60, started=time.monotonic())
+    wait_membership(lab, node, True, 60, time.monotonic(), baseline)
     return DrainResult(
         node=node,
         withdraw_seconds=gone.seconds,

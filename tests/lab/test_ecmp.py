@@ -16,7 +16,7 @@ import yaml
 
 from tests.harness.vm import running_kernel_has_dataplane
 
-from .demo import ECMP, SERVICE, keep_logs, withdraw_bound
+from .demo import ECMP, SERVICE, withdraw_bound
 from .observe import advertised_metrics, agent_get, agent_status, fib_snapshot, rib_nodes
 from .runner import REPO, Lab, teardown
 from .scenario import drain_under_load, fail_backend, restore_backend, spread
@@ -46,10 +46,9 @@ def _agent_config(lab: Lab, node: str) -> dict[str, Any]:
 def lab() -> Iterator[Lab]:
     topology = load_topology(ECMP)
     teardown(topology.name)
-    lab = Lab(topology)
+    lab = Lab(topology, keep_logs=REPO / "_work" / "lab-logs-test")
     lab.up(say=print, timeout=240)
     yield lab
-    keep_logs(lab, REPO / "_work" / "lab-logs-test")
     lab.down()
 
 

@@ -29,6 +29,9 @@ IFNAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 FRR_CONF = PurePosixPath("/etc/frr/frr.conf")
 FRR_DAEMONS = PurePosixPath("/etc/frr/daemons")
 AGENT_CONF = PurePosixPath("/etc/bgp-lb/config.yaml")
+# the lb entry point (containerlab/node/start.sh) installs this bind as TOKEN, mode 0600
+SHARED_TOKEN = PurePosixPath("/etc/bgp-lb/api-token.shared")
+TOKEN = PurePosixPath("/etc/bgp-lb/api-token")
 LB_ENV = ("BGPLB_BACKEND_ADDRS", "BGPLB_BACKEND_PORT")
 FRR_SUPPORTED_DAEMONS = frozenset({"bgpd"})  # zebra always runs
 CLIENT_CMD = "sleep infinity"
