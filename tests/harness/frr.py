@@ -42,6 +42,7 @@ class Router:
     neighbors: Sequence[Neighbor]
     directory: Path
     pids: dict[str, int] = field(default_factory=dict)
+    command_timeout: float = 10.0  # per daemon start / vtysh call (raise it under TCG)
 
     def config(self) -> str:
         lines = [
@@ -110,8 +111,8 @@ class Router:
             argv += ["-z", f"{d}/zserv.api", "--vty_socket", d]
             if daemon == "zebra":
                 argv += ["-s", "90000000"]
-            run(*argv)
-            self.pids[daemon] = _read_pid(pidfile)
+            run(*argv, timeout=self.command_timeout)
+            self.pids[daemon] = _read_pid(pidfile, timeout=max(5.0, self.command_timeout))
 
     def stop(self) -> None:
         kill_pids([p for d, p in sorted(self.pids.items(), key=lambda x: x[0] != "bgpd")])
@@ -121,7 +122,7 @@ class Router:
         argv = ["vtysh", "--vty_socket", str(self.directory)]
         for c in commands:
             argv += ["-c", c]
-        return run(*argv)
+        return run(*argv, timeout=self.command_timeout)
 
     def vtysh_json(self, command: str) -> dict[str, object]:
         out = json.loads(self.vtysh(command) or "{}")

@@ -177,7 +177,7 @@ class Lab:
             ns = self.ns(node.name)
             self.state.netns.append(ns)
             self.state.save(self.state_file)
-            run("ip", "netns", "add", ns)
+            run("ip", "netns", "add", ns, timeout=60)
             self.node_dir(node.name).mkdir(exist_ok=True)
 
     def _links(self, say: Say) -> None:
@@ -194,7 +194,16 @@ class Lab:
     def _configure(self, node: Node) -> None:
         ns = self.ns(node.name)
         if node.sysctls:
-            run("ip", "netns", "exec", ns, "sysctl", "-qw", *(f"{k}={v}" for k, v in node.sysctls))
+            run(
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                *(f"{k}={v}" for k, v in node.sysctls),
+                timeout=60,
+            )
         lines = ["link set dev lo up"]
         lines += [LinkUp(i).batch_line() for i in node.interfaces]
         lines += [c.batch_line() for c in node.commands]
@@ -204,6 +213,7 @@ class Lab:
         conf = node.bind_source(FRR_CONF)
         assert conf is not None
         r = LabRouter(self.ns(node.name), 0, "", [], self.node_dir(node.name) / "frr")
+        r.command_timeout = 60.0  # TCG: a daemon start can take 10+ s
         r.conf_text = conf.read_text()
         r.start()
         self.routers[node.name] = r
@@ -317,7 +327,7 @@ class Lab:
                 tail = _tail(self.node_dir(node) / f"{name}.log")
                 raise RuntimeError(f"{node}: {name} exited with {proc.returncode}:\n{tail}")
 
-    def exec_in(self, node: str, *argv: str, timeout: float = 30.0) -> str:
+    def exec_in(self, node: str, *argv: str, timeout: float = 60.0) -> str:
         return run("ip", "netns", "exec", self.ns(node), *argv, timeout=timeout)
 
     # ---------------------------------------------------------------- teardown
@@ -361,14 +371,14 @@ def _map_strings(value: Any, mapping: dict[str, str]) -> Any:
 def _batch(ns: str | None, lines: list[str]) -> None:
     argv = ["ip"] + (["-n", ns] if ns else []) + ["-batch", "-"]
     res = subprocess.run(
-        argv, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30, check=False
+        argv, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60, check=False
     )
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {res.stderr.strip()}\n" + "\n".join(lines))
 
 
 def list_namespaces() -> list[str]:
-    out = run("ip", "netns", "list", check=False)
+    out = run("ip", "netns", "list", check=False, timeout=60)
     return [line.split()[0] for line in out.splitlines() if line.split()]
 
 
@@ -395,7 +405,7 @@ def teardown(lab: str | None = None, root: Path = RUN_ROOT) -> list[str]:
         pids += [p for p in ns_pids(ns) if p not in pids]
     kill_pids(pids, grace=5.0)
     for ns in namespaces:
-        run("ip", "netns", "del", ns, check=False)
+        run("ip", "netns", "del", ns, check=False, timeout=60)
         removed.append(f"netns {ns}")
     dirs = [root / lab] if lab else (sorted(root.iterdir()) if root.is_dir() else [])
     for d in dirs:

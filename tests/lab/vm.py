@@ -71,7 +71,7 @@ def in_vm(command: Sequence[str], log: Path, timeout: float, interactive: bool =
     if shutil.which("vng", path=env["PATH"]) is None:
         raise SystemExit("vng not found: `make vng` installs it into .venv-vng")
     t0 = time.monotonic()
-    tarball = build_tarball(WORK / "lab-python.tar")
+    tarball = build_tarball(WORK / f"lab-python-{os.getpid()}.tar")  # one per run: VMs overlap
     inner = "env PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 " + shlex.join(command)
     script = f"{guest_prelude(tarball)} && {inner}" + ("" if interactive else " 2>&1")
     WORK.mkdir(parents=True, exist_ok=True)
