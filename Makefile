@@ -8,16 +8,19 @@ WORK := _work
 .PHONY: help deps venv vng lint fmt test test-unit test-kernel test-bgp demo clean
 .PHONY: image config-disk test-image
 .PHONY: lab-up lab-down test-lab
+.PHONY: dashboards test-observability
 
 help:
 	@echo "make demo   - bring the ECMP lab up and show bgp-lb at work"
 	@echo "make test   - install everything and run every test (lint, unit, kernel, BGP)"
 	@echo "make lint | test-unit | test-kernel | test-bgp"
 	@echo "make lab-up [TOPO=containerlab/minimal.clab.yml] | lab-down | test-lab   (containerlab/README.md)"
+	@echo "make dashboards (regenerate dashboards/*.json) | test-observability   (docs/observability.md)"
 
 # System packages (Debian 12). Idempotent; re-run after a fresh machine.
 APT_PKGS := frr frr-pythontools qemu-system-x86 linux-image-amd64 ipvsadm iputils-ping \
-            nftables iproute2 curl procps kmod busybox-static prometheus
+            nftables iproute2 curl procps kmod busybox-static prometheus \
+            prometheus-alertmanager
 $(WORK)/.deps-stamp: Makefile
 	@mkdir -p $(WORK)
 	@echo "==> installing system packages: $(APT_PKGS)"
@@ -121,7 +124,18 @@ test-lab: deps venv vng
 	@rc=0; $(LAB_ENV) timeout 720 $(BIN)/python -m tests.lab test -ra -q || rc=$$?; \
 	  $(BIN)/python -m tests.lab down; exit $$rc
 
-test: deps venv lint test-unit test-kernel test-bgp test-image test-lab
+# Observability (docs/observability.md): dashboards/ JSON is generated; CI fails when stale.
+dashboards: venv
+	$(BIN)/python dashboards/generate.py
+
+# Offline checks + the live stack on this host (2 agents, FRR, Prometheus in namespaces).
+test-observability: deps venv
+	$(need_root)
+	@$(BIN)/python -m tests.harness.netns
+	@rc=0; timeout 300 $(BIN)/pytest -p no:cacheprovider -m observability tests/observability \
+	  -ra -q || rc=$$?; $(BIN)/python -m tests.harness.netns; exit $$rc
+
+test: deps venv lint test-unit test-kernel test-bgp test-image test-observability test-lab
 
 clean:
 	rm -rf $(WORK) $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.agent_proc import (
+    FAST_CHECK,
     AgentProc,
     Backend,
     _curl,
@@ -33,7 +34,8 @@ from tests.harness.agent_proc import (
     service,
 )
 from tests.harness.frr import BgpLab, build_bgp_lab, close_bgp_lab, pid_alive
-from tests.harness.netns import kill_pids, tempdir
+from tests.harness.netns import kill_pids, run, tempdir
+from tests.harness.vm import running_kernel_has_dataplane
 
 from .conftest import DASHBOARDS, REPO
 from .prom import PromServer
@@ -48,18 +50,27 @@ TCP_API_CHECK = {
     "interval": 0.5,
     "timeout": 0.3,
 }
+# With IPVS + dummy (the VM run, tests/observability/vm.py) each node also has an IPVS-mode
+# service whose real server is the node's backend, and every query must return series.
+IPVS = running_kernel_has_dataplane()
+IPVS_VIP = "10.99.0.3"
+SERVICES = 3 if IPVS else 2
 # What a host without IPVS cannot fill (announce-mode services have no real servers).
 NO_IPVS_HERE = r"bgplb_(ipvs_.*|real_server_healthy)"
-EXPECTED_EMPTY = {
-    "fleet.json panel 11 'Traffic share per node (bytes)' A",
-    "fleet.json panel 12 'New connections per node' A",
-    "node.json panel 8 'Connections' A",
-    "node.json panel 8 'Connections' B",
-    "node.json panel 9 'Packets' A",
-    "node.json panel 10 'Bytes' A",
-    "node.json panel 11 'Real server health' A",
-    "alert BgplbRealServerDown selector",
-}
+EXPECTED_EMPTY = (
+    set()
+    if IPVS
+    else {
+        "fleet.json panel 11 'Traffic share per node (bytes)' A",
+        "fleet.json panel 12 'New connections per node' A",
+        "node.json panel 8 'Connections' A",
+        "node.json panel 8 'Connections' B",
+        "node.json panel 9 'Packets' A",
+        "node.json panel 10 'Bytes' A",
+        "node.json panel 11 'Real server health' A",
+        "alert BgplbRealServerDown selector",
+    }
+)
 
 if os.geteuid() != 0 or not shutil.which("vtysh") or not shutil.which("prometheus"):
     pytest.skip("live observability tests need root, FRR and prometheus", allow_module_level=True)
@@ -78,7 +89,21 @@ def _agent(bl: BgpLab, n: int) -> tuple[AgentProc, Backend]:
     (workdir / "www" / "index.html").write_text("ok\n")
     web = service("web", ["10.99.0.1"], bl.lb_v4(n))
     api = {**service("api", ["10.99.0.2"], bl.lb_v4(n)), "checks": [TCP_API_CHECK]}
-    config = base_config(workdir, bl, n, [peer(bl, n)], [web, api])
+    services = [web, api]
+    if IPVS:
+        check = {"type": "http", **FAST_CHECK, "port": 8080}
+        rs = {"address": bl.lb_v4(n), "checks": [check]}
+        port = {"port": 80, "target_port": 8080, "scheduler": "rr"}
+        services.append(
+            {
+                "name": "shop",
+                "vips": [IPVS_VIP],
+                "mode": "ipvs",
+                "ports": [port],
+                "real_servers": [rs],
+            }
+        )
+    config = base_config(workdir, bl, n, [peer(bl, n)], services)
     config["node"]["api"] |= {"metrics_listen": bl.lb_v4(n), "metrics_port": METRICS_PORT}
     config["node"]["api"].pop("token_file")
     return AgentProc(bl.lb_ns[n - 1], workdir, config), Backend(
@@ -134,6 +159,15 @@ def _active(prom: PromServer, alertname: str) -> bool:
     return any(a["alertname"] == alertname for s in ("firing", "pending") for a in prom.alerts(s))
 
 
+def _traffic(stack: Stack, requests: int = 60) -> None:
+    """HTTP requests from r1 to the IPVS VIP; r1 hashes flows over both nodes (L4)."""
+    ns = stack.bl.router.ns
+    run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1")
+    curl = f"curl -s -o /dev/null --max-time 2 http://{IPVS_VIP}/"
+    loop = f"for i in $(seq {requests}); do {curl}; done"
+    run("ip", "netns", "exec", ns, "bash", "-c", loop, timeout=120)
+
+
 def test_agent_metrics_pass_promtool(stack: Stack) -> None:
     """``curl /metrics | promtool check metrics`` on both listeners of every agent."""
     for n, (agent, _) in enumerate(stack.agents, start=1):
@@ -159,6 +193,10 @@ def test_every_panel_query_and_alert_selector_returns_series(stack: Stack) -> No
     # rate() needs two samples of each histogram bucket.
     rate = "rate(bgplb_reconcile_duration_seconds_count[10s]) > 0"
     p.wait(lambda: _series(p, rate) == 2, 30, "rates available")
+    if IPVS:
+        _traffic(stack)
+        traffic = "sum by (node) (rate(bgplb_ipvs_bytes_total[10s])) > 0"
+        p.wait(lambda: _series(p, traffic) >= 1, 30, "IPVS traffic seen")
     argv = [sys.executable, DASHBOARDS / "validate.py", "--prom", p.url]
     res = p.run_in_ns(*argv, "--allow-empty", NO_IPVS_HERE)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -215,7 +253,7 @@ def test_withdrawn_and_session_down_alerts_fire_and_clear(stack: Stack) -> None:
     bl.router.vtysh(*bgp, f"no neighbor {lb2} shutdown")
     p.wait(lambda: not _active(p, "BgplbServiceWithdrawnEverywhere"), 60, "withdrawn clears")
     p.wait(lambda: not _active(p, "BgplbBgpSessionDown"), 90, "session down clears")
-    p.wait(lambda: _series(p, "bgplb_routes_advertised == 1") == 4, 60, "routes back")
+    p.wait(lambda: _series(p, "bgplb_routes_advertised == 1") == 2 * SERVICES, 60, "routes back")
     print(
         f"alerts fired {fired:.1f} s after the failure, cleared {time.monotonic() - t1:.1f} s"
         " after recovery"
@@ -244,8 +282,9 @@ def test_dashboards_render_from_live_data(stack: Stack, tmp_path: Path) -> None:
     assert "9 panels" in fleet
     node = _render(stack, "node.json", tmp_path / "node.png", window, "--var", "node=lb2")
     assert "15 panels" in node
-    if os.environ.get("BGPLB_RENDER_PNG"):
-        img = REPO / "docs" / "img"
+    if os.environ.get("BGPLB_RENDER_PNG"):  # a directory, or 1 for docs/img
+        img = Path(os.environ["BGPLB_RENDER_PNG"])
+        img = REPO / "docs" / "img" if str(img) == "1" else img
         img.mkdir(parents=True, exist_ok=True)
         for f in ("fleet.png", "node.png"):
             shutil.copyfile(tmp_path / f, img / f"dashboard-{f}")
