@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
 import time
@@ -22,6 +23,8 @@ from typing import Any
 import yaml
 
 PORT = 19090
+# Wait bounds are multiplied by this (tests/observability/vm.py sets it for the TCG VM).
+SLOW = float(os.environ.get("BGPLB_SLOW", "1"))
 RULE_FOR = "2s"
 
 
@@ -110,6 +113,7 @@ class PromServer:
 
     def wait(self, predicate: Any, within: float, what: str) -> float:
         """Poll ``predicate`` every 0.2 s; records and returns the seconds since start."""
+        within *= SLOW
         deadline = time.monotonic() + within
         while not predicate():
             if time.monotonic() > deadline:

@@ -15,15 +15,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.harness.agent_proc import (
+    BGP_LB,
     FAST_CHECK,
     AgentProc,
     Backend,
@@ -83,6 +85,50 @@ class Stack:
     prom: PromServer
 
 
+# Upper bounds for start-up; generous because under TCG (the VM run) a Python process takes
+# seconds to start. The harness's own waits (10 s backend, 20 s API) are tuned for the host.
+START_WITHIN = 180.0
+
+
+class PatientBackend(Backend):
+    def start(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            argv = ["ip", "netns", "exec", self.ns, sys.executable, "-m", "http.server"]
+            argv += ["--bind", self.address, "--directory", str(self.directory), "8080"]
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            )
+        _wait_http(self.ns, f"http://{self.address}:8080/", self.proc)
+
+
+class PatientAgent(AgentProc):
+    def start(self) -> None:
+        self.write_config()
+        argv = ["ip", "netns", "exec", self.ns, str(BGP_LB), "run", str(self.config_path)]
+        argv += ["--log-format", "json", "--log-level", "debug"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env
+            )
+        self.runs += 1
+        _wait_http(self.ns, f"{self.api}/healthz", self.proc, self.log_text)
+
+
+def _wait_http(
+    ns: str, url: str, proc: subprocess.Popen[bytes], log: Callable[[], str] = str
+) -> None:
+    deadline = time.monotonic() + START_WITHIN
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log()}")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            if _curl(ns, url, check=False, timeout=10)[0]:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} in {ns} did not answer within {START_WITHIN} s:\n{log()}")
+
+
 def _agent(bl: BgpLab, n: int) -> tuple[AgentProc, Backend]:
     workdir = tempdir("agent")
     (workdir / "www").mkdir()
@@ -106,9 +152,8 @@ def _agent(bl: BgpLab, n: int) -> tuple[AgentProc, Backend]:
     config = base_config(workdir, bl, n, [peer(bl, n)], services)
     config["node"]["api"] |= {"metrics_listen": bl.lb_v4(n), "metrics_port": METRICS_PORT}
     config["node"]["api"].pop("token_file")
-    return AgentProc(bl.lb_ns[n - 1], workdir, config), Backend(
-        bl.lb_ns[n - 1], bl.lb_v4(n), workdir / "www"
-    )
+    ns = bl.lb_ns[n - 1]
+    return PatientAgent(ns, workdir, config), PatientBackend(ns, bl.lb_v4(n), workdir / "www")
 
 
 @pytest.fixture(scope="module")

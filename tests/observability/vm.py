@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     pytest = [str(REPO / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider", "-m"]
     pytest += ["observability", "tests/observability/test_live.py", "-ra", "-s", "-q"]
-    env = ["env", f"BGPLB_RENDER_PNG={a.png}"] if a.png else []
+    env = ["env", "BGPLB_SLOW=4", *([f"BGPLB_RENDER_PNG={a.png}"] if a.png else [])]
     if running_kernel_has_dataplane():
         return subprocess.run([*env, *pytest], cwd=REPO, check=False).returncode
     return in_vm([*env, *pytest])
