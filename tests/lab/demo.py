@@ -75,7 +75,7 @@ def run_steps(lab: Lab, workdir: Path) -> list[Step]:
         return s.ok
 
     def up(s: Step) -> None:
-        took = lab.up(say=_say, timeout=240)
+        took = lab.up(say=_say)
         s.ok, s.detail = True, f"{len(lab.topology.nodes)} nodes, ECMP after {took:.0f}s"
 
     def routes(s: Step) -> None:

@@ -142,7 +142,7 @@ class Lab:
         return vips
 
     # ---------------------------------------------------------------- bring-up
-    def up(self, say: Say = _quiet, timeout: float = 120.0) -> float:
+    def up(self, say: Say = _quiet, timeout: float = 480.0) -> float:
         """Build the lab; with agents, wait for full ECMP. Returns the seconds it took."""
         t0 = time.monotonic()
         existing = [ns for ns in list_namespaces() if ns.startswith(self.ns(""))]
@@ -156,7 +156,7 @@ class Lab:
             self._namespaces(say)
             self._links(say)
             for node in self.topology.nodes:
-                self._configure(node)
+                self._configure(node, say)
             say(
                 f"network ready: {len(self.topology.nodes)} namespaces, "
                 f"{len(self.topology.links)} veth pairs"
@@ -191,9 +191,15 @@ class Lab:
         if lines:
             _batch(None, lines)
 
-    def _configure(self, node: Node) -> None:
+    def _configure(self, node: Node, say: Say) -> None:
         ns = self.ns(node.name)
-        if node.sysctls:
+        sysctls = node.sysctls
+        if not self.agents:  # no agents: IPVS may be missing (its sysctls with it)
+            skipped = [k for k, _ in sysctls if k.startswith("net.ipv4.vs.")]
+            sysctls = tuple((k, v) for k, v in sysctls if k not in skipped)
+            if skipped:
+                say(f"{node.name}: no agents, IPVS sysctls skipped: {', '.join(skipped)}")
+        if sysctls:
             run(
                 "ip",
                 "netns",
@@ -201,7 +207,7 @@ class Lab:
                 ns,
                 "sysctl",
                 "-qw",
-                *(f"{k}={v}" for k, v in node.sysctls),
+                *(f"{k}={v}" for k, v in sysctls),
                 timeout=60,
             )
         lines = ["link set dev lo up"]
@@ -304,7 +310,7 @@ class Lab:
         return sorted(owners.get(h, h) for h in fib(self.ns(router), prefix))
 
     def wait_ecmp(self, count: int, timeout: float, say: Say = _quiet) -> float:
-        t0 = time.monotonic()
+        t0 = last_say = time.monotonic()
         want = [(r.name, v) for r in self.topology.by_role("router") for v in self.vips()]
         while True:
             missing = [(r, v, n) for r, v in want if len(n := self.fib_nodes(r, v)) != count]
@@ -318,6 +324,10 @@ class Lab:
                     for n in self.topology.by_role("lb")
                 )
                 raise TimeoutError(f"no {count}-way ECMP within {timeout:.0f}s: {detail}{logs}")
+            if time.monotonic() - last_say > 30:
+                last_say = time.monotonic()
+                counts = ", ".join(f"{r} {v}: {len(n)}/{count}" for r, v, n in missing)
+                say(f"waiting for ECMP ({time.monotonic() - t0:.0f}s): {counts}")
             self._check_processes()
             time.sleep(0.2)
 

@@ -47,7 +47,7 @@ def lab() -> Iterator[Lab]:
     topology = load_topology(ECMP)
     teardown(topology.name)
     lab = Lab(topology, keep_logs=REPO / "_work" / "lab-logs-test")
-    lab.up(say=print, timeout=240)
+    lab.up(say=print)
     yield lab
     lab.down()
 
