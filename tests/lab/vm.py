@@ -101,7 +101,7 @@ def run_lab_tests(pytest_args: Sequence[str], native: bool = False) -> int:
     if native or running_kernel_has_dataplane():
         lab = subprocess.run(ecmp, cwd=REPO, check=False).returncode
     else:
-        lab = in_vm(ecmp, WORK / "test-lab.log", timeout=480)
+        lab = in_vm(ecmp, WORK / "test-lab.log", timeout=660)
     return host or lab
 
 
