@@ -9,11 +9,18 @@ import asyncio
 import os
 import signal
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
 
-from tests.harness.agent_proc import AgentFactory, AgentProc, namespace_processes, service
+from tests.harness.agent_proc import (
+    AgentFactory,
+    AgentProc,
+    RouteMonitor,
+    namespace_processes,
+    service,
+)
 from tests.harness.frr import BgpLab, pid_alive, wait_until
 from tests.harness.netns import run
 
@@ -86,17 +93,66 @@ async def test_sigkill_of_the_agent_withdraws_within_150ms(
     bl: BgpLab = bgp_lab_factory(n_lbs=1)
     agent, backend = agent_factory(bl, 1)
     await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 15)
-    agent.signal(signal.SIGKILL)
-    took = await wait_until(lambda: bl.router.fib(VIP) == [], 2, interval=0.002)
-    print(f"agent SIGKILL -> VIP gone from the router FIB in {took * 1000:.0f} ms")
+    with RouteMonitor(bl.router.ns) as fib_events:
+        took, polled = await _sigkill(agent, bl, fib_events)
+    print(
+        f"agent SIGKILL -> VIP gone from the router FIB in {took * 1000:.0f} ms "
+        f"(kernel event; polling saw it after {polled * 1000:.0f} ms)"
+    )
     assert took < 0.150
     await asyncio.to_thread(agent.wait, 5)
     await wait_until(lambda: leftovers(agent, backend.proc.pid if backend.proc else None) == [], 3)
 
 
-# Delays between killing ExaBGP and killing the agent: before the restart (backoff 0.5 s),
-# at the spawn, while ExaBGP starts, while its session comes up, after the re-announce.
-RESTART_KILL_DELAYS = (0.05, 0.5, 0.65, 0.9, 1.6)
+async def _sigkill(agent: AgentProc, bl: BgpLab, fib_events: RouteMonitor) -> tuple[float, float]:
+    """SIGKILL the agent; (seconds until the kernel of the router deleted the VIP's route, 0
+    if it was not there; seconds until polling saw the FIB without it)."""
+    killed = time.time()
+    agent.signal(signal.SIGKILL)
+    polled = await wait_until(lambda: bl.router.fib(VIP) == [], 2, interval=0.002)
+    await asyncio.sleep(0.1)  # let the monitor's reader catch up
+    deleted = fib_events.deleted_at(VIP, killed)
+    down = _frr_session_down_at(bl, killed)
+    if down is not None:
+        print(f"  FRR logged the session down {(down - killed) * 1000:.0f} ms after the SIGKILL")
+    return (deleted - killed if deleted is not None else 0.0), polled
+
+
+def _frr_session_down_at(bl: BgpLab, after: float) -> float | None:
+    """When FRR logged lb1's session going down (its log has microseconds), after ``after``."""
+    for line in bl.router.log().splitlines():
+        if "ADJCHANGE" in line and f"neighbor {bl.lb_v4(1)}(" in line and " Down" in line:
+            at = datetime.strptime(line[:26], "%Y/%m/%d %H:%M:%S.%f").timestamp()
+            if at >= after:
+                return at
+    return None
+
+
+# Where in ExaBGP's restart the agent is SIGKILLed (phases anchored on the agent's own log, so
+# a slow host shifts the timing, not the phase): during the restart backoff, right at the new
+# spawn, while the new ExaBGP starts, once its API relay connected (session coming up), and
+# once the route is back in the router's FIB.
+RESTART_PHASES = ("backoff", "spawned", "spawned+0.3s", "api_connected", "route_back")
+
+
+async def _reach(phase: str, agent: AgentProc, bl: BgpLab, known: int) -> None:
+    def spawned() -> bool:
+        return len(agent.exabgp_pids()) > known
+
+    def connected() -> bool:
+        new = agent.exabgp_pids()[known:]
+        return bool(new) and f"exabgp api connected (pid {new[0]})" in agent.log_text()
+
+    if phase == "backoff":
+        await asyncio.sleep(0.05)
+        return
+    await wait_until(spawned, 10, interval=0.002)
+    if phase == "spawned+0.3s":
+        await asyncio.sleep(0.3)
+    elif phase == "api_connected":
+        await wait_until(connected, 10, interval=0.002)
+    elif phase == "route_back":
+        await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 10)
 
 
 async def test_sigkill_during_exabgp_restart_leaves_nothing(
@@ -105,28 +161,30 @@ async def test_sigkill_during_exabgp_restart_leaves_nothing(
     bl: BgpLab = bgp_lab_factory(n_lbs=1)
     agent, backend = agent_factory(bl, 1, start=False)
     backend_pid = backend.proc.pid if backend.proc else None
-    for delay in RESTART_KILL_DELAYS:
+    for phase in RESTART_PHASES:
         agent.start()
         await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 15)
         known = len(agent.exabgp_pids())
         os.kill(agent.exabgp_pids()[-1], signal.SIGKILL)
-        await asyncio.sleep(delay)
-        restarted = len(agent.exabgp_pids()) > known
-        had_route = bl.router.fib(VIP) != []
-        agent.signal(signal.SIGKILL)
-        took = await wait_until(lambda: bl.router.fib(VIP) == [], 2, interval=0.002)
+        await _reach(phase, agent, bl, known)
+        spawned = len(agent.exabgp_pids()) > known
+        with RouteMonitor(bl.router.ns) as fib_events:
+            took, _ = await _sigkill(agent, bl, fib_events)
         await asyncio.to_thread(agent.wait, 5)
         await wait_until(lambda: leftovers(agent, backend_pid) == [], 3)
         print(
-            f"ExaBGP killed, agent SIGKILLed {delay:.2f}s later (new ExaBGP spawned: "
-            f"{restarted}, route back: {had_route}) -> FIB empty in {took * 1000:.0f} ms"
+            f"ExaBGP killed, agent SIGKILLed at phase {phase} (new ExaBGP spawned: {spawned})"
+            f" -> VIP out of the router FIB {took * 1000:.0f} ms after the SIGKILL"
         )
+        assert spawned is (phase != "backoff")
         assert took < 0.150
+        if phase == "route_back":
+            assert took > 0  # the route was there and went with the agent
         # Nothing comes back: no orphan ExaBGP brings the session up again.
         await asyncio.sleep(1.2)
         assert bl.router.fib(VIP) == []
         assert session(bl)[0] != "Established"
-    assert agent.runs == len(RESTART_KILL_DELAYS)
+    assert agent.runs == len(RESTART_PHASES)
 
 
 def _rib(bl: BgpLab, prefix: str) -> dict[str, Any] | None:

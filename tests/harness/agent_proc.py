@@ -17,9 +17,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +354,56 @@ def agent_factory() -> Iterator[AgentFactory]:
                 shutil.rmtree(agent.workdir, ignore_errors=True)
 
 
+class RouteMonitor:
+    """``ip -ts monitor route`` in ``ns``: when the kernel FIB changed, as the kernel told
+    ``ip`` (no polling error). Use as a context manager; it is subscribed on entry."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.lines: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> RouteMonitor:
+        self._proc = subprocess.Popen(
+            ["ip", "-n", self.ns, "-ts", "monitor", "route"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        time.sleep(0.2)  # ip subscribes right after exec; give it time on a busy host
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(5)
+        if self._reader is not None:
+            self._reader.join(5)
+        if self._proc is not None and self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    def _read(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            m = re.match(r"\[([0-9T:.-]+)\] (.*)", line)
+            if m:
+                at = datetime.fromisoformat(m.group(1)).timestamp()  # local time, like ip
+                with self._lock:
+                    self.lines.append((at, m.group(2)))
+
+    def deleted_at(self, prefix: str, after: float) -> float | None:
+        """Wall-clock time the route to ``prefix`` was deleted, first time after ``after``."""
+        address = prefix.split("/")[0]
+        with self._lock:
+            found = [t for t, x in self.lines if t >= after and x.startswith(f"Deleted {address} ")]
+        return found[0] if found else None
+
+
 def namespace_processes(ns: str, *, besides: list[int]) -> list[int]:
     """Pids in ``ns`` other than ``besides`` (e.g. the backend)."""
     return [p for p in ns_pids(ns) if p not in besides and pid_alive(p)]
@@ -376,6 +428,7 @@ __all__ = [
     "AgentFactory",
     "AgentProc",
     "Backend",
+    "RouteMonitor",
     "agent_factory",
     "base_config",
     "namespace_processes",
