@@ -99,7 +99,7 @@ async def test_sigkill_of_the_agent_withdraws_within_150ms(
         f"agent SIGKILL -> VIP gone from the router FIB in {took * 1000:.0f} ms "
         f"(kernel event; polling saw it after {polled * 1000:.0f} ms)"
     )
-    assert took < 0.150
+    assert 0 < took < 0.150  # 0: the monitor saw no delete
     await asyncio.to_thread(agent.wait, 5)
     await wait_until(lambda: leftovers(agent, backend.proc.pid if backend.proc else None) == [], 3)
 
