@@ -67,14 +67,15 @@ def burst(args: argparse.Namespace) -> int:
     return 0
 
 
+STOP = threading.Event()  # set by SIGTERM/SIGINT: the run ends and prints its summary
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    STOP.set()
+
+
 def load(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = STOP
     period = 1.0 / args.rate
     start = time.monotonic()
     n = failures = 0
@@ -117,8 +118,8 @@ def hold(args: argparse.Namespace) -> int:
     print(json.dumps({"opened": Counter(node for _, node in conns)}), flush=True)
     broken: dict[int, str] = {}
     end = time.monotonic() + args.duration
-    while time.monotonic() < end:
-        time.sleep(0.5)
+    while time.monotonic() < end and not STOP.is_set():
+        STOP.wait(0.5)
         for i, (c, node) in enumerate(conns):
             if i in broken:
                 continue
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     args = p.parse_args(argv)
     socket.setdefaulttimeout(TIMEOUT)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     return {"burst": burst, "load": load, "hold": hold}[args.mode](args)
 
 
