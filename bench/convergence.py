@@ -218,6 +218,7 @@ def run_case(bl: BgpLab, case: Case, trials: int) -> dict[str, list[float]]:
         if agent is not None:
             agent.kill()
             kill_pids([p for p in agent.exabgp_pids()])
+            shutil.copy(agent.log_path, f"/tmp/bench-agent-{case.name}.log")
             shutil.rmtree(agent.workdir, ignore_errors=True)
         if exa is not None:
             exa.stop()

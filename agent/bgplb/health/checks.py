@@ -19,6 +19,7 @@ import aiohttp
 
 from ..config import ExecCheck, HttpCheck, IcmpCheck, TcpCheck
 from ..model import IPAddress
+from . import httpprobe
 from .command import Identity, run_command, unprivileged_identity
 from .icmp import Pinger
 from .targets import ResolvedCheck, hostport
@@ -150,6 +151,15 @@ class RealProber:
         tls: bool | ssl.SSLContext = True
         if check.type == "https":
             tls = self._tls_verify if check.verify_tls else False
+        if check.type == "http" and check.body_match is None:  # the lean path (httpprobe.py)
+            host = check.host or hostport(target.address, target.port)
+            return await httpprobe.probe(
+                target.address,
+                target.port,
+                httpprobe.request(check.path, host, USER_AGENT),
+                lambda status: expected_status(check, status),
+                check.source_address,
+            )
         headers = {"Host": check.host} if check.host else {}
         server_hostname = check.host if check.type == "https" and check.host else None
         session = self._session(check.source_address)

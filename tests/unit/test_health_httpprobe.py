@@ -1,0 +1,101 @@
+"""The lean http probe (health/httpprobe.py): status parsing and odd servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from bgplb.health import httpprobe
+
+LOCAL = ipaddress.IPv4Address("127.0.0.1")
+Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", 200),
+        (b"HTTP/1.0 503 Service Unavailable\r\n", 503),
+        (b"HTTP/1.1 204\r\n", 204),
+        (b"SSH-2.0-OpenSSH\r\n", None),
+        (b"HTTP/1.1 2x0 OK\r\n", None),
+        (b"HTTP/2 200\r\n", None),
+    ],
+)
+def test_parse_status(head: bytes, status: int | None) -> None:
+    assert httpprobe.parse_status(head) == status
+
+
+def test_request_asks_to_close() -> None:
+    text = httpprobe.request("/svc/1?x=1", "10.0.0.1:80", "ua").decode()
+    assert text.startswith("GET /svc/1?x=1 HTTP/1.1\r\nHost: 10.0.0.1:80\r\n")
+    assert "Connection: close\r\n" in text
+    assert text.endswith("\r\n\r\n")
+
+
+@contextlib.asynccontextmanager
+async def _serve(reply: Reply) -> AsyncIterator[int]:
+    """A loopback server running ``reply``; waits for every handler and closes its stream."""
+    handlers: list[asyncio.Task[None]] = []
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await reply(r, w)
+        finally:
+            w.close()
+            with contextlib.suppress(OSError):
+                await w.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        async with asyncio.timeout(2):
+            await asyncio.gather(*handlers)
+        server.close()
+        await server.wait_closed()
+
+
+async def _probe(reply: Reply) -> str | None:
+    async with _serve(reply) as port:
+        payload = httpprobe.request("/", f"127.0.0.1:{port}", "t")
+        async with asyncio.timeout(2):
+            return await httpprobe.probe(LOCAL, port, payload, lambda s: 200 <= s < 300)
+
+
+async def test_keep_alive_server_that_never_closes_is_still_answered() -> None:
+    async def reply(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await w.drain()
+        await r.read()  # keeps the connection open until the prober closes it
+
+    assert await _probe(reply) is None
+
+
+async def test_status_line_split_over_segments() -> None:
+    async def reply(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        for part in (b"HTTP/1.1 5", b"03 Busy", b"\r\n\r\n"):
+            w.write(part)
+            await w.drain()
+            await asyncio.sleep(0.02)
+
+    assert await _probe(reply) == "HTTP status 503"
+
+
+async def test_close_without_answer_and_garbage() -> None:
+    async def close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+
+    async def garbage(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"hello there\r\n")
+        await w.drain()
+
+    assert await _probe(close) == "server disconnected"
+    assert await _probe(garbage) == "malformed HTTP response"
