@@ -24,7 +24,7 @@ TIMEOUT = 480.0
 LOG = WORK / "test-observability-vm.log"
 
 
-def in_vm(command: list[str]) -> int:
+def in_vm(command: list[str], timeout: float = TIMEOUT) -> int:
     """Boot the VM, run ``command`` (cwd = repo) in it, return its exit status."""
     env = {**os.environ, "PATH": f"{VNG_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     t0 = time.monotonic()
@@ -34,7 +34,7 @@ def in_vm(command: list[str]) -> int:
     argv = ["vng", "--run", str(find_vm_kernel()), "--disable-kvm", "--memory", MEMORY]
     argv += ["--cpus", "2", f"--rwdir={WORK}", "--exec", script]
     print("==> booting a virtme-ng VM (TCG) for the IPVS half of the live observability test")
-    status = stream(argv, LOG, TIMEOUT, env)
+    status = stream(argv, LOG, timeout, env)
     print(f"==> VM finished with exit {status} after {time.monotonic() - t0:.0f}s (log: {LOG})")
     return status
 
@@ -42,13 +42,14 @@ def in_vm(command: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.observability.vm")
     ap.add_argument("--png", help="directory under _work/ for the rendered dashboards")
+    ap.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds for the whole VM")
     a = ap.parse_args(argv)
     pytest = [str(REPO / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider", "-m"]
     pytest += ["observability", "tests/observability/test_live.py", "-ra", "-s", "-q"]
     env = ["env", "BGPLB_SLOW=4", *([f"BGPLB_RENDER_PNG={a.png}"] if a.png else [])]
     if running_kernel_has_dataplane():
         return subprocess.run([*env, *pytest], cwd=REPO, check=False).returncode
-    return in_vm([*env, *pytest])
+    return in_vm([*env, *pytest], a.timeout)
 
 
 if __name__ == "__main__":
