@@ -1,16 +1,22 @@
-"""Many HTTP backends in one process: port BASE+i answers 200 to any GET and counts the
-probes per port (the path is checked to be ``/svc/i``, else 404).
+"""Many HTTP backends in one process: port BASE+i answers 200 to ``GET /svc/i`` (else 404)
+and counts the probes per port.
 
 ``python -m bench.backends ADDRESS BASE COUNT CONTROL_PORT``; ``GET /counts`` on the control
 port returns ``{"i": hits}``. Run inside the LB namespace with ``ip netns exec``. Plain asyncio
 protocols, not aiohttp: an aiohttp server costs ~1 ms of CPU per request, and at 1,000 probes a
 second on this 2-vCPU box the backend (not the agent) became the bottleneck.
+
+``python -m bench.backends toggle ADDRESS PORT``: one backend whose port SIGUSR1 closes
+(connection refused, like a killed backend) and SIGUSR2 reopens; it prints ``closed`` /
+``open`` once done. Used by the convergence benchmark: restarting a Python server takes ~1 s
+under load, which made each trial seconds longer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections import Counter
 
@@ -19,8 +25,10 @@ NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r
 
 
 class Probe(asyncio.Protocol):
-    def __init__(self, index: int, hits: Counter[int], counts: bool = False) -> None:
-        self.index, self.hits, self.counts = index, hits, counts
+    def __init__(
+        self, index: int, hits: Counter[int], counts: bool = False, any_path: bool = False
+    ) -> None:
+        self.index, self.hits, self.counts, self.any_path = index, hits, counts, any_path
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
 
@@ -37,7 +45,7 @@ class Probe(asyncio.Protocol):
             body = json.dumps({str(k): v for k, v in self.hits.items()}).encode()
             head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             self.transport.write(head.encode() + body)
-        elif path == f"/svc/{self.index}".encode():
+        elif self.any_path or path == f"/svc/{self.index}".encode():
             self.hits[self.index] += 1
             self.transport.write(OK)
         else:
@@ -55,6 +63,34 @@ async def serve(address: str, base: int, count: int, control: int) -> None:
     await asyncio.Event().wait()
 
 
+async def toggle(address: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    hits: Counter[int] = Counter()
+    state: dict[str, asyncio.Server | None] = {"server": None}
+
+    async def open_() -> None:
+        if state["server"] is None:
+            state["server"] = await loop.create_server(
+                lambda: Probe(0, hits, any_path=True), address, port, reuse_address=True
+            )
+        print("open", flush=True)
+
+    def close() -> None:
+        server = state["server"]
+        if server is not None:
+            server.close()
+            state["server"] = None
+        print("closed", flush=True)
+
+    loop.add_signal_handler(signal.SIGUSR1, close)
+    loop.add_signal_handler(signal.SIGUSR2, lambda: asyncio.ensure_future(open_()))
+    await open_()
+    await asyncio.Event().wait()
+
+
 if __name__ == "__main__":
-    addr, base_, count_, control_ = sys.argv[1:5]
-    asyncio.run(serve(addr, int(base_), int(count_), int(control_)))
+    if sys.argv[1] == "toggle":
+        asyncio.run(toggle(sys.argv[2], int(sys.argv[3])))
+    else:
+        addr, base_, count_, control_ = sys.argv[1:5]
+        asyncio.run(serve(addr, int(base_), int(count_), int(control_)))

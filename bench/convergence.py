@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tests.harness.agent_proc import BACKEND_PORT, Backend
+from tests.harness.agent_proc import BACKEND_PORT
 from tests.harness.frr import BgpLab
 from tests.harness.netns import kill_pids
 
@@ -33,9 +33,9 @@ from .lab import (
     FibProbe,
     Record,
     bgp_lab,
+    load_logged,
     log_since,
     make_agent,
-    make_backend,
     save,
     save_raw,
     stats,
@@ -115,21 +115,46 @@ def start_scale_backends(ns: str, address: str, count: int) -> subprocess.Popen[
     return proc
 
 
-def hang(backend: Backend) -> None:
-    assert backend.proc is not None
-    os.kill(backend.proc.pid, signal.SIGSTOP)
+class ToggleBackend:
+    """``bench.backends toggle`` in the LB namespace: ``stop`` closes its port (a killed
+    backend: connection refused), ``start`` reopens it, ``hang``/``unhang`` SIGSTOP/SIGCONT it."""
 
+    def __init__(self, ns: str, address: str, port: int) -> None:
+        argv = ["ip", "netns", "exec", ns, str(PY), "-m", "bench.backends", "toggle", address]
+        self.proc = subprocess.Popen(
+            [*argv, str(port)], stdout=subprocess.PIPE, cwd=REPO, start_new_session=True
+        )
+        self._expect(b"open")
 
-def unhang(backend: Backend) -> None:
-    assert backend.proc is not None
-    os.kill(backend.proc.pid, signal.SIGCONT)
+    def _expect(self, word: bytes) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if line != word:
+            raise RuntimeError(f"toggle backend said {line!r}, expected {word!r}")
+
+    def stop(self) -> None:
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        self._expect(b"closed")
+
+    def start(self) -> None:
+        os.kill(self.proc.pid, signal.SIGUSR2)
+        self._expect(b"open")
+
+    def hang(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def unhang(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        self.unhang()
+        kill_pids([self.proc.pid])
 
 
 def run_case(bl: BgpLab, case: Case, trials: int) -> dict[str, list[float]]:
     n = 2 if case.who == "baseline" else 1
     vip = "10.99.0.2" if case.who == "baseline" else "10.99.0.1"
-    backend = make_backend(bl, n)
-    backend.start()
+    backend = ToggleBackend(bl.lb_ns[n - 1], bl.lb_v4(n), BACKEND_PORT)
     agent: BenchAgent | None = None
     exa: ExaBGPHealthcheck | None = None
     scale: subprocess.Popen[bytes] | None = None
@@ -168,13 +193,13 @@ def run_case(bl: BgpLab, case: Case, trials: int) -> dict[str, list[float]]:
             if case.failure == "killed":
                 backend.stop()
             else:
-                hang(backend)
+                backend.hang()
             t1 = probe.wait(vip, False, 15)
             time.sleep(0.3 + random.uniform(0, case.interval))
             if case.failure == "killed":
                 backend.start()
             else:
-                unhang(backend)
+                backend.unhang()
             t2 = time.time()
             t3 = probe.wait(vip, True, 15)
             out["total"].append((t1 - t0) * 1000)
@@ -224,9 +249,7 @@ def run_case(bl: BgpLab, case: Case, trials: int) -> dict[str, list[float]]:
             exa.stop()
         if scale is not None:
             kill_pids([scale.pid])
-        if backend.proc is not None:
-            unhang(backend)
-        backend.stop()
+        backend.close()
     return out
 
 
@@ -255,7 +278,7 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(CASES))
     args = ap.parse_args()
     random.seed()
-    with bgp_lab(n_lbs=2) as bl:
+    with load_logged("convergence"), bgp_lab(n_lbs=2) as bl:
         baseline_p50: float | None = None
         for name in args.cases.split(","):
             case = CASES[name]

@@ -270,6 +270,16 @@ def save(records: list[Record]) -> None:
     RESULTS.write_text(json.dumps(kept + new, indent=1) + "\n")
 
 
+@contextlib.contextmanager
+def load_logged(name: str) -> Iterator[None]:
+    """Write the load average at the start and the end of a run to raw/load-NAME.json."""
+    start = os.getloadavg()
+    try:
+        yield
+    finally:
+        save_raw(f"load-{name}", {"start": start, "end": os.getloadavg()})
+
+
 def save_raw(name: str, data: Any) -> None:
     RAW.mkdir(parents=True, exist_ok=True)
     (RAW / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")

@@ -31,7 +31,7 @@ from .convergence import (
     scale_vip,
     start_scale_backends,
 )
-from .lab import Record, bgp_lab, cpu_percent, make_agent, rss_kib, save, save_raw
+from .lab import Record, bgp_lab, cpu_percent, load_logged, make_agent, rss_kib, save, save_raw
 
 BENCH = "3 scale"
 COMMAND = "make bench (python -m bench.scale)"
@@ -241,7 +241,7 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--baseline", type=int, default=20)
     args = ap.parse_args()
-    with bgp_lab(n_lbs=2) as bl:
+    with load_logged("scale"), bgp_lab(n_lbs=2) as bl:
         base = None
         if args.baseline:
             print(f"== baseline: ExaBGP healthcheck x {args.baseline}", flush=True)

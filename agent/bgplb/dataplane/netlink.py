@@ -211,6 +211,12 @@ class NetlinkDataplane:
             log.info("ownership record: forgetting objects that are gone")
             self._store.update(pruned)
 
+    async def _persist(self, record: OwnershipRecord) -> None:
+        """``store.update`` off the event loop: it fsyncs the file and its directory, which
+        took seconds under disk contention and then starved the health checks (bench/)."""
+        if record != self._store.record:
+            await asyncio.to_thread(self._store.update, record)
+
     async def _find_link(self, name: str) -> KernelLink | None:
         return next((x for x in await self._rtnl.links() if x.name == name), None)
 
@@ -240,7 +246,7 @@ class NetlinkDataplane:
         link = await self._find_link(spec.name)
         if link is not None and not owns_link(link, store.record):
             raise DataplaneError(f"link {spec.name} exists and is not ours ({link.kind or 'nic'})")
-        store.update(store.record.with_link(spec.name))
+        await self._persist(store.record.with_link(spec.name))
         if link is None:
             await self._rtnl.add_dummy(spec.name)
             link = await self._find_link(spec.name)
@@ -255,7 +261,7 @@ class NetlinkDataplane:
             await self._rtnl.delete_link(link)
         elif link is not None:
             log.warning("not removing link %s: it is not ours", spec.name)
-        store.update(store.record.without_link(spec.name))
+        await self._persist(store.record.without_link(spec.name))
 
     async def _kernel_address(
         self, spec: AddressSpec
@@ -280,13 +286,13 @@ class NetlinkDataplane:
         if link is None:
             raise DataplaneError(f"cannot add {spec.address}: no interface {spec.ifname}")
         before = store.record
-        store.update(before.with_address(spec))
+        await self._persist(before.with_address(spec))
         if await self._rtnl.add_address(link.index, link.name, spec.address):
             return
         _, addr = await self._kernel_address(spec)  # already there: whose is it?
         if addr is not None and owns_address(addr, before):
             return
-        store.update(store.record.without_address(spec))
+        await self._persist(store.record.without_address(spec))
         raise DataplaneError(f"{spec.address} is already on {spec.ifname} and is not ours")
 
     async def _remove_address(self, spec: AddressSpec) -> None:
@@ -296,7 +302,7 @@ class NetlinkDataplane:
             await self._rtnl.delete_address(addr)
         elif addr is not None:
             log.warning("not removing %s from %s: it is not ours", spec.address, spec.ifname)
-        store.update(store.record.without_address(spec))
+        await self._persist(store.record.without_address(spec))
 
     async def _put_service(self, spec: VirtualServiceSpec) -> None:
         await self._require_ipvs()
@@ -305,9 +311,9 @@ class NetlinkDataplane:
             if not await self._ipvs.set_service(spec):
                 await self._ipvs.add_service(spec)
             return
-        store.update(store.record.with_service(spec.key))
+        await self._persist(store.record.with_service(spec.key))
         if not await self._ipvs.add_service(spec):
-            store.update(store.record.without_service(spec.key))
+            await self._persist(store.record.without_service(spec.key))
             raise DataplaneError(f"IPVS service {spec.key} exists and is not ours")
 
     async def _remove_service(self, key: VirtualServiceKey) -> None:
@@ -317,7 +323,7 @@ class NetlinkDataplane:
             return
         await self._require_ipvs()
         await self._ipvs.delete_service(key)
-        store.update(store.record.without_service(key))
+        await self._persist(store.record.without_service(key))
 
     async def _put_real_server(self, spec: RealServerSpec) -> None:
         await self._require_ipvs()
@@ -326,7 +332,7 @@ class NetlinkDataplane:
             raise DataplaneError(
                 f"IPVS service {spec.key.service} is not ours: not adding {spec.key}"
             )
-        store.update(store.record.with_real_server(spec.key))
+        await self._persist(store.record.with_real_server(spec.key))
         # A real server already in *our* service is claimed: the service is ours.
         if not await self._ipvs.add_dest(spec) and not await self._ipvs.set_dest(spec):
             await self._ipvs.add_dest(spec)
@@ -338,4 +344,4 @@ class NetlinkDataplane:
             return
         await self._require_ipvs()
         await self._ipvs.delete_dest(key)
-        store.update(store.record.without_real_server(key))
+        await self._persist(store.record.without_real_server(key))
