@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.agent_proc import TOKEN, AgentFactory, AgentProc
+from tests.harness.agent_proc import TOKEN, AgentFactory, AgentProc, RouteMonitor
 from tests.harness.frr import BgpLab, wait_until
 
 pytestmark = pytest.mark.bgp
@@ -44,10 +44,39 @@ def drained_at(agent: AgentProc) -> float:
     return datetime.fromisoformat(events[0]["timestamp"]).timestamp()
 
 
-async def _out_of_fib(bl: BgpLab, t0: float) -> float:
-    """Seconds from ``t0`` (wall clock) until lb1 alone is in the FIB."""
-    await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], DRAIN_DELAY)
-    return time.time() - t0
+def _withdrawn_at(agent: AgentProc, t0: float) -> float:
+    """Seconds from ``t0`` until the agent decided to withdraw ``web`` (from its log)."""
+    decisions = agent.events("service_decision")
+    for x in decisions:
+        at = datetime.fromisoformat(x["timestamp"]).timestamp()
+        if x["service"] == "web" and x["decision"] == "withdraw" and at > t0:
+            assert x["reason"] == "draining", decisions  # not a failed check
+            return at - t0
+    raise AssertionError(f"the agent never withdrew the drained service: {decisions}")
+
+
+def _assert_kept_until_withdraw(
+    agent: AgentProc, t0: float, samples: list[tuple[float, Any]], gone: float, out: float
+) -> None:
+    """The node left the multipath set long before the withdraw; the agent withdraws after
+    drain_delay; until then the router kept the path (it was first seen gone only after the
+    agent's withdraw), and follows at once."""
+    withdraw = _withdrawn_at(agent, t0)
+    assert out < 1.0 < withdraw
+    print(f"  agent withdrew {withdraw:.2f}s after the drain; router saw it gone by {gone:.2f}s")
+    assert DRAIN_DELAY - 0.05 <= withdraw < DRAIN_DELAY + 0.5
+    assert gone >= withdraw - 0.05
+    assert gone < withdraw + 1.5
+    assert samples[-1][0] < gone
+
+
+async def _out_of_fib(bl: BgpLab, t0: float, fib_events: RouteMonitor) -> float:
+    """Seconds from ``t0`` (wall clock) until the router's kernel had lb1 alone for VIP."""
+    await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], DRAIN_DELAY + 1)
+    await asyncio.sleep(0.1)  # let the monitor's reader catch up
+    changed = fib_events.changed_at(VIP, t0, [bl.lb_v4(1)])
+    assert changed is not None, fib_events.lines
+    return changed - t0
 
 
 async def _watch_drain(bl: BgpLab, node: str, t0: float) -> tuple[list[tuple[float, Any]], float]:
@@ -72,10 +101,11 @@ async def test_drain_over_ebgp_via_cli(bgp_lab_factory, agent_factory: AgentFact
     bl: BgpLab = bgp_lab_factory(n_lbs=2)
     agents = await _two_agents(bl, agent_factory)
     node = bl.lb_v4(2)
-    res = agents[1].cli("drain", "web")
-    print(f"bgp-lb drain web: {res.stdout.strip()}")
-    t0 = drained_at(agents[1])
-    out_of_fib = await _out_of_fib(bl, t0)
+    with RouteMonitor(bl.router.ns) as fib_events:
+        res = agents[1].cli("drain", "web")
+        print(f"bgp-lb drain web: {res.stdout.strip()}")
+        t0 = drained_at(agents[1])
+        out_of_fib = await _out_of_fib(bl, t0, fib_events)
     print(f"eBGP drain -> node out of the multipath set after {out_of_fib * 1000:.0f} ms")
     samples, gone = await _watch_drain(bl, node, t0)
     print(f"eBGP drain -> withdrawn after {gone:.2f}s (drain_delay {DRAIN_DELAY}s)")
@@ -86,8 +116,7 @@ async def test_drain_over_ebgp_via_cli(bgp_lab_factory, agent_factory: AgentFact
         assert not p.get("multipath")
         assert not p.get("bestpath")
         assert p["valid"] is True  # still announced: the node still takes old flows
-    assert drained[-1][0] >= DRAIN_DELAY - 0.2  # kept for the drain delay...
-    assert gone < DRAIN_DELAY + 1.0  # ...then withdrawn
+    _assert_kept_until_withdraw(agents[1], t0, samples, gone, out_of_fib)
     assert bl.router.fib(VIP) == [bl.lb_v4(1)]
     web = agents[1].status()["services"][0]
     assert web["drained"] is True
@@ -107,10 +136,11 @@ async def test_drain_over_ibgp_via_http(bgp_lab_factory, agent_factory: AgentFac
     refused = subprocess.run([*argv[:-3], url], capture_output=True, text=True, timeout=10)
     assert refused.returncode != 0  # no token: refused, nothing drained
     assert agents[1].status()["services"][0]["drained"] is False
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
-    print(f"POST drain: {res.stdout.strip()}")
-    t0 = drained_at(agents[1])
-    out_of_fib = await _out_of_fib(bl, t0)
+    with RouteMonitor(bl.router.ns) as fib_events:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+        print(f"POST drain: {res.stdout.strip()}")
+        t0 = drained_at(agents[1])
+        out_of_fib = await _out_of_fib(bl, t0, fib_events)
     print(f"iBGP drain -> node out of the multipath set after {out_of_fib * 1000:.0f} ms")
     samples, gone = await _watch_drain(bl, node, t0)
     print(f"iBGP drain -> withdrawn after {gone:.2f}s (drain_delay {DRAIN_DELAY}s)")
@@ -121,6 +151,5 @@ async def test_drain_over_ibgp_via_http(bgp_lab_factory, agent_factory: AgentFac
         assert p["valid"] is True  # kept (an iBGP path is no loop), just not best
         assert not p.get("multipath")
         assert not p.get("bestpath")
-    assert drained[-1][0] >= DRAIN_DELAY - 0.2
-    assert gone < DRAIN_DELAY + 1.0
+    _assert_kept_until_withdraw(agents[1], t0, samples, gone, out_of_fib)
     assert bl.router.fib(VIP) == [bl.lb_v4(1)]

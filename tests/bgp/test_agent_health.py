@@ -6,12 +6,17 @@ from datetime import datetime
 
 import pytest
 
-from tests.harness.agent_proc import AgentFactory, peer, service
+from tests.harness.agent_proc import FAST_CHECK, AgentFactory, peer, service
 from tests.harness.frr import BgpLab, wait_until
 
 pytestmark = pytest.mark.bgp
 
 VIP = "10.99.0.1/32"
+
+
+def _web(bl: BgpLab) -> dict[str, object]:
+    """``web``: VIP 10.99.0.1, http check of lb1's backend every 0.2 s, rise 2, fall 2."""
+    return service("web", ["10.99.0.1"], bl.lb_v4(1), timing=FAST_CHECK)
 
 
 def _ts(line: dict[str, object]) -> datetime:
@@ -20,7 +25,7 @@ def _ts(line: dict[str, object]) -> datetime:
 
 async def test_rise_fall_and_return(bgp_lab_factory, agent_factory: AgentFactory) -> None:  # type: ignore[no-untyped-def]
     bl: BgpLab = bgp_lab_factory(n_lbs=1)
-    agent, backend = agent_factory(bl, 1)
+    agent, backend = agent_factory(bl, 1, services=[_web(bl)])
     took = await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 15)
     print(f"agent start -> VIP in the router FIB: {took:.2f}s")
     lines = agent.log_lines()
@@ -63,7 +68,7 @@ async def test_rise_fall_and_return(bgp_lab_factory, agent_factory: AgentFactory
 async def test_not_announced_before_rise(bgp_lab_factory, agent_factory: AgentFactory) -> None:  # type: ignore[no-untyped-def]
     """A backend that never answers: the session comes up, the VIP is never announced."""
     bl: BgpLab = bgp_lab_factory(n_lbs=1)
-    agent, backend = agent_factory(bl, 1, start=False)
+    agent, backend = agent_factory(bl, 1, services=[_web(bl)], start=False)
     backend.stop()
     agent.start()
     await wait_until(lambda: _peer_up(agent.status()), 15, interval=0.1)

@@ -37,13 +37,22 @@ TOKEN = "agent-test-token-5e1f"
 BACKEND_PORT = 8080
 API_PORT = 9180
 
-# Fast checks keep the tests quick: up after 2 x 0.2 s, down after 2 failed probes.
+# Fast checks for the health tests: up after 2 x 0.2 s, down after 2 failed probes.
 FAST_CHECK: dict[str, Any] = {
     "interval": 0.2,
     "fast_interval": 0.2,
-    "timeout": 0.15,
+    "timeout": 0.15,  # the config wants timeout < interval
     "rise": 2,
     "fall": 2,
+}
+# Where health is not what a test is about: as quick to come up, but a probe slowed by a busy
+# host (other test suites, VMs) does not withdraw the route in the middle of the test.
+STEADY_CHECK: dict[str, Any] = {
+    "interval": 0.5,
+    "fast_interval": 0.2,
+    "timeout": 0.45,
+    "rise": 2,
+    "fall": 3,
 }
 
 
@@ -59,14 +68,19 @@ def peer(bl: BgpLab, n: int, v6: bool = False, **extra: Any) -> dict[str, Any]:
 
 
 def service(
-    name: str, vips: list[str], check_address: str, check: str = "http", **extra: Any
+    name: str,
+    vips: list[str],
+    check_address: str,
+    check: str = "http",
+    timing: dict[str, Any] = STEADY_CHECK,
+    **extra: Any,
 ) -> dict[str, Any]:
     """An announce-mode service (VIPs on ``lo``) checked against the namespace's backend."""
     probe: dict[str, Any] = {
         "type": check,
         "address": check_address,
         "port": BACKEND_PORT,
-        **FAST_CHECK,
+        **timing,
     }
     return {
         "name": name,
@@ -309,7 +323,8 @@ def agent_factory() -> Iterator[AgentFactory]:
     (agent, backend): lbN's backend is up and the agent started (its API answers).
 
     Defaults: a v4 session to r1 and one service ``web`` with VIP 10.99.0.1 and an http check
-    of the backend at lbN's address. Everything is SIGKILLed and removed afterwards."""
+    (``STEADY_CHECK``) of the backend at lbN's address. Everything is SIGKILLed and removed
+    afterwards."""
     made: list[tuple[AgentProc, Backend]] = []
 
     def make(
@@ -396,6 +411,18 @@ class RouteMonitor:
                 with self._lock:
                     self.lines.append((at, m.group(2)))
 
+    def changed_at(self, prefix: str, after: float, via: list[str]) -> float | None:
+        """Wall-clock time the route to ``prefix`` was (re)installed with exactly the next
+        hops ``via``, first time after ``after``."""
+        address = prefix.split("/")[0]
+        with self._lock:
+            for t, x in self.lines:
+                if t >= after and x.startswith(f"{address} "):
+                    hops = sorted(re.findall(r"via (\S+)", x))
+                    if hops == sorted(via):
+                        return t
+        return None
+
     def deleted_at(self, prefix: str, after: float) -> float | None:
         """Wall-clock time the route to ``prefix`` was deleted, first time after ``after``."""
         address = prefix.split("/")[0]
@@ -424,6 +451,7 @@ def promtool_check(text: str) -> str:
 
 __all__ = [
     "FAST_CHECK",
+    "STEADY_CHECK",
     "TOKEN",
     "AgentFactory",
     "AgentProc",
