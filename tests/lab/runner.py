@@ -285,6 +285,8 @@ class Lab:
     def _spawn(self, node: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = (self.node_dir(node) / f"{name}.log").open("ab")
         env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        # under TCG a starting ExaBGP needs far longer than the agent's default to connect back
+        env.setdefault("BGPLB_EXABGP_CONNECT_TIMEOUT", "300")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(node), *argv],
             stdin=subprocess.DEVNULL,
@@ -354,6 +356,8 @@ class Lab:
 
     def copy_logs(self, target: Path) -> None:
         """Copy the nodes' logs (agents, backends, FRR) and client records to ``target``."""
+        if not self.dir.is_dir():  # already removed (and copied) by an earlier down()
+            return
         with contextlib.suppress(OSError):
             shutil.rmtree(target, ignore_errors=True)
             for log in [*self.dir.glob("*/**/*.log"), *self.dir.glob("*.jsonl")]:

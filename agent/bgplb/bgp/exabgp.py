@@ -62,6 +62,10 @@ class ExaBGPSpeaker:
         self._netns = netns
         self._exabgp = list(exabgp) if exabgp else [_exabgp_binary()]
         self._io_timeout = io_timeout
+        # How long a started ExaBGP may take to connect its API relay. Slow machines (the lab's
+        # TCG VM: Python start-up takes tens of seconds) raise it: BGPLB_EXABGP_CONNECT_TIMEOUT.
+        env_connect = os.environ.get("BGPLB_EXABGP_CONNECT_TIMEOUT", "")
+        self._connect_timeout = float(env_connect) if env_connect else 3 * io_timeout
         self._stop_timeout = stop_timeout
         self._backoff = (backoff_initial, backoff_max, stable_after)
         self.commands_sent = 0
@@ -417,7 +421,7 @@ class ExaBGPSpeaker:
             self._proc = None
 
     async def _connect_watchdog(self, proc: asyncio.subprocess.Process) -> None:
-        await self._clock.sleep(3 * self._io_timeout)
+        await self._clock.sleep(self._connect_timeout)
         if self._writer is None and proc.returncode is None:
             log.warning("exabgp api relay did not connect; restarting exabgp")
             await process.terminate(proc, self._stop_timeout)
