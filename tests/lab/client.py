@@ -5,8 +5,8 @@ Standard library only (it starts fast under TCG). Every request names the node t
     burst --count N VIP...           N requests per VIP, a new TCP connection each; prints one
                                      JSON summary: per-VIP counts per node, failures, errors
     load --rate R --duration S VIP...  new connection per request at R requests/s (VIPs taken in
-                                     turn) until S seconds pass or SIGTERM/SIGINT; prints one JSON
-                                     line per request, then a summary line
+                                     turn, --workers threads share the rate) until S seconds pass
+                                     or SIGTERM/SIGINT; one JSON line per request, then a summary
     hold --count N --duration S VIP  N long-lived keep-alive connections, one request on each every
                                      0.5 s; counts the connections that got reset (not hidden)
 """
@@ -75,30 +75,49 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def load(args: argparse.Namespace) -> int:
-    stop = STOP
-    period = 1.0 / args.rate
-    start = time.monotonic()
-    n = failures = 0
+    """``--workers`` threads share the rate, so one slow request does not lower it."""
+    lock = threading.Lock()
+    counter = iter(range(1 << 62))
     nodes: Counter[str] = Counter()
-    next_at = start
-    while not stop.is_set() and time.monotonic() - start < args.duration:
-        vip = args.vips[n % len(args.vips)]
-        t = time.time()
-        rec: dict[str, object] = {"t": round(t, 3), "vip": vip}
-        try:
-            node = request(vip, args.port, _source_for(vip, args.source))
-            rec["node"] = node
-            nodes[node] += 1
-        except (OSError, RuntimeError, http.client.HTTPException) as e:
-            rec["error"] = f"{type(e).__name__}: {e}"
-            failures += 1
-        rec["ms"] = round((time.time() - t) * 1000, 1)
-        print(json.dumps(rec), flush=True)
-        n += 1
-        next_at += period
-        stop.wait(max(0.0, next_at - time.monotonic()))
+    failures = [0]
+    start = time.monotonic()
+    period = args.workers / args.rate
+
+    def worker(offset: float) -> None:
+        next_at = start + offset
+        while not STOP.is_set() and time.monotonic() - start < args.duration:
+            with lock:
+                n = next(counter)
+            vip = args.vips[n % len(args.vips)]
+            t = time.time()
+            rec: dict[str, object] = {"t": round(t, 3), "vip": vip}
+            try:
+                node = request(vip, args.port, _source_for(vip, args.source))
+                rec["node"] = node
+            except (OSError, RuntimeError, http.client.HTTPException) as e:
+                node = None
+                rec["error"] = f"{type(e).__name__}: {e}"
+            rec["ms"] = round((time.time() - t) * 1000, 1)
+            with lock:
+                if node is None:
+                    failures[0] += 1
+                else:
+                    nodes[node] += 1
+                print(json.dumps(rec), flush=True)
+            next_at += period
+            STOP.wait(max(0.0, next_at - time.monotonic()))
+
+    threads = [
+        threading.Thread(target=worker, args=(i * period / args.workers,), daemon=True)
+        for i in range(args.workers)
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
     elapsed = time.monotonic() - start
-    summary = {"summary": True, "requests": n, "failures": failures, "nodes": dict(nodes)}
+    n = sum(nodes.values()) + failures[0]
+    summary = {"summary": True, "requests": n, "failures": failures[0], "nodes": dict(nodes)}
     summary["rate"] = round(n / elapsed, 1) if elapsed else 0.0
     print(json.dumps(summary), flush=True)
     return 0
@@ -157,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=100)
     p.add_argument("--rate", type=float, default=25.0)
     p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--workers", type=int, default=4, help="load: threads sharing the rate")
     args = p.parse_args(argv)
     socket.setdefaulttimeout(TIMEOUT)
     signal.signal(signal.SIGTERM, _stop)

@@ -105,7 +105,7 @@ def restore_backend(lab: Lab, node: str, timeout: float) -> Convergence:
 
 
 def drain_under_load(
-    lab: Lab, node: str, service: str, workdir: Path, rate: float = 25.0, held: int = 12
+    lab: Lab, node: str, service: str, workdir: Path, rate: float = 30.0, held: int = 12
 ) -> DrainResult:
     """Drain ``node`` while a client opens a new connection per request at ``rate``/s and
     ``held`` long-lived connections stay open; then undrain it."""
