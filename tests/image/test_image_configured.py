@@ -245,10 +245,12 @@ def test_unit_hardening_and_exabgp_in_the_agents_cgroup(node: Node) -> None:
     props = node.ssh.run(
         "systemctl show bgp-lb.service -p Type -p KillMode -p CapabilityBoundingSet "
         "-p NoNewPrivileges -p ProtectSystem -p TimeoutStopUSec -p WatchdogUSec -p Restart "
-        "-p StartLimitBurst -p PrivateTmp"
+        "-p StartLimitBurst -p PrivateTmp -p StartLimitIntervalUSec"
     )
     values = dict(line.split("=", 1) for line in props.splitlines() if "=" in line)
     assert values["Type"] == "notify"
+    assert values["StartLimitBurst"] == "5"
+    assert values["StartLimitIntervalUSec"] == "10min"
     assert values["KillMode"] == "mixed"
     assert set(values["CapabilityBoundingSet"].split()) == {
         "cap_net_admin", "cap_net_bind_service", "cap_net_raw"
@@ -256,7 +258,20 @@ def test_unit_hardening_and_exabgp_in_the_agents_cgroup(node: Node) -> None:
     assert values["NoNewPrivileges"] == "yes"
     assert values["ProtectSystem"] == "strict"
     assert values["Restart"] == "on-failure"
-    assert values["WatchdogUSec"] != "0"
+    assert values["WatchdogUSec"] == "30s"
+    # Up for longer than WatchdogSec without a restart: the agent's WATCHDOG=1 pings arrive.
+    mono = node.ssh.run(
+        "systemctl show -p ActiveEnterTimestampMonotonic -p NRestarts bgp-lb.service; "
+        "cat /proc/uptime"
+    ).split()
+    shown = dict(x.split("=", 1) for x in mono if "=" in x)
+    uptime = float(mono[-2])
+    active_for = uptime - int(shown["ActiveEnterTimestampMonotonic"]) / 1e6
+    assert shown["NRestarts"] == "0"
+    if active_for < 35:
+        time.sleep(35 - active_for)
+    assert node.ssh.run("systemctl show -p NRestarts --value bgp-lb.service").strip() == "0"
+    assert node.ssh.run("systemctl is-active bgp-lb.service").strip() == "active"
     procs = node.ssh.run("cat /sys/fs/cgroup/system.slice/bgp-lb.service/cgroup.procs")
     cmdlines = node.ssh.run(
         "for p in $(cat /sys/fs/cgroup/system.slice/bgp-lb.service/cgroup.procs); do "
