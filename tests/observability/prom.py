@@ -91,8 +91,17 @@ class PromServer:
         return ""
 
     def curl(self, path: str) -> str | None:
-        argv = ["ip", "netns", "exec", self.ns, "curl", "-sf", "--max-time", "5", self.url + path]
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        argv = ["ip", "netns", "exec", self.ns, "curl", "-sf", "--max-time", str(5 * SLOW)]
+        try:
+            res = subprocess.run(
+                [*argv, self.url + path],
+                capture_output=True,
+                text=True,
+                timeout=10 * SLOW,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:  # a loaded TCG guest: try again
+            return None
         return res.stdout if res.returncode == 0 else None
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -130,4 +139,6 @@ class PromServer:
         self, *argv: str | Path, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         cmd = ["ip", "netns", "exec", self.ns, *[str(a) for a in argv]]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout * SLOW, check=False
+        )

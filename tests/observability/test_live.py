@@ -40,7 +40,7 @@ from tests.harness.netns import kill_pids, run, tempdir
 from tests.harness.vm import running_kernel_has_dataplane
 
 from .conftest import DASHBOARDS, REPO
-from .prom import PromServer
+from .prom import SLOW, PromServer
 
 pytestmark = pytest.mark.observability
 
@@ -161,6 +161,7 @@ def stack() -> Iterator[Stack]:
     frr_dir = tempdir("frr")
     os.chmod(frr_dir, 0o755)  # the FRR daemons run as user frr
     bl = build_bgp_lab(frr_dir, n_lbs=2)
+    bl.router.command_timeout = 10.0 * SLOW  # vtysh calls in the TCG guest
     agents: list[tuple[AgentProc, Backend]] = []
     prom = PromServer(
         bl.router.ns,
@@ -210,14 +211,14 @@ def _traffic(stack: Stack, requests: int = 60) -> None:
     run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1")
     curl = f"curl -s -o /dev/null --max-time 2 http://{IPVS_VIP}/"
     loop = f"for i in $(seq {requests}); do {curl}; done"
-    run("ip", "netns", "exec", ns, "bash", "-c", loop, timeout=120)
+    run("ip", "netns", "exec", ns, "bash", "-c", loop, timeout=120 * SLOW)
 
 
 def test_agent_metrics_pass_promtool(stack: Stack) -> None:
     """``curl /metrics | promtool check metrics`` on both listeners of every agent."""
     for n, (agent, _) in enumerate(stack.agents, start=1):
         for url in (f"{agent.api}/metrics", f"http://{stack.bl.lb_v4(n)}:{METRICS_PORT}/metrics"):
-            text = _curl(agent.ns, url)[1]
+            text = _curl(agent.ns, url, timeout=10 * SLOW)[1]
             assert "bgplb_service_decision" in text
             assert promtool_check(text) == "", url
 
