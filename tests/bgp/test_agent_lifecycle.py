@@ -53,25 +53,36 @@ async def test_sigterm_withdraws_keeps_session_for_grace_then_exits_0(
     await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 15)
     assert session(bl) == ("Established", 1)
     assert "10.99.0.1/32" in run("ip", "-n", agent.ns, "addr", "show", "dev", "lo")
-    t0 = time.monotonic()
-    agent.signal(signal.SIGTERM)
-    # The route goes by UPDATE: the session is still up when the FIB loses the VIP.
-    withdrawn = await wait_until(lambda: bl.router.fib(VIP) == [], 2, interval=0.01)
-    assert session(bl) == ("Established", 0)
-    established_until = withdrawn
-    while time.monotonic() - t0 < grace + 5:
-        state, pfx = session(bl)
-        if state != "Established":
-            break
-        assert pfx == 0
-        established_until = time.monotonic() - t0
-        await asyncio.sleep(0.05)
-    closed = time.monotonic() - t0
+    with RouteMonitor(bl.router.ns) as fib_events:
+        t0 = time.time()
+        agent.signal(signal.SIGTERM)
+        # The route goes by UPDATE: the session is still up when the FIB loses the VIP.
+        await wait_until(lambda: bl.router.fib(VIP) == [], 2, interval=0.01)
+        assert session(bl) == ("Established", 0)
+        up_samples = 1
+        while time.time() - t0 < grace + 5:
+            state, pfx = session(bl)
+            if state != "Established":
+                break
+            assert pfx == 0
+            up_samples += 1
+            await asyncio.sleep(0.05)
+    deleted = fib_events.deleted_at(VIP, t0)
+    down = _frr_session_down_at(bl, t0)
+    assert deleted is not None
+    assert down is not None
+    withdrawn, closed = deleted - t0, down - t0
     print(
-        f"SIGTERM: VIP out of the FIB after {withdrawn * 1000:.0f} ms, session up until "
-        f"{established_until:.2f}s, closed by {closed:.2f}s (grace {grace}s)"
+        f"SIGTERM: VIP out of the router FIB after {withdrawn * 1000:.0f} ms (kernel event), "
+        f"FRR saw the session Established with 0 prefixes {up_samples} times, logged it down "
+        f"{closed:.2f}s after the SIGTERM (grace {grace}s)"
     )
-    assert established_until >= withdrawn + grace - 0.3
+    assert withdrawn < 1.0
+    assert up_samples >= 5
+    # The agent starts the grace once the withdraw is written; the router's FIB follows a
+    # few ms later (more on a busy host).
+    assert closed >= grace
+    assert closed - withdrawn >= grace - 0.2
     assert closed < grace + 3
     code = await asyncio.to_thread(agent.wait, 10)
     assert code == 0
