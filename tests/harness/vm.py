@@ -34,7 +34,7 @@ PYTEST_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",  # the guest sees the host's tree
     "PYTHONUNBUFFERED": "1",
 }
-DEFAULT_TIMEOUT = 540.0  # the whole VM run, boot included
+DEFAULT_TIMEOUT = 840.0  # the whole VM run, boot included (~2-4 min on an idle machine)
 
 
 def running_kernel_has_dataplane() -> bool:

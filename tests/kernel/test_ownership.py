@@ -4,11 +4,10 @@ every action is idempotent, and kernel events wake the reconciler."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
-from pyroute2 import AsyncIPRoute, AsyncIPVS, IPVSDest, IPVSService
+from pyroute2 import AsyncIPRoute, AsyncIPVS, IPVSService
 
 from bgplb.dataplane.base import DataplaneError
 from bgplb.dataplane.netlink import NetlinkDataplane
@@ -31,62 +30,16 @@ from bgplb.model import (
 )
 
 from .conftest import Topology
+from .foreign import (
+    ALL_THERE,
+    FOREIGN_VS,
+    add_foreign_objects,
+    foreign_objects_present,
+    kernel_names,
+)
 from .specs import actions_to, converge, ip, service_state, union
 
 pytestmark = pytest.mark.kernel
-
-FOREIGN_VS = VirtualServiceKey(ip("10.99.0.60"), 80, Protocol.TCP)
-
-
-async def add_foreign_objects(node: str) -> None:
-    """What an operator (or another tool) made: never ours."""
-    async with AsyncIPRoute(netns=node) as ipr:
-        await ipr.link("add", ifname="foreign0", kind="dummy")
-        await ipr.link("add", ifname="taken", kind="dummy")  # a name one of our services wants
-        index = (await ipr.link_lookup(ifname="foreign0"))[0]
-        await ipr.link("set", index=index, state="up")
-        await ipr.addr("add", index=index, address="10.99.0.50", prefixlen=32)
-        await ipr.addr("add", index=1, address="10.99.0.51", prefixlen=32)
-    ipvs = AsyncIPVS(netns=node)
-    await ipvs.setup_endpoint()
-    try:
-        svc = IPVSService(addr="10.99.0.60", port=80, protocol=socket.IPPROTO_TCP)
-        await ipvs.service("add", service=svc)
-        await ipvs.dest("add", service=svc, dest=IPVSDest(addr="10.0.100.2", port=80, fwd_method=0))
-    finally:
-        ipvs.close()
-
-
-async def foreign_objects_present(node: str) -> dict[str, bool]:
-    async with AsyncIPRoute(netns=node) as ipr:
-        links = {m.get_attr("IFLA_IFNAME") async for m in await ipr.link("dump")}
-        addrs = {m.get_attr("IFA_LOCAL") async for m in await ipr.addr("dump")}
-    ipvs = AsyncIPVS(netns=node)
-    await ipvs.setup_endpoint()
-    try:
-        services = [IPVSService.from_message(m) for m in await ipvs.service("dump")]
-        vs = [s for s in services if s.get("addr") == "10.99.0.60"]
-        dests = await ipvs.dest("dump", service=vs[0]) if vs else []
-    finally:
-        ipvs.close()
-    return {
-        "foreign0": "foreign0" in links,
-        "taken": "taken" in links,
-        "10.99.0.50": "10.99.0.50" in addrs,
-        "10.99.0.51": "10.99.0.51" in addrs,
-        "ipvs service": bool(vs),
-        "ipvs dest": len(dests) == 1,
-    }
-
-
-async def kernel_names(node: str) -> tuple[set[str], set[str]]:
-    async with AsyncIPRoute(netns=node) as ipr:
-        links = {m.get_attr("IFLA_IFNAME") async for m in await ipr.link("dump")}
-        addrs = {
-            m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
-            async for m in await ipr.addr("dump")
-        }
-    return links, addrs
 
 
 async def test_foreign_objects_survive_and_a_restarted_adapter_removes_only_its_leftovers(
@@ -94,9 +47,6 @@ async def test_foreign_objects_survive_and_a_restarted_adapter_removes_only_its_
 ) -> None:
     node = topology.node
     await add_foreign_objects(node)
-    all_there = dict.fromkeys(
-        ["foreign0", "taken", "10.99.0.50", "10.99.0.51", "ipvs service", "ipvs dest"], True
-    )
     alpha = service_state("alpha", ["10.99.0.1"], [(80, 8080)], [topology.node_v4])
     beta = service_state(
         "beta", ["10.99.0.2", "fd00:99::2"], [(80, 8080), (443, 8443)],
@@ -132,7 +82,7 @@ async def test_foreign_objects_survive_and_a_restarted_adapter_removes_only_its_
         RemoveRealServer(RealServerKey(FOREIGN_VS, ip("10.0.100.2"), 80)),
     ):
         await dataplane.apply(removal)
-    assert await foreign_objects_present(node) == all_there
+    assert await foreign_objects_present(node) == ALL_THERE
 
     # Idempotent: every action again changes nothing.
     for action in actions_to(both, union()):
@@ -161,7 +111,7 @@ async def test_foreign_objects_survive_and_a_restarted_adapter_removes_only_its_
         assert "beta" not in links
         assert "alpha" in links
         assert {"10.99.0.2", "fd00:99::2"}.isdisjoint(addrs)
-        assert await foreign_objects_present(node) == all_there
+        assert await foreign_objects_present(node) == ALL_THERE
     finally:
         await restarted.close()
 
