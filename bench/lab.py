@@ -117,6 +117,7 @@ def make_agent(
             "hold_time": node.pop("hold_time", 3),
         }
     ]
+    node.setdefault("resync_interval", 10.0)  # the config default (the test harness uses 2 s)
     config = base_config(workdir, bl, n, peers, services, **node)
     config["node"]["log"]["level"] = log_level
     agent = BenchAgent(bl.lb_ns[n - 1], workdir, config)
