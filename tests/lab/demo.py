@@ -95,18 +95,22 @@ def run_steps(lab: Lab, workdir: Path) -> list[Step]:
         routers = all(p > 50 for p in sp.router_rx.values())
         s.ok = every and routers and sp.failures == 0
         per_node = {n: sum(c.get(n, 0) for c in sp.counts.values()) for n in lbs}
-        s.detail = f"{per_node}, failures {sp.failures}, both routers carry flows: {routers}"
+        s.detail = (
+            f"{per_node}, failures {sp.failures} {sp.errors or ''}, "
+            f"both routers carry flows: {routers}"
+        )
 
     def failure(s: Step) -> None:
         bound = withdraw_bound(lab, "lb1")
-        _say(f"stopping lb1's backend; bound fall x interval + 2 s = {bound:.1f}s")
+        _say(f"killing lb1's backend; bound fall x interval + 2 s = {bound:.1f}s")
         c = fail_backend(lab, "lb1", timeout=60)
         after = spread(lab, count=20)
         on_lb1 = sum(counts.get("lb1", 0) for counts in after.counts.values())
         _say(f"after: {after.counts}, failures {after.failures}")
         s.ok = c.seconds <= bound and c.others_stable and on_lb1 == 0 and after.failures == 0
         s.detail = (
-            f"lb1 withdrawn from every FIB in {c.seconds:.2f}s (bound {bound:.1f}s), "
+            f"lb1 withdrawn from every FIB in {c.seconds:.2f}s (bound {bound:.1f}s, "
+            f"{c.polls} FIB polls), "
             f"others stable: {c.others_stable}, lb1 answers after: {on_lb1}"
         )
 
@@ -131,7 +135,7 @@ def run_steps(lab: Lab, workdir: Path) -> list[Step]:
     if step("bring the ECMP lab up (FRR r1 r2, bgp-lb lb1..lb3, client c1)", up):
         step("each router's ECMP route for the VIPs", routes)
         step("client requests spread across lb1..lb3", traffic)
-        step("lb1's backend stopped -> lb1 withdrawn", failure)
+        step("lb1's backend killed -> lb1 withdrawn", failure)
         step("lb1's backend restarted -> lb1 back", recovery)
         step("drain lb2 (`bgp-lb drain web`) under load", draining)
     return steps

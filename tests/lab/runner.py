@@ -273,9 +273,13 @@ class Lab:
         argv += [str(a) for a in node.backend_addresses]
         return self._spawn(node.name, "backend", argv).pid
 
-    def stop_process(self, node_name: str, name: str) -> None:
+    def stop_process(self, node_name: str, name: str, kill: bool = False) -> None:
+        """Stop a node's process (SIGTERM, or SIGKILL: an instant crash) and reap it."""
         proc = self.procs.pop((node_name, name))
-        proc.terminate()
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

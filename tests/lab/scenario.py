@@ -26,6 +26,7 @@ from .runner import Lab
 class Spread:
     counts: dict[str, dict[str, int]]  # vip -> node -> requests
     failures: int
+    errors: dict[str, int]  # exception name -> count
     router_rx: dict[str, int]  # router -> packets received from the client
 
 
@@ -59,7 +60,11 @@ def spread(lab: Lab, count: int) -> Spread:
     after = {r: interface_rx_packets(lab, r, i) for r, i in ifaces.items()}
     counts = {vip: dict(v["counts"]) for vip, v in result.items()}  # type: ignore[call-overload]
     failures = sum(int(v["failures"]) for v in result.values())  # type: ignore[call-overload]
-    return Spread(counts, failures, {r: after[r] - before[r] for r in ifaces})
+    errors: dict[str, int] = {}
+    for v in result.values():
+        for name, n in v["errors"].items():  # type: ignore[call-overload]
+            errors[name] = errors.get(name, 0) + n
+    return Spread(counts, failures, errors, {r: after[r] - before[r] for r in ifaces})
 
 
 def wait_membership(
@@ -93,7 +98,7 @@ def wait_membership(
 def fail_backend(lab: Lab, node: str, timeout: float) -> Convergence:
     baseline = fib_snapshot(lab)
     started = time.monotonic()
-    lab.stop_process(node, "backend")
+    lab.stop_process(node, "backend", kill=True)  # a crash: no graceful shutdown to wait for
     return wait_membership(lab, node, False, timeout, started, baseline)
 
 

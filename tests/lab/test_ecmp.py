@@ -61,7 +61,7 @@ def test_both_routers_have_three_next_hops_for_the_v4_and_v6_vip(lab: Lab) -> No
 
 def test_client_flows_spread_over_both_routers_and_every_node(lab: Lab) -> None:
     sp = spread(lab, count=60)
-    assert sp.failures == 0
+    assert sp.failures == 0, sp.errors
     for vip, counts in sp.counts.items():
         assert sorted(counts) == LBS, vip
     assert all(p > 50 for p in sp.router_rx.values()), sp.router_rx
