@@ -166,7 +166,9 @@ class NetlinkDataplane:
             await self._ipvs.open()
         except KernelCallError as e:
             if self.ipvs_error is None:
-                log.warning("IPVS is not available (%s): virtual services cannot be managed", e)
+                # info, not warning: announce-mode nodes need no IPVS. An ipvs-mode service
+                # gets a clear action error and check-node/status name the missing module.
+                log.info("IPVS is not available (%s): virtual services cannot be managed", e)
             self.ipvs_error = str(e)
             return False
         self.ipvs_error = None
