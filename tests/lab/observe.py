@@ -118,7 +118,8 @@ def drain(lab: Lab, node: str, service: str | None, undo: bool = False) -> str:
     argv = ["ip", "netns", "exec", lab.ns(node), str(REPO / ".venv/bin/bgp-lb"), verb]
     argv += [service] if service else ["--all"]
     argv += ["--config", str(lab.agent_config(node))]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    # the CLI is a Python start-up: tens of seconds in a loaded TCG VM
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"bgp-lb {verb} on {node} failed: {res.stdout}{res.stderr}")
     return res.stdout.strip()
