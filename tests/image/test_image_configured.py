@@ -253,7 +253,8 @@ def test_unit_hardening_and_exabgp_in_the_agents_cgroup(node: Node) -> None:
     assert values["StartLimitIntervalUSec"] == "10min"
     assert values["KillMode"] == "mixed"
     assert set(values["CapabilityBoundingSet"].split()) == {
-        "cap_net_admin", "cap_net_bind_service", "cap_net_raw"
+        "cap_net_admin", "cap_net_bind_service", "cap_net_raw",
+        "cap_setuid", "cap_setgid", "cap_kill",
     }  # fmt: skip
     assert values["NoNewPrivileges"] == "yes"
     assert values["ProtectSystem"] == "strict"
