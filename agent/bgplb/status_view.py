@@ -130,7 +130,7 @@ def _real_servers(
     vips = set(svc.vips)
     down = {c.target for c in checks if c.target is not None and c.status is CheckStatus.DOWN}
     seen: dict[tuple[str, int], RealServerStatus] = {}
-    for rs in sorted(observed.owned.real_servers, key=lambda r: r.key):
+    for rs in sorted(observed.owned.real_servers, key=lambda r: str(r.key)):  # v4 + v6 mix
         if rs.key.service.vip not in vips:
             continue
         ident = (str(rs.key.address), rs.key.port)
