@@ -45,14 +45,21 @@ def drained_at(agent: AgentProc) -> float:
 
 
 def _withdrawn_at(agent: AgentProc, t0: float) -> float:
-    """Seconds from ``t0`` until the agent decided to withdraw ``web`` (from its log)."""
-    decisions = agent.events("service_decision")
-    for x in decisions:
-        at = datetime.fromisoformat(x["timestamp"]).timestamp()
-        if x["service"] == "web" and x["decision"] == "withdraw" and at > t0:
-            assert x["reason"] == "draining", decisions  # not a failed check
-            return at - t0
-    raise AssertionError(f"the agent never withdrew the drained service: {decisions}")
+    """Seconds from ``t0`` until the agent decided to withdraw ``web`` (from its log).
+
+    The decision is logged at the end of the pass that sent the withdraw, so the router can
+    drop the route before the line is written: look for it for up to 2 s."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        decisions = agent.events("service_decision")
+        for x in decisions:
+            at = datetime.fromisoformat(x["timestamp"]).timestamp()
+            if x["service"] == "web" and x["decision"] == "withdraw" and at > t0:
+                assert x["reason"] == "draining", decisions  # not a failed check
+                return at - t0
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the agent never withdrew the drained service: {decisions}")
+        time.sleep(0.05)
 
 
 def _assert_kept_until_withdraw(
