@@ -184,7 +184,7 @@ def run_case(bl: BgpLab, case: Case, trials: int) -> dict[str, list[float]]:
                 ]
             agent = make_agent(bl, n, services)
             agent.start()
-        probe.wait(vip, True, 60)
+        probe.wait(vip, True, 180)  # 1,000 VIPs take ~65 s to add here
         offset = agent.log_path.stat().st_size if agent else 0
         t = 0
         while t < trials:
