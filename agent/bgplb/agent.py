@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -62,7 +63,9 @@ class Agent(AgentControl):
         self.dataplane = dataplane
         self.speaker = speaker
         self.clock = clock
-        self.metrics = metrics or Metrics(per_real_server=config.node.metrics_per_real_server)
+        self.metrics = metrics or Metrics(
+            per_real_server=config.node.metrics_per_real_server, exabgp_version=_exabgp_version()
+        )
         self.notifier = notifier
         self.watchdog_seconds = watchdog_seconds
         self.check_node = check_node
@@ -119,6 +122,7 @@ class Agent(AgentControl):
         await self.speaker.start(self.config, self._wake)
         self.health.configure(self.config)
         self.metrics.set_drained(self.admin.state, self.config)
+        self.metrics.config_reloaded(True, self.clock.wall())  # the file in force loaded fine
         log_event(log, "agent_started", version=__version__, services=len(self.config.services))
 
     async def run(self) -> int:
@@ -251,6 +255,13 @@ class Agent(AgentControl):
 
 
 # ---------------------------------------------------------------------- process entry
+
+
+def _exabgp_version() -> str:
+    try:
+        return importlib.metadata.version("exabgp")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def _install_signals(agent: Agent) -> None:
