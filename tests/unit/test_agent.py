@@ -329,3 +329,19 @@ def test_config_used_in_tests_is_valid(tmp_path: Path) -> None:
     assert isinstance(cfg, Config)
     assert len(cfg.services) == 2
     assert REMOVALS
+
+
+async def test_status_of_a_dual_stack_ipvs_service(tmp_path: Path) -> None:
+    """Real servers of both families in one status (sorting v4 with v6 once raised)."""
+    raw = raw_config(tmp_path)
+    raw["services"][1]["vips"] = ["10.99.0.2", "fd00:99::2"]
+    for peer in raw["peers"]:
+        peer["next_hop_v6"] = "fd00::10"
+    h = Harness(tmp_path, raw)
+    await h.start()
+    await h.until(lambda: ipaddress.ip_address("fd00:99::2") in h.announced())
+    api = h.agent.status().service("api")
+    assert api is not None
+    assert {rs.address.version for rs in api.real_servers} == {4, 6}
+    assert api.decision is Decision.ANNOUNCE
+    await h.stop()
