@@ -153,6 +153,9 @@ class AgentProc:
     proc: subprocess.Popen[bytes] | None = None
     runs: int = 0
     exit_codes: list[int] = field(default_factory=list)
+    log_level: str = "debug"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    start_timeout: float = 20.0
 
     @property
     def config_path(self) -> Path:
@@ -187,15 +190,16 @@ class AgentProc:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.write_config()
         argv = ["ip", "netns", "exec", self.ns, str(BGP_LB), "run", str(self.config_path)]
-        argv += ["--log-format", "json", "--log-level", "debug"]
+        argv += ["--log-format", "json", "--log-level", self.log_level]
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
         env.pop("WATCHDOG_USEC", None)
+        env.update(self.extra_env)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env
             )
         self.runs += 1
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log_text()}")
