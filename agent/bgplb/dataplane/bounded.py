@@ -47,6 +47,18 @@ async def bounded(call: Awaitable[T], limit: float, what: str) -> T:
         raise KernelCallError(what, code, f"{reason} ({e})") from e
 
 
+async def changed(call: Awaitable[Any], already: frozenset[int]) -> bool:
+    """Await a kernel change; False when it fails with an errno in ``already`` (the object is
+    already there / already gone: nothing to do), True when it was made. Other errors raise."""
+    try:
+        await call
+    except KernelCallError as e:
+        if e.code in already:
+            return False
+        raise
+    return True
+
+
 async def collect(messages: Awaitable[Any]) -> list[Any]:
     """The messages of a dump, whether pyroute2 returns a list or an async generator."""
     result = await messages

@@ -28,7 +28,7 @@ from ..model import (
     VirtualServiceKey,
     VirtualServiceSpec,
 )
-from .bounded import EXISTS, MISSING, KernelCallError, bounded
+from .bounded import EXISTS, MISSING, KernelCallError, bounded, changed
 
 IP_VS_SVC_F_PERSISTENT = 0x1
 IP_VS_CONN_F_FWD_MASK = 0x7
@@ -218,72 +218,48 @@ class IpvsTable:
 
     async def add_service(self, spec: VirtualServiceSpec) -> bool:
         """Create the service; False if one with that key already exists (left unchanged)."""
-        try:
-            await self._call(
-                f"add IPVS service {spec.key}", "service", "add", service_request(spec)
-            )
-        except KernelCallError as e:
-            if e.code in EXISTS:
-                return False
-            raise
-        return True
+        return await changed(
+            self._call(f"add IPVS service {spec.key}", "service", "add", service_request(spec)),
+            EXISTS,
+        )
 
     async def set_service(self, spec: VirtualServiceSpec) -> bool:
         """Modify scheduler / persistence in place; False if the service does not exist."""
-        try:
-            await self._call(
-                f"set IPVS service {spec.key}", "service", "set", service_request(spec)
-            )
-        except KernelCallError as e:
-            if e.code in MISSING:
-                return False
-            raise
-        return True
+        return await changed(
+            self._call(f"set IPVS service {spec.key}", "service", "set", service_request(spec)),
+            MISSING,
+        )
 
     async def delete_service(self, key: VirtualServiceKey) -> bool:
         """Delete the service and its real servers; False if it was already gone."""
-        try:
-            await self._call(
-                f"delete IPVS service {key}", "service", "del", service_key_request(key)
-            )
-        except KernelCallError as e:
-            if e.code in MISSING:
-                return False
-            raise
-        return True
+        return await changed(
+            self._call(f"delete IPVS service {key}", "service", "del", service_key_request(key)),
+            MISSING,
+        )
 
     async def add_dest(self, spec: RealServerSpec) -> bool:
         what = f"add real server {spec.key} to {spec.key.service}"
-        try:
-            await self._call(
+        return await changed(
+            self._call(
                 what, "dest", "add", service_key_request(spec.key.service), dest_request(spec)
-            )
-        except KernelCallError as e:
-            if e.code in EXISTS:
-                return False
-            raise
-        return True
+            ),
+            EXISTS,
+        )
 
     async def set_dest(self, spec: RealServerSpec) -> bool:
         what = f"set real server {spec.key} of {spec.key.service}"
-        try:
-            await self._call(
+        return await changed(
+            self._call(
                 what, "dest", "set", service_key_request(spec.key.service), dest_request(spec)
-            )
-        except KernelCallError as e:
-            if e.code in MISSING:
-                return False
-            raise
-        return True
+            ),
+            MISSING,
+        )
 
     async def delete_dest(self, key: RealServerKey) -> bool:
         what = f"delete real server {key} from {key.service}"
-        try:
-            await self._call(
+        return await changed(
+            self._call(
                 what, "dest", "del", service_key_request(key.service), dest_key_request(key)
-            )
-        except KernelCallError as e:
-            if e.code in MISSING:
-                return False
-            raise
-        return True
+            ),
+            MISSING,
+        )

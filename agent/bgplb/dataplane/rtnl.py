@@ -15,7 +15,7 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 
 from ..model import IPAddress
-from .bounded import EXISTS, MISSING, KernelCallError, bounded, collect
+from .bounded import EXISTS, MISSING, KernelCallError, bounded, changed, collect
 
 LINK_ALIAS = "bgp-lb"
 ADDRESS_PROTO = 0xBB  # any value the kernel does not use itself (0-3); shown by `ip -d addr`
@@ -112,13 +112,10 @@ class Rtnl:
 
     async def add_dummy(self, name: str) -> bool:
         """Create a dummy link; False if a link of that name already exists."""
-        try:
-            await self._call(f"create dummy link {name}", "link", "add", ifname=name, kind="dummy")
-        except KernelCallError as e:
-            if e.code in EXISTS:
-                return False
-            raise
-        return True
+        return await changed(
+            self._call(f"create dummy link {name}", "link", "add", ifname=name, kind="dummy"),
+            EXISTS,
+        )
 
     async def tag_and_raise(self, link: KernelLink) -> None:
         """Give the link our alias and bring it up (both no-ops if already so)."""
@@ -130,19 +127,16 @@ class Rtnl:
             await self._call(f"bring {link.name} up", "link", "set", index=link.index, state="up")
 
     async def delete_link(self, link: KernelLink) -> bool:
-        try:
-            await self._call(f"delete link {link.name}", "link", "del", index=link.index)
-        except KernelCallError as e:
-            if e.code in MISSING:
-                return False
-            raise
-        return True
+        return await changed(
+            self._call(f"delete link {link.name}", "link", "del", index=link.index),
+            MISSING,
+        )
 
     async def add_address(self, index: int, ifname: str, address: IPAddress) -> bool:
         """Add ``address`` as a host address with our tag; False if it is already there."""
         extra: dict[str, Any] = {"flags": IFA_F_NODAD} if address.version == 6 else {}
-        try:
-            await self._call(
+        return await changed(
+            self._call(
                 f"add {address}/{address.max_prefixlen} to {ifname}",
                 "addr",
                 "add",
@@ -151,25 +145,19 @@ class Rtnl:
                 prefixlen=address.max_prefixlen,
                 proto=ADDRESS_PROTO,
                 **extra,
-            )
-        except KernelCallError as e:
-            if e.code in EXISTS:
-                return False
-            raise
-        return True
+            ),
+            EXISTS,
+        )
 
     async def delete_address(self, addr: KernelAddress) -> bool:
-        try:
-            await self._call(
+        return await changed(
+            self._call(
                 f"delete {addr.address}/{addr.prefixlen} from {addr.ifname}",
                 "addr",
                 "del",
                 index=addr.index,
                 address=str(addr.address),
                 prefixlen=addr.prefixlen,
-            )
-        except KernelCallError as e:
-            if e.code in MISSING:
-                return False
-            raise
-        return True
+            ),
+            MISSING,
+        )
