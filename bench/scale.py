@@ -119,30 +119,36 @@ def measure_agent(bl: BgpLab, n: int, window: float) -> dict[str, object]:
         started = time.time()
         agent.start()
         to_fib = wait_fib(bl, n, started, 120)
-        time.sleep(SETTLE)
-        c0 = counts(ns, address)
-        own, total = cpu_percent([agent.pid], window)
-        c1 = counts(ns, address)
-        rss = rss_kib([agent.pid])
-        scrapes = scrape_ms(ns)
-        share, full = probe_share(c0, c1, n, window)
-        return {
-            "services": n,
-            "to_fib_s": to_fib,
-            "fib_routes": bl.router.fib_count(),
-            "cpu_own": own,
-            "cpu_total": total,
-            "rss_kib": rss,
-            "scrape_ms": scrapes,
-            "probe_share": share,
-            "services_95": full,
-        }
+        figures = measure_window(bl, ns, address, agent.pid, n, window, to_fib)
+        return {**figures, "scrape_ms": scrape_ms(ns)}
     finally:
         agent.kill()
         kill_pids(list(agent.exabgp_pids()))
         shutil.copy(agent.log_path, f"/tmp/bench-agent-scale-{n}.log")
         shutil.rmtree(agent.workdir, ignore_errors=True)
         kill_pids([backends.pid])
+
+
+def measure_window(
+    bl: BgpLab, ns: str, address: str, pid: int, n: int, window: float, to_fib: float | None
+) -> dict[str, object]:
+    """After SETTLE: CPU and probes received over ``window`` s, then RSS, of ``pid``'s tree."""
+    time.sleep(SETTLE)
+    c0 = counts(ns, address)
+    own, total = cpu_percent([pid], window)
+    c1 = counts(ns, address)
+    rss = rss_kib([pid])
+    share, full = probe_share(c0, c1, n, window)
+    return {
+        "services": n,
+        "to_fib_s": to_fib,
+        "fib_routes": bl.router.fib_count(),
+        "cpu_own": own,
+        "cpu_total": total,
+        "rss_kib": rss,
+        "probe_share": share,
+        "services_95": full,
+    }
 
 
 def measure_baseline(bl: BgpLab, n: int, window: float) -> dict[str, object]:
@@ -159,23 +165,8 @@ def measure_baseline(bl: BgpLab, n: int, window: float) -> dict[str, object]:
         started = time.time()
         exa.start()
         to_fib = wait_fib(bl, n, started, 120)
-        time.sleep(SETTLE)
         assert exa.proc is not None
-        c0 = counts(ns, address)
-        own, total = cpu_percent([exa.proc.pid], window)
-        c1 = counts(ns, address)
-        rss = rss_kib([exa.proc.pid])
-        share, full = probe_share(c0, c1, n, window)
-        return {
-            "services": n,
-            "to_fib_s": to_fib,
-            "fib_routes": bl.router.fib_count(),
-            "cpu_own": own,
-            "cpu_total": total,
-            "rss_kib": rss,
-            "probe_share": share,
-            "services_95": full,
-        }
+        return measure_window(bl, ns, address, exa.proc.pid, n, window, to_fib)
     finally:
         exa.stop()
         kill_pids([backends.pid])
