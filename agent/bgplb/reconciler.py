@@ -4,6 +4,7 @@ Every wake-up source (health change, admin call, reload, netlink event, speaker 
 periodic resync) only calls ``wake()``. A pass is level-triggered and the same whatever woke it:
 
     desired (pure) -> observe -> plan (pure) -> withdraw what a removal takes away
+    -> claim (one durable ownership write for every object the actions may create)
     -> apply actions one by one -> observe again -> announce what is really there.
 
 A VIP that drifted away is re-added in the same pass and stays announced (no needless withdraw,
@@ -226,6 +227,8 @@ class Reconciler:
             log_event(log, "routes_withdrawn_before_removal", prefixes=" ".join(sorted(gone)))
         applied: list[DataplaneAction] = []
         errors: list[str] = []
+        if steps.actions:
+            await self._claim(steps.actions)
         for action in steps.actions:
             try:
                 await self._io(self._dataplane.apply(action))
@@ -282,6 +285,14 @@ class Reconciler:
         if not same_routes(early, advertised):
             await self._io(self._speaker.set_routes(early))
 
+    async def _claim(self, actions: tuple[DataplaneAction, ...]) -> None:
+        """One ownership write for the whole batch. If it fails, each apply writes its own
+        (slower, as safe), so the pass goes on."""
+        try:
+            await self._io(self._dataplane.claim(actions))
+        except (DataplaneError, TimeoutError) as e:
+            log_event(log, "dataplane_claim_failed", logging.WARNING, error=str(e) or "timed out")
+
     def _mark_shutting_down(self) -> None:
         if self.last is None:
             return
@@ -294,7 +305,10 @@ class Reconciler:
     async def _teardown(self) -> None:
         observed = await self._io(self._dataplane.observe())
         nothing = Desired(dataplane=DataplaneState(), services={}, routes={})
-        for action in plan(nothing, observed, {}).actions:
+        actions = plan(nothing, observed, {}).actions
+        if actions:
+            await self._claim(actions)
+        for action in actions:
             await self._best_effort(f"{type(action).__name__}", self._dataplane.apply(action))
 
     async def _best_effort(self, what: str, call: Awaitable[None]) -> None:

@@ -120,7 +120,14 @@ async def test_failed_repair_withdraws_then_recovers(rig: Rig) -> None:
     ok = await rig.rec.reconcile_once()
     assert ok.errors == ()
     assert rig.announced() == {WEB_VIP, API_VIP}
-    assert [e.kind for e in rig.log.events] == ["failed", "set_routes", "AddAddress", "set_routes"]
+    assert [e.kind for e in rig.log.events] == [
+        "claim",  # both passes claim the address before adding it
+        "failed",
+        "set_routes",
+        "claim",
+        "AddAddress",
+        "set_routes",
+    ]
 
 
 async def test_an_action_failure_does_not_stop_the_pass(tmp_path: Path) -> None:

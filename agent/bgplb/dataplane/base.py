@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..model import DataplaneAction, ObservedDataplane
@@ -18,6 +18,12 @@ class Dataplane(Protocol):
 
     async def observe(self) -> ObservedDataplane:
         """What the kernel really has: our objects, colliding foreign ones, counters."""
+
+    async def claim(self, actions: Sequence[DataplaneAction]) -> None:
+        """Before ``actions`` are applied one by one: record, in one durable write, every
+        object they may create (so each ``apply`` need not write its own), and read at once
+        what the removals among them need. Optional for correctness (``apply`` still claims
+        what was not claimed), not for speed. Raises DataplaneError."""
 
     async def apply(self, action: DataplaneAction) -> None:
         """Carry out one action; idempotent. Raises DataplaneError."""

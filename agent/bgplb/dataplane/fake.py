@@ -9,7 +9,7 @@ action on them is recorded in ``violations`` and fails. The state outlives ``clo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from ..clock import Clock
 from ..eventlog import EventLog
@@ -35,8 +35,10 @@ from ..model import (
     VirtualServiceSpec,
 )
 from .base import DataplaneError
+from .ownership import OwnershipRecord, claims
 
-SOURCE = "dataplane"
+SOURCE = "dataplane"  # kernel changes
+CLAIM_SOURCE = "ownership"  # ownership record writes (claims)
 
 
 class FakeDataplane:
@@ -59,6 +61,8 @@ class FakeDataplane:
         self.violations: list[DataplaneAction] = []
         self.applied: list[DataplaneAction] = []
         self.observe_calls = 0
+        self.claimed = OwnershipRecord()  # what a real adapter's ownership record would hold
+        self._claim_failures = 0
         self.starts = 0
         self._failures: dict[type, int] = {}
         self._wake: Callable[[], None] | None = None
@@ -78,6 +82,18 @@ class FakeDataplane:
             foreign_services=frozenset(self.foreign_services),
             interfaces=frozenset(self._interfaces()),
         )
+
+    async def claim(self, actions: Sequence[DataplaneAction]) -> None:
+        """Logs (source ``ownership``, kind ``claim``) the objects the actions may create, an
+        ``OwnershipRecord``, when there are any: the real adapter's one durable write."""
+        if self._claim_failures > 0:
+            self._claim_failures -= 1
+            self.log.record(CLAIM_SOURCE, "claim_failed", tuple(actions))
+            raise DataplaneError("claim: injected failure")
+        new = claims(actions)
+        if new:
+            self.claimed = self.claimed.union(new)
+            self.log.record(CLAIM_SOURCE, "claim", new)
 
     async def apply(self, action: DataplaneAction) -> None:
         name = type(action).__name__
@@ -114,6 +130,9 @@ class FakeDataplane:
     def fail_next(self, action_type: type, times: int = 1) -> None:
         """Make the next ``times`` applies of ``action_type`` raise DataplaneError."""
         self._failures[action_type] = self._failures.get(action_type, 0) + times
+
+    def fail_next_claim(self, times: int = 1) -> None:
+        self._claim_failures += times
 
     def add_foreign_link(self, name: str) -> None:
         self.foreign_links.add(name)

@@ -6,15 +6,24 @@ or carries our kernel-side tag (link alias ``bgp-lb`` on a dummy link; address p
 (so the planner can see collisions), ``apply()`` refuses to claim it.
 
 ``apply()`` is idempotent: adding what exists is fine, removing what is gone is fine. The
-record is written before an object is created and after it is removed, so after a crash it
-still names everything we may have made.
+record is written (durably) before an object is created: ``claim()`` writes every object a
+batch of actions may create in one write, an ``apply()`` without a claim writes its own. After
+a removal the record is changed in memory and written with the next write (or ``observe()``,
+or ``close()``): so after a crash the file still names everything we may have made, and maybe
+a few objects that are gone, which ``observe()`` prunes.
+
+A claim is not proof of ownership until we have tried to make the object: the decisions
+"is this object ours?" (EEXIST on an address, an existing link or IPVS service) use the record
+without the claims not tried yet, so a foreign object that appears between the claim and the
+add is not taken for ours.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ..model import (
@@ -42,7 +51,7 @@ from .base import DataplaneError
 from .bounded import DEFAULT_TIMEOUT, KernelCallError
 from .events import LinkEventWatcher
 from .ipvs import IpvsSnapshot, IpvsTable
-from .ownership import OwnershipRecord, OwnershipStore
+from .ownership import OwnershipRecord, OwnershipStore, claims
 from .rtnl import ADDRESS_PROTO, KernelAddress, KernelLink, Rtnl
 
 log = logging.getLogger(__name__)
@@ -78,6 +87,10 @@ class NetlinkDataplane:
         self._netns = netns
         self._watcher: LinkEventWatcher | None = None
         self._lock = asyncio.Lock()
+        self._claimed = OwnershipRecord()  # claimed, not tried yet: not proof of ownership
+        # the addresses the RemoveAddress actions of the last claim() will delete, read once
+        # then (one dump instead of one per removal); each entry is used once
+        self._to_remove: dict[AddressSpec, KernelAddress | None] | None = None
         self.ipvs_error: str | None = None  # why IPVS is unavailable, if it is
 
     @property
@@ -99,6 +112,22 @@ class NetlinkDataplane:
             self._watcher = None
         self._rtnl.close()
         self._ipvs.close()
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._store.flush)
+            except OSError as e:  # the file still names a superset: safe, pruned next start
+                log.warning("ownership record: could not write it at close: %s", e)
+
+    async def claim(self, actions: Sequence[DataplaneAction]) -> None:
+        async with self._lock:
+            try:
+                await self._claim(actions)
+            except KernelCallError as e:
+                raise DataplaneError(f"claim: {e}") from e
+            except DataplaneError:
+                raise
+            except Exception as e:
+                raise DataplaneError(f"claim: {type(e).__name__}: {e}") from e
 
     async def observe(self) -> ObservedDataplane:
         async with self._lock:
@@ -122,12 +151,44 @@ class NetlinkDataplane:
 
     # ------------------------------------------------------------------ internals
 
+    async def _claim(self, actions: Sequence[DataplaneAction]) -> None:
+        removals = [a.address for a in actions if isinstance(a, RemoveAddress)]
+        self._to_remove = None
+        if removals:
+            self._to_remove = dict.fromkeys(removals)
+            for addr in await self._rtnl.addresses(await self._rtnl.links()):
+                spec = AddressSpec(addr.ifname, addr.address)
+                if spec in self._to_remove and self._to_remove[spec] is None:
+                    self._to_remove[spec] = addr
+        record = self._store.record
+        new = claims(actions).difference(record)
+        if new.links:  # never put a foreign link's name in the record
+            links = {x.name: x for x in await self._rtnl.links()}
+            owned = self._owned()
+            foreign = {n for n in new.links if n in links and not owns_link(links[n], owned)}
+            new = replace(new, links=new.links - foreign)
+        services = record.services | new.services  # apply refuses the others' real servers
+        new = replace(
+            new, real_servers=frozenset(r for r in new.real_servers if r.service in services)
+        )
+        if new:
+            self._claimed = self._claimed.union(new)
+            await self._persist(record.union(new))
+
+    def _owned(self) -> OwnershipRecord:
+        """The record as proof of ownership: without the claims not tried yet."""
+        return self._store.record.difference(self._claimed)
+
+    def _tried(self, part: OwnershipRecord) -> None:
+        self._claimed = self._claimed.difference(part)
+
     async def _observe(self) -> ObservedDataplane:
+        self._to_remove = None
         links = await self._rtnl.links()
         addresses = await self._rtnl.addresses(links)
         found = await self._ipvs_snapshot()
         snapshot = found or NO_IPVS
-        record = self._store.record
+        record = self._owned()
         owned_links = {x.name for x in links if x.up and owns_link(x, record)}
         owned_addrs = {
             AddressSpec(a.ifname, a.address) for a in addresses if owns_address(a, record)
@@ -158,7 +219,7 @@ class NetlinkDataplane:
             service_counters={k: snapshot.service_counters[k] for k in owned_vs},
             real_server_counters={k: snapshot.real_server_counters[k] for k in owned_rs},
         )
-        self._prune(links, addresses, found)
+        await self._prune(links, addresses, found)
         return observed
 
     async def _open_ipvs(self) -> bool:
@@ -184,14 +245,15 @@ class NetlinkDataplane:
         if not await self._open_ipvs():
             raise DataplaneError(f"IPVS is not available: {self.ipvs_error}")
 
-    def _prune(
+    async def _prune(
         self,
         links: list[KernelLink],
         addresses: list[KernelAddress],
         snapshot: IpvsSnapshot | None,
     ) -> None:
-        """Forget record entries whose object is gone (or was taken over by someone else)."""
-        record = self._store.record
+        """Forget record entries whose object is gone (or was taken over by someone else),
+        and claims never tried; write what removals left in memory only."""
+        record = self._owned()
         kept_links = {x.name for x in links if owns_link(x, record)}
         kept_addrs = {
             AddressSpec(a.ifname, a.address) for a in addresses if owns_address(a, record)
@@ -211,13 +273,20 @@ class NetlinkDataplane:
             )
         if pruned != record:
             log.info("ownership record: forgetting objects that are gone")
-            self._store.update(pruned)
+        self._claimed = OwnershipRecord()
+        if pruned != self._store.record or self._store.dirty:
+            await asyncio.to_thread(self._store.update, pruned)
 
     async def _persist(self, record: OwnershipRecord) -> None:
         """``store.update`` off the event loop: it fsyncs the file and its directory, which
         took seconds under disk contention and then starved the health checks (bench/)."""
         if record != self._store.record:
             await asyncio.to_thread(self._store.update, record)
+
+    async def _unclaim(self, part: OwnershipRecord) -> None:
+        """A claimed object turned out to be someone else's: out of the record, durably."""
+        self._tried(part)
+        await self._persist(self._store.record.difference(part))
 
     async def _find_link(self, name: str) -> KernelLink | None:
         return next((x for x in await self._rtnl.links() if x.name == name), None)
@@ -246,9 +315,13 @@ class NetlinkDataplane:
     async def _ensure_link(self, spec: LinkSpec) -> None:
         store = self._store
         link = await self._find_link(spec.name)
-        if link is not None and not owns_link(link, store.record):
+        part = OwnershipRecord(links=frozenset({spec.name}))
+        if link is not None and not owns_link(link, self._owned()):
+            if spec.name in self._claimed.links:
+                await self._unclaim(part)
             raise DataplaneError(f"link {spec.name} exists and is not ours ({link.kind or 'nic'})")
         await self._persist(store.record.with_link(spec.name))
+        self._tried(part)
         if link is None:
             await self._rtnl.add_dummy(spec.name)
             link = await self._find_link(spec.name)
@@ -263,7 +336,7 @@ class NetlinkDataplane:
             await self._rtnl.delete_link(link)
         elif link is not None:
             log.warning("not removing link %s: it is not ours", spec.name)
-        await self._persist(store.record.without_link(spec.name))
+        store.forget(store.record.without_link(spec.name))
 
     async def _kernel_address(
         self, spec: AddressSpec
@@ -287,63 +360,77 @@ class NetlinkDataplane:
         link = await self._find_link(spec.ifname)
         if link is None:
             raise DataplaneError(f"cannot add {spec.address}: no interface {spec.ifname}")
-        before = store.record
-        await self._persist(before.with_address(spec))
-        if await self._rtnl.add_address(link.index, link.name, spec.address):
-            return
-        _, addr = await self._kernel_address(spec)  # already there: whose is it?
-        if addr is not None and owns_address(addr, before):
-            return
-        await self._persist(store.record.without_address(spec))
+        before = self._owned()  # without a claim of this address: a claim proves nothing
+        part = OwnershipRecord(addresses=frozenset({spec}))
+        await self._persist(store.record.with_address(spec))
+        try:
+            if await self._rtnl.add_address(link.index, link.name, spec.address):
+                return
+            _, addr = await self._kernel_address(spec)  # already there: whose is it?
+            if addr is not None and owns_address(addr, before):
+                return
+        finally:
+            self._tried(part)
+        await self._unclaim(part)
         raise DataplaneError(f"{spec.address} is already on {spec.ifname} and is not ours")
 
     async def _remove_address(self, spec: AddressSpec) -> None:
         store = self._store
-        _, addr = await self._kernel_address(spec)
-        if addr is not None and owns_address(addr, store.record):
+        if self._to_remove is not None and spec in self._to_remove:
+            addr = self._to_remove.pop(spec)  # read by claim(), moments ago
+        else:
+            _, addr = await self._kernel_address(spec)
+        if addr is not None and owns_address(addr, self._owned()):
             await self._rtnl.delete_address(addr)
         elif addr is not None:
             log.warning("not removing %s from %s: it is not ours", spec.address, spec.ifname)
-        await self._persist(store.record.without_address(spec))
+        store.forget(store.record.without_address(spec))
 
     async def _put_service(self, spec: VirtualServiceSpec) -> None:
         await self._require_ipvs()
         store = self._store
-        if spec.key in store.record.services:  # ours: change it in place, or make it again
+        if spec.key in self._owned().services:  # ours: change it in place, or make it again
             if not await self._ipvs.set_service(spec):
                 await self._ipvs.add_service(spec)
             return
+        part = OwnershipRecord(services=frozenset({spec.key}))
         await self._persist(store.record.with_service(spec.key))
-        if not await self._ipvs.add_service(spec):
-            await self._persist(store.record.without_service(spec.key))
-            raise DataplaneError(f"IPVS service {spec.key} exists and is not ours")
+        try:
+            if await self._ipvs.add_service(spec):
+                return
+        finally:
+            self._tried(part)
+        theirs = frozenset(r for r in store.record.real_servers if r.service == spec.key)
+        await self._unclaim(replace(part, real_servers=theirs))
+        raise DataplaneError(f"IPVS service {spec.key} exists and is not ours")
 
     async def _remove_service(self, key: VirtualServiceKey) -> None:
         store = self._store
-        if key not in store.record.services:
+        if key not in self._owned().services:
             log.warning("not removing IPVS service %s: it is not ours", key)
             return
         await self._require_ipvs()
         await self._ipvs.delete_service(key)
-        await self._persist(store.record.without_service(key))
+        store.forget(store.record.without_service(key))
 
     async def _put_real_server(self, spec: RealServerSpec) -> None:
         await self._require_ipvs()
         store = self._store
-        if spec.key.service not in store.record.services:
+        if spec.key.service not in self._owned().services:
             raise DataplaneError(
                 f"IPVS service {spec.key.service} is not ours: not adding {spec.key}"
             )
         await self._persist(store.record.with_real_server(spec.key))
+        self._tried(OwnershipRecord(real_servers=frozenset({spec.key})))
         # A real server already in *our* service is claimed: the service is ours.
         if not await self._ipvs.add_dest(spec) and not await self._ipvs.set_dest(spec):
             await self._ipvs.add_dest(spec)
 
     async def _remove_real_server(self, key: RealServerKey) -> None:
         store = self._store
-        if key not in store.record.real_servers:
+        if key not in self._owned().real_servers:
             log.warning("not removing real server %s of %s: it is not ours", key, key.service)
             return
         await self._require_ipvs()
         await self._ipvs.delete_dest(key)
-        await self._persist(store.record.without_real_server(key))
+        store.forget(store.record.without_real_server(key))

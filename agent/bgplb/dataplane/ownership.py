@@ -1,9 +1,11 @@
 """What the agent made in the kernel, remembered across restarts.
 
 The record lives in ``<state_dir>/dataplane.json`` and is rewritten atomically (temporary file,
-fsync, rename) on every change. The adapter writes an object into the record *before* it
-creates it and drops it only *after* it is gone, so the record is always a superset of what we
-made; ``observe()`` reports only kernel objects that are also in the record (or carry our
+fsync, rename). The adapter writes an object into the record *before* it creates it (durably;
+a reconcile pass claims all the objects it may create in one write) and drops it only *after*
+it is gone (in memory at once, on disk with the next write: a record naming an object that is
+already gone is harmless), so the record on disk is always a superset of what we made;
+``observe()`` reports only kernel objects that are also in the record (or carry our
 kernel-side tag), and prunes record entries whose object no longer exists.
 
 IPVS services and real servers have no kernel-side tag, so for them the record is the only
@@ -18,11 +20,24 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..model import AddressSpec, Protocol, RealServerKey, VirtualServiceKey
+from ..model import (
+    AddAddress,
+    AddRealServer,
+    AddressSpec,
+    AddVirtualService,
+    DataplaneAction,
+    EnsureLink,
+    Protocol,
+    RealServerKey,
+    UpdateRealServer,
+    UpdateVirtualService,
+    VirtualServiceKey,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +84,26 @@ class OwnershipRecord:
     def without_real_server(self, key: RealServerKey) -> OwnershipRecord:
         return replace(self, real_servers=self.real_servers - {key})
 
+    def union(self, other: OwnershipRecord) -> OwnershipRecord:
+        return OwnershipRecord(
+            links=self.links | other.links,
+            addresses=self.addresses | other.addresses,
+            services=self.services | other.services,
+            real_servers=self.real_servers | other.real_servers,
+        )
+
+    def difference(self, other: OwnershipRecord) -> OwnershipRecord:
+        """Entry by entry (unlike ``without_link``, nothing hanging off a link goes with it)."""
+        return OwnershipRecord(
+            links=self.links - other.links,
+            addresses=self.addresses - other.addresses,
+            services=self.services - other.services,
+            real_servers=self.real_servers - other.real_servers,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.links or self.addresses or self.services or self.real_servers)
+
 
 @dataclass
 class OwnershipStore:
@@ -76,6 +111,8 @@ class OwnershipStore:
 
     state_dir: Path
     record: OwnershipRecord = field(init=False)
+    dirty: bool = field(init=False, default=False)  # ``record`` is not what is on disk
+    writes: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.record = self._load()
@@ -85,11 +122,27 @@ class OwnershipStore:
         return self.state_dir / RECORD_NAME
 
     def update(self, record: OwnershipRecord) -> None:
-        """Persist ``record`` (only if it differs) before returning."""
-        if record == self.record:
+        """Make ``record`` the record and persist it (file and directory fsynced) before
+        returning; nothing is written if it is already what is on disk."""
+        if record == self.record and not self.dirty:
             return
         write_atomically(self.path, json.dumps(encode_record(record), indent=2, sort_keys=True))
         self.record = record
+        self.dirty = False
+        self.writes += 1
+
+    def forget(self, record: OwnershipRecord) -> None:
+        """Make ``record`` (a subset of the current one: objects that are gone) the record in
+        memory only; the next ``update`` or ``flush`` writes it. Until then the file names
+        more than exists, which is safe (a superset); it saves one fsync per removal."""
+        if record != self.record:
+            self.record = record
+            self.dirty = True
+
+    def flush(self) -> None:
+        """Write what ``forget`` left in memory only."""
+        if self.dirty:
+            self.update(self.record)
 
     def _load(self) -> OwnershipRecord:
         try:
@@ -125,6 +178,29 @@ def write_atomically(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def claims(actions: Iterable[DataplaneAction]) -> OwnershipRecord:
+    """Every object ``actions`` may create (what must be in the record before they run)."""
+    links: set[str] = set()
+    addresses: set[AddressSpec] = set()
+    services: set[VirtualServiceKey] = set()
+    real_servers: set[RealServerKey] = set()
+    for action in actions:
+        match action:
+            case EnsureLink(link=x):
+                links.add(x.name)
+            case AddAddress(address=a):
+                addresses.add(a)
+            case AddVirtualService(service=s) | UpdateVirtualService(service=s):
+                services.add(s.key)
+            case AddRealServer(real_server=r) | UpdateRealServer(real_server=r):
+                real_servers.add(r.key)
+            case _:
+                pass
+    return OwnershipRecord(
+        frozenset(links), frozenset(addresses), frozenset(services), frozenset(real_servers)
+    )
 
 
 # --------------------------------------------------------------------------- JSON form
