@@ -1,7 +1,8 @@
 """Read a running lab: kernel FIBs, FRR RIBs, the agents' API and metrics, client runs.
 
-Every read is a subprocess with a timeout (``ip``, ``vtysh``, ``curl`` in the node's
-namespace), started in parallel where there are several: under TCG each costs ~0.5 s.
+The FIBs are read over netlink (fib.py, ~1 ms a poll); every other read is a subprocess with
+a timeout (``ip``, ``vtysh``, ``curl`` in the node's namespace), started in parallel where
+there are several: under TCG each costs ~0.5 s.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from .fib import bgp_gateways
 from .runner import REPO, Lab
 
 API = "http://127.0.0.1:9180"
@@ -38,32 +42,12 @@ def _parallel(argvs: Sequence[Sequence[str]], timeout: float = 60.0) -> list[str
 
 def fib_snapshot(lab: Lab) -> dict[FibKey, tuple[str, ...]]:
     """(router, vip) -> the lb nodes that are next hops in the router's kernel FIB."""
-    keys = [(r.name, v) for r in lab.topology.by_role("router") for v in lab.vips()]
-    argvs = [
-        [
-            "ip",
-            "-6" if ":" in v else "-4",
-            "-n",
-            lab.ns(r),
-            "-j",
-            "route",
-            "show",
-            v,
-            "proto",
-            "bgp",
-        ]
-        for r, v in keys
-    ]
     owners = lab.address_owner()
-    snap = {}
-    for key, text in zip(keys, _parallel(argvs), strict=True):
-        hops = []
-        for route in json.loads(text or "[]"):
-            if "gateway" in route:
-                hops.append(route["gateway"])
-            hops += [n["gateway"] for n in route.get("nexthops", []) if "gateway" in n]
-        snap[key] = tuple(sorted(owners.get(h, h) for h in hops))
-    return snap
+    return {
+        (r.name, v): tuple(sorted(owners.get(h, h) for h in bgp_gateways(lab.ns(r.name), v)))
+        for r in lab.topology.by_role("router")
+        for v in lab.vips()
+    }
 
 
 def fib_text(lab: Lab, router: str, vip: str) -> str:
@@ -113,15 +97,18 @@ def advertised_metrics(text: str, service: str) -> dict[str, float]:
 
 
 def drain(lab: Lab, node: str, service: str | None, undo: bool = False) -> str:
-    """``bgp-lb drain|undrain`` inside the node, through the API with the token."""
+    """Drain (undrain) inside the node through the agent's API with its token: the request
+    ``bgp-lb drain|undrain`` sends, made with curl, because the CLI is a Python start-up that
+    took tens of seconds in a loaded TCG VM and would blur the measured drain time."""
     verb = "undrain" if undo else "drain"
-    argv = ["ip", "netns", "exec", lab.ns(node), str(REPO / ".venv/bin/bgp-lb"), verb]
-    argv += [service] if service else ["--all"]
-    argv += ["--config", str(lab.agent_config(node))]
-    # the CLI is a Python start-up: tens of seconds in a loaded TCG VM
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    path = f"/api/v1/services/{service}/{verb}" if service else f"/api/v1/{verb}"
+    api = yaml.safe_load(lab.agent_config(node).read_text())["node"]["api"]
+    token = Path(api["token_file"]).read_text().strip()
+    argv = ["ip", "netns", "exec", lab.ns(node), "curl", "-sS", "--fail-with-body"]
+    argv += ["--max-time", "60", "-X", "POST", "-H", f"Authorization: Bearer {token}"]
+    res = subprocess.run([*argv, f"{API}{path}"], capture_output=True, text=True, timeout=120)
     if res.returncode != 0:
-        raise RuntimeError(f"bgp-lb {verb} on {node} failed: {res.stdout}{res.stderr}")
+        raise RuntimeError(f"{verb} on {node} failed: {res.stdout}{res.stderr}")
     return res.stdout.strip()
 
 

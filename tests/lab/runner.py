@@ -30,6 +30,7 @@ import yaml
 from tests.harness.frr import Router, fib
 from tests.harness.netns import alive, kill_pids, ns_pids, run
 
+from .fib import close_all as close_fib_sockets
 from .netcmd import AddrAdd, LinkUp
 from .topology import AGENT_CONF, FRR_CONF, SHARED_TOKEN, TOKEN, Node, Topology
 
@@ -351,6 +352,7 @@ class Lab:
         if self.keep_logs is not None:
             self.copy_logs(self.keep_logs / self.topology.name)
         self.routers.clear()
+        close_fib_sockets()  # an open netlink socket would keep a deleted namespace alive
         removed = teardown(self.topology.name, self.dir.parent)
         for proc in self.procs.values():  # killed by teardown: reap them
             with contextlib.suppress(subprocess.TimeoutExpired):

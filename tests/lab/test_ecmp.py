@@ -1,14 +1,13 @@
 """Acceptance of the ECMP lab (containerlab/ecmp.clab.yml), run by ``make test-lab``.
 
 Needs root and a kernel with IPVS + dummy: ``python -m tests.lab test`` boots ONE virtme-ng
-VM for this module when the host kernel has neither. One lab for the whole module; the
-tests run in file order (failure and drain leave the lab as they found it).
+VM for the lab modules when the host kernel has neither. One lab for the whole run
+(conftest.py); the tests run in file order (failure and drain leave the lab as they found it).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,11 +15,11 @@ import yaml
 
 from tests.harness.vm import running_kernel_has_dataplane
 
-from .demo import ECMP, SERVICE, withdraw_bound
+from .demo import SERVICE, withdraw_bound
 from .observe import advertised_metrics, agent_get, agent_status, fib_snapshot, rib_nodes
-from .runner import REPO, Lab, teardown
+from .runner import Lab
 from .scenario import drain_under_load, fail_backend, restore_backend, spread
-from .topology import AGENT_CONF, load_topology
+from .topology import AGENT_CONF
 
 pytestmark = [
     pytest.mark.lab,
@@ -40,16 +39,6 @@ def _agent_config(lab: Lab, node: str) -> dict[str, Any]:
     data = yaml.safe_load(source.read_text())
     assert isinstance(data, dict)
     return data
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    topology = load_topology(ECMP)
-    teardown(topology.name)
-    lab = Lab(topology, keep_logs=REPO / "_work" / "lab-logs-test")
-    lab.up(say=print)
-    yield lab
-    lab.down()
 
 
 def test_both_routers_have_three_next_hops_for_the_v4_and_v6_vip(lab: Lab) -> None:

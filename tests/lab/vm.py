@@ -97,11 +97,14 @@ def run_lab_tests(pytest_args: Sequence[str], native: bool = False) -> int:
     host = subprocess.run(
         [*pytest, "tests/lab/test_runner_host.py", *pytest_args], cwd=REPO, check=False
     ).returncode
-    ecmp = [*pytest, "tests/lab/test_ecmp.py", *pytest_args]
+    ecmp = [*pytest, "tests/lab/test_ecmp.py", "tests/lab/test_observability.py", *pytest_args]
     if native or running_kernel_has_dataplane():
         lab = subprocess.run(ecmp, cwd=REPO, check=False).returncode
-    else:
-        lab = in_vm(ecmp, WORK / "test-lab.log", timeout=660)
+    else:  # Prometheus waits x4 under TCG (tests/observability/prom.py)
+        env = ["env", "BGPLB_SLOW=4"]
+        if os.environ.get("BGPLB_RENDER_PNG"):  # a directory under _work/ (writable there)
+            env.append(f"BGPLB_RENDER_PNG={os.environ['BGPLB_RENDER_PNG']}")
+        lab = in_vm([*env, *ecmp], WORK / "test-lab.log", timeout=900)
     return host or lab
 
 
