@@ -26,6 +26,7 @@ is kept so each failed request can be set against the FIB changes around it. The
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import time
 from collections import Counter
@@ -344,6 +345,7 @@ def main() -> None:
                 kill_pids([p for p in node.agent.exabgp_pids() if p in inside])
                 node.backend.stop(signal.SIGKILL)
                 node.backend.reap()
+                shutil.rmtree(node.agent.workdir, ignore_errors=True)
     save(records(out))
 
 
