@@ -12,7 +12,7 @@ WORK := _work
 
 help:
 	@echo "make demo   - bring the ECMP lab up and show bgp-lb at work"
-	@echo "make test   - install everything and run every test (lint, unit, kernel, BGP)"
+	@echo "make test   - install everything and run every test (lint, unit, kernel, BGP, image, observability, lab)"
 	@echo "make lint | test-unit | test-kernel | test-bgp"
 	@echo "make lab-up [TOPO=containerlab/minimal.clab.yml] | lab-down | test-lab   (containerlab/README.md)"
 	@echo "make dashboards (regenerate dashboards/*.json) | test-observability   (docs/observability.md)"
@@ -138,21 +138,22 @@ test-observability: deps venv
 	@rc=0; timeout 300 $(BIN)/pytest -p no:cacheprovider -m observability tests/observability \
 	  -ra -q || rc=$$?; $(BIN)/python -m tests.harness.netns; exit $$rc
 
-# test-lab (the ECMP lab in a TCG VM) is not in the gate yet: on an idle host it passed 5/5 in
-# 2 min 18 s, but under load its drain test lost 1 request in 447 (a connection in flight while
-# the routers' FIB changed: under TCG a request lasts 10-250 ms, so that window is wide). Until
-# that is understood it would make CI flaky (issue 4). Run it with `make test-lab`.
-test: deps venv lint test-unit test-kernel test-bgp test-image test-observability
+# test-lab (the ECMP lab + Prometheus in one TCG VM, ~4 min idle) is the last step: on an idle
+# host 8/8; under heavy host load (load average > 5 on 2 cores) TCG stretches its timings past the
+# acceptance bounds (withdraw within fall x interval + 2 s, >= 20 requests/s): containerlab/README.md.
+test: deps venv lint test-unit test-kernel test-bgp test-image test-observability test-lab
 
 clean:
 	rm -rf $(WORK) $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # Benchmarks (bench/, results in bench/results.json + bench/RESULTS.md): root, host namespaces,
-# about 45 minutes; NOT part of `make test`. nice -15 keeps other load on the box from skewing times.
+# about an hour; NOT part of `make test`. nice -15 keeps other load on the box from skewing times.
 .PHONY: bench
 bench: deps venv
 	$(need_root)
 	@$(BIN)/python -m tests.harness.netns
 	nice -n -15 $(BIN)/python -m bench.convergence
+	nice -n -15 $(BIN)/python -m bench.node_death
 	nice -n -15 $(BIN)/python -m bench.scale
+	nice -n -15 $(BIN)/python -m bench.maintenance
 	$(BIN)/python -m bench.report

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 PORT = 19090
-# Wait bounds are multiplied by this (tests/observability/vm.py sets it for the TCG VM).
+# Wait bounds are multiplied by this (tests/lab/vm.py sets 4 for the lab in the TCG VM).
 SLOW = float(os.environ.get("BGPLB_SLOW", "1"))
 RULE_FOR = "2s"
 

@@ -4,8 +4,8 @@ real Prometheus scraping them, the dashboards and alert rules checked against th
 Topology (tests.harness.frr): r1 (FRR) -- lb1, lb2 (agents in announce mode, VIPs on lo).
 Prometheus runs in r1's namespace and scrapes each agent's metrics listener on its LB address
 (node.api.metrics_listen), with ``node`` set by file_sd. There is no IPVS on this host, so the
-IPVS and real-server queries may be empty here (they are checked in the lab VM, see
-docs/observability.md); every other panel query and alert selector must return series.
+IPVS and real-server queries may be empty here (they are checked in the ECMP lab,
+tests/lab/test_observability.py); every other panel query and alert selector must return series.
 
 Set BGPLB_RENDER_PNG=1 to also write the pictures to docs/img/.
 """
@@ -52,8 +52,8 @@ TCP_API_CHECK = {
     "interval": 0.5,
     "timeout": 0.3,
 }
-# With IPVS + dummy (the VM run, tests/observability/vm.py) each node also has an IPVS-mode
-# service whose real server is the node's backend, and every query must return series.
+# On a kernel with IPVS + dummy each node also has an IPVS-mode service whose real server is
+# the node's backend, and every query must return series (elsewhere tests/lab covers IPVS).
 IPVS = running_kernel_has_dataplane()
 IPVS_VIP = "10.99.0.3"
 SERVICES = 3 if IPVS else 2
