@@ -53,6 +53,7 @@ class StubRtnl:
         self.addrs: list[KernelAddress] = []
         self.on_disk_at_change: list[OwnershipRecord] = []
         self.dumps = 0
+        self.link_dumps = 0
 
     def _saw(self) -> None:
         text = self.record_path.read_text() if self.record_path.exists() else None
@@ -66,6 +67,7 @@ class StubRtnl:
         pass
 
     async def links(self) -> list[KernelLink]:
+        self.link_dumps += 1
         return list(self.links_)
 
     async def addresses(self, links: list[KernelLink]) -> list[KernelAddress]:
@@ -134,6 +136,15 @@ async def test_one_claim_writes_every_address_before_the_first_add(tmp_path: Pat
     everything = {a.address for a in actions}
     assert stub.on_disk_at_change[0].addresses == everything  # durable before the first add
     assert len(stub.on_disk_at_change) == 200
+
+
+async def test_a_claimed_batch_of_adds_reads_the_links_once(tmp_path: Path) -> None:
+    dp, stub = adapter(tmp_path)
+    await dp.claim(adds(100))
+    for action in adds(100):
+        await dp.apply(action)
+    assert stub.link_dumps == 1
+    assert len(stub.addrs) == 100
 
 
 async def test_without_a_claim_each_add_still_writes_first(tmp_path: Path) -> None:

@@ -51,28 +51,15 @@ from .base import DataplaneError
 from .bounded import DEFAULT_TIMEOUT, KernelCallError
 from .events import LinkEventWatcher
 from .ipvs import IpvsSnapshot, IpvsTable
+from .owned import owns_address, owns_link, pruned_record
 from .ownership import OwnershipRecord, OwnershipStore, claims
-from .rtnl import ADDRESS_PROTO, KernelAddress, KernelLink, Rtnl
+from .rtnl import KernelAddress, KernelLink, Rtnl
+
+__all__ = ["NetlinkDataplane", "owns_address", "owns_link"]
 
 log = logging.getLogger(__name__)
 
 NO_IPVS = IpvsSnapshot(services={}, real_servers={}, service_counters={}, real_server_counters={})
-
-
-def owns_link(link: KernelLink, record: OwnershipRecord) -> bool:
-    """A dummy link with our alias, or one in the record that nobody re-tagged."""
-    if link.kind != "dummy":
-        return False
-    return link.tagged or (link.name in record.links and link.alias is None)
-
-
-def owns_address(addr: KernelAddress, record: OwnershipRecord) -> bool:
-    """A host address with our protocol tag, or an untagged one in the record (kernels < 6.1)."""
-    if not addr.host_route:
-        return False
-    if addr.proto is not None:
-        return addr.proto == ADDRESS_PROTO
-    return AddressSpec(addr.ifname, addr.address) in record.addresses
 
 
 class NetlinkDataplane:
@@ -91,6 +78,9 @@ class NetlinkDataplane:
         # the addresses the RemoveAddress actions of the last claim() will delete, read once
         # then (one dump instead of one per removal); each entry is used once
         self._to_remove: dict[AddressSpec, KernelAddress | None] | None = None
+        # the links, read once by claim() for the batch's AddAddress actions (a link dump per
+        # add was a third of adding 1,000 VIPs); dropped when we make or remove a link
+        self._batch_links: dict[str, KernelLink] | None = None
         self.ipvs_error: str | None = None  # why IPVS is unavailable, if it is
 
     @property
@@ -154,6 +144,9 @@ class NetlinkDataplane:
     async def _claim(self, actions: Sequence[DataplaneAction]) -> None:
         removals = [a.address for a in actions if isinstance(a, RemoveAddress)]
         self._to_remove = None
+        self._batch_links = None
+        if any(isinstance(a, AddAddress) for a in actions):
+            self._batch_links = {x.name: x for x in await self._rtnl.links()}
         if removals:
             self._to_remove = dict.fromkeys(removals)
             for addr in await self._rtnl.addresses(await self._rtnl.links()):
@@ -184,6 +177,7 @@ class NetlinkDataplane:
 
     async def _observe(self) -> ObservedDataplane:
         self._to_remove = None
+        self._batch_links = None
         links = await self._rtnl.links()
         addresses = await self._rtnl.addresses(links)
         found = await self._ipvs_snapshot()
@@ -254,23 +248,7 @@ class NetlinkDataplane:
         """Forget record entries whose object is gone (or was taken over by someone else),
         and claims never tried; write what removals left in memory only."""
         record = self._owned()
-        kept_links = {x.name for x in links if owns_link(x, record)}
-        kept_addrs = {
-            AddressSpec(a.ifname, a.address) for a in addresses if owns_address(a, record)
-        }
-        pruned = OwnershipRecord(
-            links=record.links & kept_links,
-            addresses=record.addresses & kept_addrs,
-            services=record.services,
-            real_servers=record.real_servers,
-        )
-        if snapshot is not None:
-            pruned = OwnershipRecord(
-                links=pruned.links,
-                addresses=pruned.addresses,
-                services=record.services & snapshot.services.keys(),
-                real_servers=record.real_servers & snapshot.real_servers.keys(),
-            )
+        pruned = pruned_record(record, links, addresses, snapshot)
         if pruned != record:
             log.info("ownership record: forgetting objects that are gone")
         self._claimed = OwnershipRecord()
@@ -287,6 +265,10 @@ class NetlinkDataplane:
         """A claimed object turned out to be someone else's: out of the record, durably."""
         self._tried(part)
         await self._persist(self._store.record.difference(part))
+
+    def _forget_batch_link(self, name: str) -> None:
+        if self._batch_links is not None:
+            self._batch_links.pop(name, None)
 
     async def _find_link(self, name: str) -> KernelLink | None:
         return next((x for x in await self._rtnl.links() if x.name == name), None)
@@ -314,6 +296,7 @@ class NetlinkDataplane:
 
     async def _ensure_link(self, spec: LinkSpec) -> None:
         store = self._store
+        self._forget_batch_link(spec.name)
         link = await self._find_link(spec.name)
         part = OwnershipRecord(links=frozenset({spec.name}))
         if link is not None and not owns_link(link, self._owned()):
@@ -331,6 +314,7 @@ class NetlinkDataplane:
 
     async def _remove_link(self, spec: LinkSpec) -> None:
         store = self._store
+        self._forget_batch_link(spec.name)
         link = await self._find_link(spec.name)
         if link is not None and owns_link(link, store.record):
             await self._rtnl.delete_link(link)
@@ -357,7 +341,10 @@ class NetlinkDataplane:
         see whose it is. (Dumping every address before each add made adding n VIPs cost
         O(n^2) message decodes: ~2 minutes for 1,000 VIPs, measured by bench/scale.py.)"""
         store = self._store
-        link = await self._find_link(spec.ifname)
+        if self._batch_links is not None and spec.ifname in self._batch_links:
+            link: KernelLink | None = self._batch_links[spec.ifname]
+        else:
+            link = await self._find_link(spec.ifname)
         if link is None:
             raise DataplaneError(f"cannot add {spec.address}: no interface {spec.ifname}")
         before = self._owned()  # without a claim of this address: a claim proves nothing
