@@ -12,6 +12,7 @@ No metric names here: they are all given by ``metrics.py``.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from typing import ClassVar, TypeVar
@@ -127,7 +128,11 @@ class Counter(Gauge):
     def inc(self, labels: Labels, amount: float = 1.0) -> None:
         if amount < 0:
             raise ValueError("counters only go up")
-        self.set(labels, self.values.get(labels, 0.0) + amount)
+        values = self.values
+        if labels in values:
+            values[labels] += amount
+        else:
+            self.set(labels, amount)
 
     def collect(self) -> Metric:
         family = CounterMetricFamily(
@@ -197,8 +202,7 @@ class Histogram(Family):
         if row is None:
             self.labels_text(labels)
             row = self.data[labels] = [0.0] * (len(self.bounds) + 2)
-        i = next((i for i, b in enumerate(self.bounds) if value <= b), len(self.bounds))
-        row[i] += 1
+        row[bisect.bisect_left(self.bounds, value)] += 1  # the first bound >= value, or +Inf
         row[-1] += value
 
     def remove(self, labels: Labels) -> None:

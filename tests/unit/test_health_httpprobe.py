@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -99,3 +101,43 @@ async def test_close_without_answer_and_garbage() -> None:
 
     assert await _probe(close) == "server disconnected"
     assert await _probe(garbage) == "malformed HTTP response"
+
+
+async def test_refused_connect_names_the_reason() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    request = httpprobe.request("/", "x", "ua")
+    assert await httpprobe.probe(LOCAL, port, request, lambda s: True) == (
+        "connect: Connection refused"
+    )
+
+
+async def test_a_cancelled_probe_leaves_nothing_registered_with_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller's timeout cancels the probe while it waits for the answer: the socket is
+    closed and its fd is no longer watched by the event loop."""
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    made: list[socket.socket] = []
+
+    class Recorded(socket.socket):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if "fileno" not in kwargs:  # not an accepted connection of the test server
+                made.append(self)
+
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read()  # never answers; ends when the prober closes
+
+    async with _serve(silent) as port:
+        monkeypatch.setattr(httpprobe.socket, "socket", Recorded)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await httpprobe.probe(LOCAL, port, httpprobe.request("/", "x", "ua"), bool)
+        monkeypatch.undo()
+        [probe_socket] = made
+        assert probe_socket.fileno() == -1  # closed
+        fds = {key.fd for key in selector.get_map().values()}
+        assert len(fds) == 3  # self-pipe, listening socket, the server's connection

@@ -14,6 +14,7 @@ socket).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 from collections.abc import Callable
@@ -42,6 +43,42 @@ def _reason(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else (exc.strerror or type(exc).__name__)
 
 
+def _sockaddr(address: IPAddress, port: int) -> tuple[str, int]:
+    key = (address, port)
+    found = _SOCKADDRS.get(key)
+    if found is None:
+        if len(_SOCKADDRS) > 65536:  # bounded: targets come from the config
+            _SOCKADDRS.clear()
+        found = _SOCKADDRS[key] = (str(address), port)
+    return found
+
+
+_SOCKADDRS: dict[tuple[IPAddress, int], tuple[str, int]] = {}
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, fd: int, write: bool) -> None:
+    """Until ``fd`` is writable (or readable). The loop's own sock_connect/sock_recv do the
+    same with more layers (address resolution, transport checks, done callbacks): at 1,000
+    probes/s those layers were a good part of the agent's CPU (bench/, py-spy)."""
+    fut = loop.create_future()
+    if write:
+        loop.add_writer(fd, _wake, fut)
+    else:
+        loop.add_reader(fd, _wake, fut)
+    try:
+        await fut
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
 async def probe(
     address: IPAddress,
     port: int,
@@ -53,17 +90,32 @@ async def probe(
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setblocking(False)
+        fd = sock.fileno()
         try:
             if source is not None:
                 sock.bind((str(source), 0))
-            await loop.sock_connect(sock, (str(address), port))
+            err = sock.connect_ex(_sockaddr(address, port))
+            if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
+                await _ready(loop, fd, write=True)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err))
         except OSError as exc:
             return f"connect: {_reason(exc)}"
         try:
-            await loop.sock_sendall(sock, payload)
+            try:
+                sent = sock.send(payload)  # a request this small goes out whole, mostly
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent < len(payload):
+                await loop.sock_sendall(sock, payload[sent:])
             head = b""
             while b"\r\n" not in head:
-                chunk = await loop.sock_recv(sock, 4096)
+                try:
+                    chunk = sock.recv(4096)
+                except (BlockingIOError, InterruptedError):
+                    await _ready(loop, fd, write=False)
+                    continue
                 if not chunk:
                     return "server disconnected"
                 head += chunk
