@@ -124,11 +124,16 @@ def run_steps(lab: Lab, workdir: Path) -> list[Step]:
         _say(
             f"new connection per request: {d.requests} requests at {d.rate}/s, {d.failures} failed"
         )
+        _say(
+            f"open at the instant a router's ECMP set changed, reset by rehashing: "
+            f"{d.in_flight_resets} {d.in_flight_errors or ''}"
+        )
         _say(f"long-lived connections: {d.held} open, {d.held_reset} reset {d.held_reset_by_node}")
         s.ok = d.failures == 0 and d.rate >= 20
         s.detail = (
-            f"lb2 left every FIB {d.withdraw_seconds:.2f}s after `bgp-lb drain`; "
-            f"{d.requests} requests, {d.failures} failures ({d.rate}/s); "
+            f"lb2 left every FIB {d.withdraw_seconds:.2f}s after the drain; "
+            f"{d.requests} requests, {d.failures} failures ({d.rate}/s), "
+            f"{d.in_flight_resets} in flight at the next-hop change reset; "
             f"long-lived reset: {d.held_reset}/{d.held} (expected for flows on lb2)"
         )
 
@@ -137,7 +142,7 @@ def run_steps(lab: Lab, workdir: Path) -> list[Step]:
         step("client requests spread across lb1..lb3", traffic)
         step("lb1's backend killed -> lb1 withdrawn", failure)
         step("lb1's backend restarted -> lb1 back", recovery)
-        step("drain lb2 (`bgp-lb drain web`) under load", draining)
+        step("drain lb2 (API POST /api/v1/services/web/drain) under load", draining)
     return steps
 
 

@@ -94,11 +94,18 @@ def test_health_failure_withdraws_exactly_that_node_in_time(lab: Lab) -> None:
 
 
 def test_drain_under_load_loses_no_new_connection(lab: Lab) -> None:
+    """Zero failed requests, except a connection open at the very moment a router's ECMP set
+    changed: stateless ECMP hashes it to a node without its socket, which resets it (the same
+    physics as the long-lived connections). Those are classified by their timing against the
+    polled FIB change (scenario.open_across_change), counted and printed, not hidden; any
+    other failure (refused, timeout, a reset of a connection opened after the change) fails."""
     d = drain_under_load(lab, "lb2", SERVICE, lab.dir)
     print(
         f"drain: lb2 gone in {d.withdraw_seconds:.2f}s; {d.requests} requests at {d.rate}/s, "
-        f"{d.failures} failed {d.errors}; long-lived connections reset: {d.held_reset}/{d.held} "
-        f"{d.held_reset_by_node}; lb2 answers after it left every FIB: {d.node_answers_after_gone}"
+        f"{d.failures} failed {d.errors}; open across the next-hop change and reset: "
+        f"{d.in_flight_resets} {d.in_flight_errors}; long-lived connections reset: "
+        f"{d.held_reset}/{d.held} {d.held_reset_by_node}; lb2 answers after it left every FIB: "
+        f"{d.node_answers_after_gone}"
     )
     assert d.rate >= 20
     assert d.failures == 0, d.errors
