@@ -7,28 +7,18 @@ VM for the lab modules when the host kernel has neither. One lab for the whole r
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.harness.vm import running_kernel_has_dataplane
-
 from .demo import SERVICE, withdraw_bound
+from .marks import LAB
 from .observe import advertised_metrics, agent_get, agent_status, fib_snapshot, rib_nodes
 from .runner import Lab
 from .scenario import drain_under_load, fail_backend, restore_backend, spread
 from .topology import AGENT_CONF
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(
-        not running_kernel_has_dataplane(),
-        reason="needs IPVS + dummy: run `make test-lab` (boots a VM)",
-    ),
-]
+pytestmark = LAB
 
 LBS = ["lb1", "lb2", "lb3"]
 

@@ -24,20 +24,15 @@ import pytest
 import yaml
 
 from tests.harness.agent_proc import promtool_check
-from tests.harness.vm import running_kernel_has_dataplane
 from tests.observability.prom import PromServer
 
+from .marks import LAB
 from .observe import _parallel, fib_snapshot
 from .runner import REPO, Lab
 from .scenario import spread, wait_membership
 
 pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(
-        not running_kernel_has_dataplane(),
-        reason="needs IPVS + dummy: run `make test-lab` (boots a VM)",
-    ),
+    *LAB,
     pytest.mark.skipif(not shutil.which("prometheus"), reason="needs prometheus"),
 ]
 
@@ -76,23 +71,8 @@ def prom(lab: Lab) -> Iterator[PromServer]:
         server.stop()
 
 
-def _series(p: PromServer, expr: str) -> int:
-    return len(p.query(expr))
-
-
-def _firing(p: PromServer, alertname: str, **labels: str) -> bool:
-    return any(
-        a["alertname"] == alertname and all(a.get(k) == v for k, v in labels.items())
-        for a in p.alerts("firing")
-    )
-
-
-def _active(p: PromServer, alertname: str) -> bool:
-    return any(a["alertname"] == alertname for s in ("firing", "pending") for a in p.alerts(s))
-
-
 def _all_up(p: PromServer) -> None:
-    p.wait(lambda: _series(p, 'up{job="bgplb"} == 1') == len(LBS), 60, "every agent up")
+    p.wait(lambda: p.count('up{job="bgplb"} == 1') == len(LBS), 60, "every agent up")
 
 
 def test_every_metrics_listener_passes_promtool(lab: Lab, prom: PromServer) -> None:
@@ -111,13 +91,13 @@ def test_every_panel_query_and_alert_selector_returns_series(lab: Lab, prom: Pro
     assert nodes == set(LBS)
     # every node announces both VIPs of web to both routers
     announced = f'bgplb_routes_advertised{{service="{SERVICE}"}} == 2'
-    p.wait(lambda: _series(p, announced) == 2 * len(LBS), 60, "web announced to every router")
+    p.wait(lambda: p.count(announced) == 2 * len(LBS), 60, "web announced to every router")
     sp = spread(lab, count=60)  # traffic through both routers to every node's IPVS
     assert sp.failures == 0, sp.errors
     traffic = "sum by (node) (rate(bgplb_ipvs_bytes_total[10s])) > 0"
-    p.wait(lambda: _series(p, traffic) == len(LBS), 60, "IPVS traffic on every node")
+    p.wait(lambda: p.count(traffic) == len(LBS), 60, "IPVS traffic on every node")
     rates = "rate(bgplb_reconcile_duration_seconds_count[10s]) > 0"
-    p.wait(lambda: _series(p, rates) == len(LBS), 60, "reconcile rates on every node")
+    p.wait(lambda: p.count(rates) == len(LBS), 60, "reconcile rates on every node")
     res = p.run_in_ns(sys.executable, DASHBOARDS / "validate.py", "--prom", p.url, timeout=600)
     print(res.stdout.splitlines()[-1] if res.stdout else res.stderr)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -140,17 +120,17 @@ def test_withdrawn_and_session_down_alerts_fire_and_clear(lab: Lab, prom: PromSe
         lab.stop_process(node, "backend", kill=True)
     r1.vtysh(*bgp, f"neighbor {lb2} shutdown")
     p.wait(
-        lambda: _firing(p, "BgplbServiceWithdrawnEverywhere", service=SERVICE, severity="critical"),
+        lambda: p.firing("BgplbServiceWithdrawnEverywhere", service=SERVICE, severity="critical"),
         90,
         "withdrawn everywhere fires",
     )
-    p.wait(lambda: _firing(p, "BgplbBgpSessionDown", node="lb2"), 90, "session down fires")
-    p.wait(lambda: _firing(p, "BgplbRealServerDown", service=SERVICE), 90, "real server fires")
+    p.wait(lambda: p.firing("BgplbBgpSessionDown", node="lb2"), 90, "session down fires")
+    p.wait(lambda: p.firing("BgplbRealServerDown", service=SERVICE), 90, "real server fires")
     fired = time.monotonic() - t0
     # Quiet meanwhile: every agent is up, nothing is advertised while unhealthy, and only lb2's
     # session to r1 is down (its session to r2 and the other nodes' sessions stay up).
-    assert not _active(p, "BgplbAgentDown")
-    assert not _active(p, "BgplbAdvertisedWhileUnhealthy")
+    assert not p.active("BgplbAgentDown")
+    assert not p.active("BgplbAdvertisedWhileUnhealthy")
     down = {
         (a["node"], a.get("peer", ""))
         for a in p.alerts("firing") + p.alerts("pending")
@@ -163,9 +143,9 @@ def test_withdrawn_and_session_down_alerts_fire_and_clear(lab: Lab, prom: PromSe
     for node in LBS:
         lab.start_backend(node)
     r1.vtysh(*bgp, f"no neighbor {lb2} shutdown")
-    p.wait(lambda: not _active(p, "BgplbServiceWithdrawnEverywhere"), 120, "withdrawn clears")
-    p.wait(lambda: not _active(p, "BgplbBgpSessionDown"), 120, "session down clears")
-    p.wait(lambda: not _active(p, "BgplbRealServerDown"), 120, "real server clears")
+    p.wait(lambda: not p.active("BgplbServiceWithdrawnEverywhere"), 120, "withdrawn clears")
+    p.wait(lambda: not p.active("BgplbBgpSessionDown"), 120, "session down clears")
+    p.wait(lambda: not p.active("BgplbRealServerDown"), 120, "real server clears")
     for node in LBS:  # the lab as we found it: every node back in every FIB
         wait_membership(lab, node, True, 180, time.monotonic(), baseline)
     print(

@@ -121,6 +121,22 @@ class PromServer:
         assert body is not None, self.log()
         return [a["labels"] for a in json.loads(body)["data"]["alerts"] if a["state"] == state]
 
+    def count(self, expr: str) -> int:
+        """How many series ``expr`` returns now."""
+        return len(self.query(expr))
+
+    def firing(self, alertname: str, **labels: str) -> bool:
+        return any(
+            a["alertname"] == alertname and all(a.get(k) == v for k, v in labels.items())
+            for a in self.alerts("firing")
+        )
+
+    def active(self, alertname: str) -> bool:
+        """Pending or firing."""
+        return any(
+            a["alertname"] == alertname for s in ("firing", "pending") for a in self.alerts(s)
+        )
+
     def wait(self, predicate: Any, within: float, what: str) -> float:
         """Poll ``predicate`` every 0.2 s; records and returns the seconds since start."""
         within *= SLOW

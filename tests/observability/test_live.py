@@ -190,21 +190,6 @@ def stack() -> Iterator[Stack]:
         print(f"\nprometheus timings (s after start): {prom.timings}")
 
 
-def _series(prom: PromServer, expr: str) -> int:
-    return len(prom.query(expr))
-
-
-def _firing(prom: PromServer, alertname: str, **labels: str) -> bool:
-    return any(
-        a["alertname"] == alertname and all(a.get(k) == v for k, v in labels.items())
-        for a in prom.alerts("firing")
-    )
-
-
-def _active(prom: PromServer, alertname: str) -> bool:
-    return any(a["alertname"] == alertname for s in ("firing", "pending") for a in prom.alerts(s))
-
-
 def _traffic(stack: Stack, requests: int = 60) -> None:
     """HTTP requests from r1 to the IPVS VIP; r1 hashes flows over both nodes (L4)."""
     ns = stack.bl.router.ns
@@ -225,24 +210,24 @@ def test_agent_metrics_pass_promtool(stack: Stack) -> None:
 
 def test_prometheus_scrapes_every_agent(stack: Stack) -> None:
     p = stack.prom
-    p.wait(lambda: _series(p, 'up{job="bgplb"} == 1') == 2, 30, "both agents up")
+    p.wait(lambda: p.count('up{job="bgplb"} == 1') == 2, 30, "both agents up")
     nodes = {r["metric"]["node"] for r in p.query("bgplb_build_info")}
     assert nodes == {"lb1", "lb2"}
     # 2 nodes x 2 services, each announced by the agent to r1.
-    p.wait(lambda: _series(p, "bgplb_routes_advertised == 1") == 4, 30, "4 routes advertised")
-    assert _series(p, 'bgplb_service_decision{decision="announce"} == 1') == 4
+    p.wait(lambda: p.count("bgplb_routes_advertised == 1") == 4, 30, "4 routes advertised")
+    assert p.count('bgplb_service_decision{decision="announce"} == 1') == 4
 
 
 def test_every_panel_query_and_alert_selector_returns_series(stack: Stack) -> None:
     p = stack.prom
-    p.wait(lambda: _series(p, 'up{job="bgplb"} == 1') == 2, 30, "both agents up")
+    p.wait(lambda: p.count('up{job="bgplb"} == 1') == 2, 30, "both agents up")
     # rate() needs two samples of each histogram bucket.
     rate = "rate(bgplb_reconcile_duration_seconds_count[10s]) > 0"
-    p.wait(lambda: _series(p, rate) == 2, 30, "rates available")
+    p.wait(lambda: p.count(rate) == 2, 30, "rates available")
     if IPVS:
         _traffic(stack)
         traffic = "sum by (node) (rate(bgplb_ipvs_bytes_total[10s])) > 0"
-        p.wait(lambda: _series(p, traffic) >= 1, 30, "IPVS traffic seen")
+        p.wait(lambda: p.count(traffic) >= 1, 30, "IPVS traffic seen")
     argv = [sys.executable, DASHBOARDS / "validate.py", "--prom", p.url]
     res = p.run_in_ns(*argv, "--allow-empty", NO_IPVS_HERE)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -261,7 +246,7 @@ def test_every_panel_query_and_alert_selector_returns_series(stack: Stack) -> No
 
 def test_withdrawn_and_session_down_alerts_fire_and_clear(stack: Stack) -> None:
     p, bl = stack.prom, stack.bl
-    p.wait(lambda: _series(p, 'up{job="bgplb"} == 1') == 2, 30, "both agents up")
+    p.wait(lambda: p.count('up{job="bgplb"} == 1') == 2, 30, "both agents up")
     p.wait(lambda: not p.alerts("firing") and not p.alerts("pending"), 30, "no alerts before")
     lb2 = bl.lb_v4(2)
     bgp = ["configure terminal", f"router bgp {bl.router.asn}"]
@@ -271,12 +256,12 @@ def test_withdrawn_and_session_down_alerts_fire_and_clear(stack: Stack) -> None:
         backend.stop()  # web's http check fails on both nodes; api's tcp check stays up
     bl.router.vtysh(*bgp, f"neighbor {lb2} shutdown")
     p.wait(
-        lambda: _firing(p, "BgplbServiceWithdrawnEverywhere", service="web", severity="critical"),
+        lambda: p.firing("BgplbServiceWithdrawnEverywhere", service="web", severity="critical"),
         30,
         "withdrawn everywhere fires",
     )
     p.wait(
-        lambda: _firing(p, "BgplbBgpSessionDown", node="lb2", peer=bl.r1_v4(2)),
+        lambda: p.firing("BgplbBgpSessionDown", node="lb2", peer=bl.r1_v4(2)),
         30,
         "session down fires",
     )
@@ -290,16 +275,16 @@ def test_withdrawn_and_session_down_alerts_fire_and_clear(stack: Stack) -> None:
     assert ("BgplbBgpSessionDown", "lb2") in names
     # Quiet while that happens: api is still announced, nothing advertises while unhealthy.
     assert ("BgplbServiceWithdrawnEverywhere", "api") not in names
-    assert not _active(p, "BgplbAdvertisedWhileUnhealthy")
-    assert not _active(p, "BgplbAgentDown")
+    assert not p.active("BgplbAdvertisedWhileUnhealthy")
+    assert not p.active("BgplbAgentDown")
 
     t1 = time.monotonic()
     for _, backend in stack.agents:
         backend.start()
     bl.router.vtysh(*bgp, f"no neighbor {lb2} shutdown")
-    p.wait(lambda: not _active(p, "BgplbServiceWithdrawnEverywhere"), 60, "withdrawn clears")
-    p.wait(lambda: not _active(p, "BgplbBgpSessionDown"), 90, "session down clears")
-    p.wait(lambda: _series(p, "bgplb_routes_advertised == 1") == 2 * SERVICES, 60, "routes back")
+    p.wait(lambda: not p.active("BgplbServiceWithdrawnEverywhere"), 60, "withdrawn clears")
+    p.wait(lambda: not p.active("BgplbBgpSessionDown"), 90, "session down clears")
+    p.wait(lambda: p.count("bgplb_routes_advertised == 1") == 2 * SERVICES, 60, "routes back")
     print(
         f"alerts fired {fired:.1f} s after the failure, cleared {time.monotonic() - t1:.1f} s"
         " after recovery"
