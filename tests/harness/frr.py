@@ -43,6 +43,7 @@ class Router:
     directory: Path
     pids: dict[str, int] = field(default_factory=dict)
     command_timeout: float = 10.0  # per daemon start / vtysh call (raise it under TCG)
+    zebra_args: tuple[str, ...] = ()  # more zebra options (the lab: --v6-rr-semantics)
 
     def config(self) -> str:
         lines = [
@@ -110,7 +111,7 @@ class Router:
             argv += ["-F", "traditional", "-f", str(conf), "-i", str(pidfile)]
             argv += ["-z", f"{d}/zserv.api", "--vty_socket", d]
             if daemon == "zebra":
-                argv += ["-s", "90000000"]
+                argv += ["-s", "90000000", *self.zebra_args]
             run(*argv, timeout=self.command_timeout)
             self.pids[daemon] = _read_pid(pidfile, timeout=max(5.0, self.command_timeout))
 

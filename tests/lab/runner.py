@@ -32,7 +32,16 @@ from tests.harness.netns import alive, kill_pids, ns_pids, run
 
 from .fib import close_all as close_fib_sockets
 from .netcmd import AddrAdd, LinkUp
-from .topology import AGENT_CONF, FRR_CONF, SHARED_TOKEN, TOKEN, Node, Topology
+from .topology import (
+    AGENT_CONF,
+    FRR_CONF,
+    FRR_DAEMONS,
+    SHARED_TOKEN,
+    TOKEN,
+    Node,
+    Topology,
+    zebra_long_options,
+)
 
 RUN_ROOT = Path("/run/bgplb-lab")
 NS_PREFIX = "bgplab-"
@@ -222,6 +231,9 @@ class Lab:
         r = LabRouter(self.ns(node.name), 0, "", [], self.node_dir(node.name) / "frr")
         r.command_timeout = 60.0  # TCG: a daemon start can take 10+ s
         r.conf_text = conf.read_text()
+        daemons = node.bind_source(FRR_DAEMONS)
+        if daemons is not None and daemons.is_file():
+            r.zebra_args = zebra_long_options(daemons)
         r.start()
         self.routers[node.name] = r
         for daemon, pid in r.pids.items():

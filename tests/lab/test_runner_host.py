@@ -62,6 +62,9 @@ def test_minimal_lab_is_built_as_the_file_says_and_removed(topology: Topology) -
         route = json.loads(run("ip", "-n", lab.ns("c1"), "-j", "route", "show", "10.99.0.0/24"))
         assert route[0]["gateway"] == "10.1.100.1"
         assert lab.exec_in("r1", "sysctl", "-n", "net.ipv6.fib_multipath_hash_policy") == "1\n"
+        # zebra got the daemons file's long options: IPv6 routes replaced in place
+        zebra = Path(f"/proc/{lab.routers['r1'].pids['zebra']}/cmdline").read_bytes()
+        assert b"--v6-rr-semantics" in zebra.split(b"\0")
         summary = lab.routers["r1"].vtysh_json("show bgp ipv4 unicast summary json")
         assert set(summary["peers"]) == {"10.1.1.2", "10.1.2.2"}  # type: ignore[call-overload]
         # the backend answers with the node's name, on the node's own address

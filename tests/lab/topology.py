@@ -323,3 +323,13 @@ def frr_daemons(path: Path) -> set[str]:
         if m and m.group(1) != "zebra":
             out.add(m.group(1))
     return out
+
+
+def zebra_long_options(path: Path) -> tuple[str, ...]:
+    """The ``--long`` options of ``zebra_options`` in an FRR ``daemons`` file (the runner
+    gives zebra its own socket and vty options; ``-A``/``-s`` are not passed on)."""
+    for line in path.read_text().splitlines():
+        m = re.match(r"^\s*zebra_options\s*=\s*\"([^\"]*)\"\s*$", line)
+        if m:
+            return tuple(w for w in m.group(1).split() if w.startswith("--"))
+    return ()
