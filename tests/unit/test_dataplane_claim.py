@@ -5,6 +5,7 @@ The netlink adapter runs here on a stub rtnetlink (no kernel); the reconciler on
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 from pathlib import Path
@@ -32,6 +33,7 @@ from bgplb.model import (
     VirtualServiceKey,
     VirtualServiceSpec,
 )
+from bgplb.reconciler import ADD_BATCH, _batches
 
 from .fixtures import Rig, ip, key, up, web_and_api
 
@@ -54,6 +56,8 @@ class StubRtnl:
         self.on_disk_at_change: list[OwnershipRecord] = []
         self.dumps = 0
         self.link_dumps = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
 
     def _saw(self) -> None:
         text = self.record_path.read_text() if self.record_path.exists() else None
@@ -91,6 +95,10 @@ class StubRtnl:
 
     async def add_address(self, index: int, ifname: str, address: IPAddress) -> bool:
         self._saw()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0)  # a netlink round trip: other calls run meanwhile
+        self.in_flight -= 1
         if any(a.address == address and a.index == index for a in self.addrs):
             return False
         self.addrs.append(KernelAddress(index, ifname, address, address.max_prefixlen, self.proto))
@@ -145,6 +153,28 @@ async def test_a_claimed_batch_of_adds_reads_the_links_once(tmp_path: Path) -> N
         await dp.apply(action)
     assert stub.link_dumps == 1
     assert len(stub.addrs) == 100
+
+
+async def test_adds_run_concurrently_and_observe_waits_for_them(tmp_path: Path) -> None:
+    dp, stub = adapter(tmp_path)
+    actions = adds(50)
+    await dp.claim(actions)
+    running = [asyncio.ensure_future(dp.apply(a)) for a in actions]
+    await asyncio.sleep(0)
+    observed = await dp.observe()  # exclusive: only once every add in flight is done
+    await asyncio.gather(*running)
+    assert stub.most_in_flight > 1
+    assert len(observed.owned.addresses) == 50
+    assert dp._store.writes == 1
+
+
+async def test_concurrent_adds_without_a_claim_lose_no_record_entry(tmp_path: Path) -> None:
+    dp, stub = adapter(tmp_path)
+    await asyncio.gather(*(dp.apply(a) for a in adds(20)))
+    on_disk = decode_record(json.loads((tmp_path / RECORD_NAME).read_text()))
+    assert on_disk.addresses == {a.address for a in adds(20)}
+    for i, seen in enumerate(stub.on_disk_at_change):  # each durable before its own add
+        assert AddressSpec("lo", vip(i)) in seen.addresses
 
 
 async def test_without_a_claim_each_add_still_writes_first(tmp_path: Path) -> None:
@@ -281,6 +311,35 @@ async def test_a_failed_claim_does_not_stop_the_pass(tmp_path: Path) -> None:
     r.dp.fail_next_claim()
     result = await r.start()
     assert [e.kind for e in r.log.of("ownership")] == ["claim_failed"]
+    assert result.errors == ()
+    assert r.announced()
+
+
+def test_address_adds_are_batched_and_everything_else_goes_alone() -> None:
+    link = EnsureLink(LinkSpec("web"))
+    rm = RemoveAddress(AddressSpec("lo", vip(999)))
+    a = adds(70)
+    groups = _batches((link, *a, rm, *a[:2]))
+    assert [len(g) for g in groups] == [1, ADD_BATCH, ADD_BATCH, 70 - 2 * ADD_BATCH, 1, 2]
+    assert [x for g in groups for x in g] == [link, *a, rm, *a[:2]]  # the order is kept
+
+
+async def test_the_reconciler_sends_address_adds_at_once(tmp_path: Path) -> None:
+    r = Rig(web_and_api(), tmp_path)
+    r.health.set(key("web", "tcp"), up())
+    real_apply = r.dp.apply
+    in_flight, most = [0], [0]
+
+    async def slow_apply(action: Any) -> None:
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        await asyncio.sleep(0)
+        in_flight[0] -= 1
+        await real_apply(action)
+
+    r.dp.apply = slow_apply  # type: ignore[method-assign]
+    result = await r.start()
+    assert most[0] == 2  # web's and api's VIPs
     assert result.errors == ()
     assert r.announced()
 

@@ -26,7 +26,8 @@ class Dataplane(Protocol):
         what was not claimed), not for speed. Raises DataplaneError."""
 
     async def apply(self, action: DataplaneAction) -> None:
-        """Carry out one action; idempotent. Raises DataplaneError."""
+        """Carry out one action; idempotent. Raises DataplaneError. The reconciler may have
+        several AddAddress actions in flight at once (never other actions, nor observe)."""
 
     async def close(self) -> None:
         """Release handles (does not remove objects)."""
