@@ -26,8 +26,10 @@ from .dataplane.base import Dataplane
 from .dataplane.prereq import Prerequisite, check_prerequisites
 from .health.checks import Prober
 from .health.runner import HealthRunner
+from .health.tracker import CheckKey, CheckResult, CheckState
 from .logs import log_event, register_secret, setup_logging
 from .metrics import Metrics
+from .model import CheckStatus
 from .reconciler import PassResult, Reconciler
 from .sdnotify import notify, watchdog_interval
 from .status import AgentControl, ReloadResult, StatusResponse
@@ -72,7 +74,7 @@ class Agent(AgentControl):
         self.started_at = clock.now()
         self.admin = AdminStore(config.node.state_dir, clock)
         self.health = HealthRunner(clock, self._wake, prober)
-        self.health.on_result = self.metrics.record_check
+        self.health.on_result = self._on_check_result
         self.reconciler = Reconciler(
             config, dataplane, speaker, self.health, self.admin, clock, on_pass=self._on_pass
         )
@@ -86,6 +88,11 @@ class Agent(AgentControl):
 
     def _wake(self) -> None:
         self.reconciler.wake()
+
+    def _on_check_result(self, key: CheckKey, result: CheckResult, state: CheckState) -> None:
+        self.metrics.record_check(key, result, state)
+        if state.status is CheckStatus.DOWN and state.changed_at == result.time:
+            self.reconciler.check_went_down(key.service)  # this result took it down
 
     def _on_pass(self, result: PassResult) -> None:
         """Called by the reconciler after each pass: metrics follow the new state."""

@@ -9,6 +9,11 @@ periodic resync) only calls ``wake()``. A pass is level-triggered and the same w
 
 A VIP that drifted away is re-added in the same pass and stays announced (no needless withdraw,
 which would rehash flows on the other nodes); it is withdrawn only if the repair fails.
+
+One shortcut: ``check_went_down(service)`` withdraws a service that stopped announcing at
+once, outside the pass lock (a pass over 1,000 services first spends ~12 ms on the desired
+state, and may be running already); it only removes routes, and a pass that overlapped it
+re-reads health before announcing (``_announce``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from .policy import (
     announceable,
     desired_state,
     freeze_routes,
+    prefixes_given_up,
     same_routes,
 )
 
@@ -118,6 +124,11 @@ class Reconciler:
         self._io_timeout = io_timeout
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
+        # every speaker.set_routes goes through this lock: the fast withdraw runs outside
+        # the pass lock, and a pass must not announce over a withdraw it did not see
+        self._speaker_lock = asyncio.Lock()
+        self._fast_withdrawals = 0  # bumped by each fast withdraw; a pass compares it
+        self._fast_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._next_change: float | None = None
         self.last_progress: float = clock.now()
@@ -138,6 +149,24 @@ class Reconciler:
     def wake(self) -> None:
         """Ask for a pass soon. Cheap and safe from any callback on the loop's thread."""
         self._wakeup.set()
+
+    def check_went_down(self, service: str) -> None:
+        """A check of ``service`` just went down: withdraw its prefixes now if the service no
+        longer announces, without waiting for a pass (which may be running, and at 1,000
+        services recomputes everything first). The pass that ``wake()`` also asks for does the
+        rest; it re-checks health before it announces (see ``_announce``)."""
+        if not self._stopping:
+            # scheduled before wake(): the woken pass computes the whole desired state
+            # without yielding (~12 ms at 1,000 services) and would run first otherwise
+            task = asyncio.ensure_future(self._fast_withdraw(service))
+            self._fast_tasks.add(task)
+            task.add_done_callback(self._fast_done)
+        self.wake()
+
+    def _fast_done(self, task: asyncio.Task[None]) -> None:
+        self._fast_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log_event(log, "fast_withdraw_failed", logging.WARNING, error=repr(task.exception()))
 
     def set_config(self, config: Config) -> None:
         """Use ``config`` from the next pass on (the speaker is reconfigured by the caller)."""
@@ -184,7 +213,8 @@ class Reconciler:
         self._stopping = True
         self.wake()
         async with self._lock:
-            await self._best_effort("withdraw all routes", self._speaker.set_routes({}))
+            async with self._speaker_lock:
+                await self._best_effort("withdraw all routes", self._speaker.set_routes({}))
             self._mark_shutting_down()
             await self._clock.sleep(grace)
             if not keep_dataplane:
@@ -215,6 +245,7 @@ class Reconciler:
     async def _pass(self) -> PassResult:
         started = self._clock.now()
         config = self._config
+        fast_seen = self._fast_withdrawals
         desired = desired_state(config, self._health.snapshot(), self._admin.state, started)
         self._next_change = desired.next_change
         await self._withdraw_early(desired)
@@ -223,7 +254,8 @@ class Reconciler:
         steps = plan(desired, observed, advertised)
         withdrew = not same_routes(steps.withdraw, advertised)
         if withdrew:
-            await self._io(self._speaker.set_routes(steps.withdraw))
+            async with self._speaker_lock:
+                await self._io(self._speaker.set_routes(steps.withdraw))
             gone = _prefixes(advertised) - _prefixes(steps.withdraw)
             log_event(log, "routes_withdrawn_before_removal", prefixes=" ".join(sorted(gone)))
         applied: list[DataplaneAction] = []
@@ -254,7 +286,7 @@ class Reconciler:
         if steps.actions:
             observed = await self._io(self._dataplane.observe())
         routes, decisions = announceable(desired, observed, steps.conflicts)
-        await self._io(self._speaker.set_routes(routes))
+        routes = await self._announce(routes, fast_seen)
         result = PassResult(
             decisions=decisions,
             observed=observed,
@@ -287,7 +319,8 @@ class Reconciler:
             }
         )
         if not same_routes(early, advertised):
-            await self._io(self._speaker.set_routes(early))
+            async with self._speaker_lock:
+                await self._io(self._speaker.set_routes(early))
 
     async def _apply(self, action: DataplaneAction) -> str | None:
         """None, or why ``action`` failed."""
@@ -304,6 +337,54 @@ class Reconciler:
             await self._io(self._dataplane.claim(actions))
         except (DataplaneError, TimeoutError) as e:
             log_event(log, "dataplane_claim_failed", logging.WARNING, error=str(e) or "timed out")
+
+    async def _announce(self, routes: RouteSet, fast_seen: int) -> RouteSet:
+        """Give the speaker the pass's routes; if a fast withdraw happened during the pass,
+        first drop what the health of *now* no longer wants (the pass decided on older
+        health and would otherwise re-announce it)."""
+        async with self._speaker_lock:
+            if self._fast_withdrawals != fast_seen:
+                now = desired_state(
+                    self._config, self._health.snapshot(), self._admin.state, self._clock.now()
+                )
+                wanted = {peer: {r.prefix for r in rs} for peer, rs in now.routes.items()}
+                routes = freeze_routes(
+                    {
+                        peer: (r for r in rs if r.prefix in wanted.get(peer, set()))
+                        for peer, rs in routes.items()
+                    }
+                )
+            await self._io(self._speaker.set_routes(routes))
+        return routes
+
+    async def _fast_withdraw(self, name: str) -> None:
+        """Withdraw the prefixes of service ``name`` if it no longer announces and no other
+        announcing service shares them (policy.prefixes_given_up)."""
+        gone = prefixes_given_up(
+            self._config, name, self._health.snapshot(), self._admin.state, self._clock.now()
+        )
+        if not gone:
+            return
+        async with self._speaker_lock:
+            if self._stopping:
+                return
+            advertised = self._speaker.advertised()
+            kept = freeze_routes(
+                {
+                    peer: (r for r in routes if r.prefix not in gone)
+                    for peer, routes in advertised.items()
+                }
+            )
+            if same_routes(kept, advertised):
+                return
+            self._fast_withdrawals += 1
+            await self._io(self._speaker.set_routes(kept))
+        log_event(
+            log,
+            "routes_withdrawn_fast",
+            service=name,
+            prefixes=" ".join(sorted(str(p) for p in gone)),
+        )
 
     def _mark_shutting_down(self) -> None:
         if self.last is None:

@@ -1,0 +1,117 @@
+"""The fast withdraw: a check going down withdraws at once, even while a pass is running."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bgplb.admin import AdminState
+from bgplb.model import ObservedDataplane
+from bgplb.policy import prefixes_given_up
+
+from .fixtures import (
+    API_VIP,
+    WEB_VIP,
+    Rig,
+    announce_service,
+    config,
+    down,
+    key,
+    net,
+    tcp_check,
+    up,
+    web_and_api,
+)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> Rig:
+    r = Rig(web_and_api(), tmp_path)
+    r.health.set(key("web", "tcp"), up())
+    await r.start()
+    assert r.announced() == {WEB_VIP, API_VIP}
+    return r
+
+
+def _block_observe(rig: Rig) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the next dataplane dump wait: (entered, release)."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    real = rig.dp.observe
+
+    async def slow() -> ObservedDataplane:
+        entered.set()
+        await release.wait()
+        return await real()
+
+    rig.dp.observe = slow  # type: ignore[method-assign]
+    return entered, release
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_withdraws_while_a_pass_is_stuck_and_the_pass_does_not_reannounce(
+    rig: Rig,
+) -> None:
+    entered, release = _block_observe(rig)
+    passing = asyncio.ensure_future(rig.rec.reconcile_once())  # web still up for this pass
+    await entered.wait()
+    rig.health.set(key("web", "tcp"), down())
+    rig.rec.check_went_down("web")
+    await _settle()
+    assert rig.announced() == {API_VIP}  # withdrawn with the pass still stuck in observe
+    assert not passing.done()
+    release.set()
+    await passing  # decided on the old health: must not put web back
+    assert rig.announced() == {API_VIP}
+    await rig.rec.reconcile_once()
+    assert rig.announced() == {API_VIP}
+
+
+async def test_nothing_is_withdrawn_while_the_service_still_announces(rig: Rig) -> None:
+    rig.log.clear()
+    rig.rec.check_went_down("web")  # a stale call: health still says up
+    await _settle()
+    assert rig.speaker_sets() == []
+    assert rig.announced() == {WEB_VIP, API_VIP}
+
+
+async def test_no_fast_withdraw_after_shutdown_began(rig: Rig) -> None:
+    await rig.rec.shutdown(grace=0.0, keep_dataplane=True)
+    rig.log.clear()
+    rig.health.set(key("web", "tcp"), down())
+    rig.rec.check_went_down("web")
+    await _settle()
+    assert rig.speaker_sets() == []
+
+
+def test_prefixes_given_up_keeps_a_vip_another_announcing_service_shares() -> None:
+    cfg = config(
+        announce_service("a", vips=["10.99.1.1", "10.99.1.2"], checks=[tcp_check("c", port=1)]),
+        announce_service("b", vips=["10.99.1.2"], checks=[tcp_check("c", port=2)]),
+    )
+    health = {key("a", "c"): down(), key("b", "c"): up()}
+    gone = prefixes_given_up(cfg, "a", health, AdminState(), 0.0)
+    assert gone == {net("10.99.1.1/32")}
+    health[key("b", "c")] = down()
+    assert prefixes_given_up(cfg, "a", health, AdminState(), 0.0) == {
+        net("10.99.1.1/32"),
+        net("10.99.1.2/32"),
+    }
+    health[key("a", "c")] = up()
+    assert prefixes_given_up(cfg, "a", health, AdminState(), 0.0) == frozenset()
+    assert prefixes_given_up(cfg, "nope", health, AdminState(), 0.0) == frozenset()
+
+
+def test_prefixes_given_up_keeps_a_degraded_service() -> None:
+    cfg = config(
+        announce_service(
+            "a", vips=["10.99.1.1"], checks=[tcp_check("c", port=1)], on_down="announce_degraded"
+        )
+    )
+    health = {key("a", "c"): down()}
+    assert prefixes_given_up(cfg, "a", health, AdminState(), 0.0) == frozenset()
