@@ -21,8 +21,9 @@ add is not taken for ours.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,6 +60,21 @@ from .rtnl import KernelAddress, KernelLink, Rtnl
 __all__ = ["NetlinkDataplane", "owns_address", "owns_link"]
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _as_dataplane_error(what: str) -> Iterator[None]:
+    """Keep the Protocol's contract: every failure of ``what`` leaves as a DataplaneError
+    (pyroute2 raises more than OSError); the message names ``what``."""
+    try:
+        yield
+    except KernelCallError as e:
+        raise DataplaneError(f"{what}: {e}") from e
+    except DataplaneError:
+        raise
+    except Exception as e:
+        raise DataplaneError(f"{what}: {type(e).__name__}: {e}") from e
+
 
 NO_IPVS = IpvsSnapshot(services={}, real_servers={}, service_counters={}, real_server_counters={})
 
@@ -112,14 +128,8 @@ class NetlinkDataplane:
 
     async def claim(self, actions: Sequence[DataplaneAction]) -> None:
         async with self._gate.exclusive():
-            try:
+            with _as_dataplane_error("claim"):
                 await self._claim(actions)
-            except KernelCallError as e:
-                raise DataplaneError(f"claim: {e}") from e
-            except DataplaneError:
-                raise
-            except Exception as e:
-                raise DataplaneError(f"claim: {type(e).__name__}: {e}") from e
 
     async def observe(self) -> ObservedDataplane:
         async with self._gate.exclusive():
@@ -135,18 +145,13 @@ class NetlinkDataplane:
         batch of them at once: one netlink round trip per VIP on a busy event loop was most
         of the time to bring up 1,000 VIPs); everything else runs alone."""
         shared = isinstance(action, AddAddress)
-        async with self._gate.shared() if shared else self._gate.exclusive():
-            try:
+        gate = self._gate.shared() if shared else self._gate.exclusive()
+        async with gate:
+            with _as_dataplane_error(type(action).__name__):
                 if isinstance(action, AddAddress):
                     await self._add_address(action.address)
                 else:
                     await self._apply(action)
-            except KernelCallError as e:
-                raise DataplaneError(f"{type(action).__name__}: {e}") from e
-            except DataplaneError:
-                raise
-            except Exception as e:
-                raise DataplaneError(f"{type(action).__name__}: {type(e).__name__}: {e}") from e
 
     # ------------------------------------------------------------------ internals
 
