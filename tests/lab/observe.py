@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -96,13 +97,20 @@ def advertised_metrics(text: str, service: str) -> dict[str, float]:
     return out
 
 
+def agent_settings(lab: Lab, node: str) -> dict[str, Any]:
+    """The agent config the runner wrote for ``node`` (bind targets mapped to lab paths)."""
+    data = yaml.safe_load(lab.agent_config(node).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
 def drain(lab: Lab, node: str, service: str | None, undo: bool = False) -> str:
     """Drain (undrain) inside the node through the agent's API with its token: the request
     ``bgp-lb drain|undrain`` sends, made with curl, because the CLI is a Python start-up that
     took tens of seconds in a loaded TCG VM and would blur the measured drain time."""
     verb = "undrain" if undo else "drain"
     path = f"/api/v1/services/{service}/{verb}" if service else f"/api/v1/{verb}"
-    api = yaml.safe_load(lab.agent_config(node).read_text())["node"]["api"]
+    api = agent_settings(lab, node)["node"]["api"]
     token = Path(api["token_file"]).read_text().strip()
     argv = ["ip", "netns", "exec", lab.ns(node), "curl", "-sS", "--fail-with-body"]
     argv += ["--max-time", "60", "-X", "POST", "-H", f"Authorization: Bearer {token}"]

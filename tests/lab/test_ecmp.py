@@ -7,28 +7,22 @@ VM for the lab modules when the host kernel has neither. One lab for the whole r
 
 from __future__ import annotations
 
-from typing import Any
-
-import yaml
-
 from .demo import SERVICE, withdraw_bound
 from .marks import LAB
-from .observe import advertised_metrics, agent_get, agent_status, fib_snapshot, rib_nodes
+from .observe import (
+    advertised_metrics,
+    agent_get,
+    agent_settings,
+    agent_status,
+    fib_snapshot,
+    rib_nodes,
+)
 from .runner import Lab
 from .scenario import drain_under_load, fail_backend, restore_backend, spread
-from .topology import AGENT_CONF
 
 pytestmark = LAB
 
 LBS = ["lb1", "lb2", "lb3"]
-
-
-def _agent_config(lab: Lab, node: str) -> dict[str, Any]:
-    source = lab.topology.node(node).bind_source(AGENT_CONF)
-    assert source is not None
-    data = yaml.safe_load(source.read_text())
-    assert isinstance(data, dict)
-    return data
 
 
 def test_both_routers_have_three_next_hops_for_the_v4_and_v6_vip(lab: Lab) -> None:
@@ -61,7 +55,7 @@ def test_ribs_agent_status_and_metrics_agree_on_what_is_advertised(lab: Lab) -> 
         assert len(routes) == 2, routes
         assert all(p == prefixes for p in routes.values()), routes
         # the peers are the routers of this node's config
-        assert set(routes) == {str(p["address"]) for p in _agent_config(lab, node)["peers"]}
+        assert set(routes) == {str(p["address"]) for p in agent_settings(lab, node)["peers"]}
         adv = advertised_metrics(metrics[node], SERVICE)
         assert len(adv) == 2, adv
         assert all(v == len(prefixes) for v in adv.values()), adv

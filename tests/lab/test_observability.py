@@ -18,16 +18,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.harness.agent_proc import promtool_check
 from tests.observability.prom import PromServer
 
 from .marks import LAB
-from .observe import _parallel, fib_snapshot
+from .observe import _parallel, agent_settings, fib_snapshot
 from .runner import REPO, Lab
 from .scenario import spread, wait_membership
 
@@ -41,20 +39,14 @@ LBS = ["lb1", "lb2", "lb3"]
 SERVICE = "web"
 
 
-def _config(lab: Lab, node: str) -> dict[str, Any]:
-    data = yaml.safe_load(lab.agent_config(node).read_text())
-    assert isinstance(data, dict)
-    return data
-
-
 def _metrics_target(lab: Lab, node: str) -> str:
-    api = _config(lab, node)["node"]["api"]
+    api = agent_settings(lab, node)["node"]["api"]
     return f"{api['metrics_listen']}:{api['metrics_port']}"
 
 
 def _session_address(lab: Lab, node: str, router: str) -> str:
     """The node's own address on its session with ``router`` (what the router peers with)."""
-    (peer,) = [x for x in _config(lab, node)["peers"] if x["name"] == router]
+    (peer,) = [x for x in agent_settings(lab, node)["peers"] if x["name"] == router]
     return str(peer["local_address"])
 
 
