@@ -39,7 +39,9 @@ from .model import (
     DataplaneState,
     Decision,
     EnsureLink,
+    IPNetwork,
     ObservedDataplane,
+    PeerKey,
     Reason,
     RemoveAddress,
     RemoveLink,
@@ -254,8 +256,8 @@ class Reconciler:
         steps = plan(desired, observed, advertised)
         withdrew = not same_routes(steps.withdraw, advertised)
         if withdrew:
-            async with self._speaker_lock:
-                await self._io(self._speaker.set_routes(steps.withdraw))
+            stay = _prefix_sets(steps.withdraw)
+            await self._narrow(lambda peer, prefix: prefix in stay.get(peer, ()))
             gone = _prefixes(advertised) - _prefixes(steps.withdraw)
             log_event(log, "routes_withdrawn_before_removal", prefixes=" ".join(sorted(gone)))
         applied: list[DataplaneAction] = []
@@ -310,17 +312,25 @@ class Reconciler:
         before the dataplane dump: that dump grows with the services and is not needed to
         know a route must go. Routes whose attributes change (drain) are left to the normal
         path, which replaces them without a withdraw."""
-        advertised = self._speaker.advertised()
-        wanted = {peer: {r.prefix for r in routes} for peer, routes in desired.routes.items()}
-        early = freeze_routes(
-            {
-                peer: (r for r in routes if r.prefix in wanted.get(peer, set()))
-                for peer, routes in advertised.items()
-            }
-        )
-        if not same_routes(early, advertised):
-            async with self._speaker_lock:
-                await self._io(self._speaker.set_routes(early))
+        wanted = _prefix_sets(desired.routes)
+        await self._narrow(lambda peer, prefix: prefix in wanted.get(peer, ()))
+
+    async def _narrow(self, keep: Callable[[PeerKey, IPNetwork], bool]) -> bool:
+        """A withdraw-only update: of what the speaker advertises *now* (read under the
+        speaker lock, so a fast withdraw that just ran is never undone), keep the routes
+        ``keep`` accepts. True if something was withdrawn."""
+        async with self._speaker_lock:
+            advertised = self._speaker.advertised()
+            kept = freeze_routes(
+                {
+                    peer: (r for r in routes if keep(peer, r.prefix))
+                    for peer, routes in advertised.items()
+                }
+            )
+            if same_routes(kept, advertised):
+                return False
+            await self._io(self._speaker.set_routes(kept))
+            return True
 
     async def _apply(self, action: DataplaneAction) -> str | None:
         """None, or why ``action`` failed."""
@@ -365,20 +375,9 @@ class Reconciler:
         )
         if not gone:
             return
-        async with self._speaker_lock:
-            if self._stopping:
-                return
-            advertised = self._speaker.advertised()
-            kept = freeze_routes(
-                {
-                    peer: (r for r in routes if r.prefix not in gone)
-                    for peer, routes in advertised.items()
-                }
-            )
-            if same_routes(kept, advertised):
-                return
-            self._fast_withdrawals += 1
-            await self._io(self._speaker.set_routes(kept))
+        if self._stopping or not await self._narrow(lambda peer, prefix: prefix not in gone):
+            return
+        self._fast_withdrawals += 1
         log_event(
             log,
             "routes_withdrawn_fast",
@@ -449,6 +448,10 @@ def _batches(actions: tuple[DataplaneAction, ...]) -> list[tuple[DataplaneAction
     if run:
         out.append(tuple(run))
     return out
+
+
+def _prefix_sets(routes: RouteSet) -> dict[PeerKey, set[IPNetwork]]:
+    return {peer: {r.prefix for r in rs} for peer, rs in routes.items()}
 
 
 def _prefixes(routes: RouteSet) -> set[str]:

@@ -8,16 +8,18 @@ from pathlib import Path
 import pytest
 
 from bgplb.admin import AdminState
-from bgplb.model import ObservedDataplane
+from bgplb.model import ObservedDataplane, RouteSet
 from bgplb.policy import prefixes_given_up
 
 from .fixtures import (
     API_VIP,
+    EBGP_PEER,
     WEB_VIP,
     Rig,
     announce_service,
     config,
     down,
+    ipvs_service,
     key,
     net,
     tcp_check,
@@ -115,3 +117,45 @@ def test_prefixes_given_up_keeps_a_degraded_service() -> None:
     )
     health = {key("a", "c"): down()}
     assert prefixes_given_up(cfg, "a", health, AdminState(), 0.0) == frozenset()
+
+
+async def test_a_pass_waiting_on_the_speaker_never_undoes_a_fast_withdraw(
+    tmp_path: Path,
+) -> None:
+    """The pass's early withdraw reads what is advertised under the speaker lock: computed
+    while a fast withdraw still held the lock, it would put web back."""
+    cfg = config(
+        ipvs_service("web", vips=(WEB_VIP,), checks=[tcp_check()]),
+        ipvs_service("api", vips=(API_VIP,), ports=(443,), checks=[tcp_check()]),
+    )
+    rig = Rig(cfg, tmp_path)
+    rig.health.set(key("web", "tcp"), up())
+    rig.health.set(key("api", "tcp"), up())
+    await rig.start()
+    entered, release = asyncio.Event(), asyncio.Event()
+    real = rig.sp.set_routes
+
+    async def slow(routes: RouteSet) -> None:
+        entered.set()
+        await release.wait()
+        await real(routes)
+
+    rig.log.clear()
+    rig.sp.set_routes = slow  # type: ignore[method-assign]
+    rig.health.set(key("web", "tcp"), down())
+    rig.rec.check_went_down("web")
+    await entered.wait()  # the fast withdraw holds the speaker lock, web not gone yet
+    rig.sp.set_routes = real  # type: ignore[method-assign]
+    rig.health.set(key("web", "tcp"), up())  # the pass decides on "web up, api down"
+    rig.health.set(key("api", "tcp"), down())
+    passing = asyncio.ensure_future(rig.rec.reconcile_once())
+    await _settle()
+    release.set()
+    await passing
+    sets = [
+        {str(r.prefix.network_address) for r in e.detail.get(EBGP_PEER, ())}
+        for e in rig.speaker_sets()
+    ]
+    # the fast withdraw; the pass's early withdraw narrows *that* (api goes too, web is not
+    # put back: before the fix it sent {web} here); then its announce, on the health of now
+    assert sets == [{API_VIP}, set(), {WEB_VIP}]
