@@ -6,7 +6,12 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from typing import Protocol
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
 
 
 class Clock(Protocol):
@@ -17,6 +22,10 @@ class Clock(Protocol):
         """Seconds since the epoch (for timestamps shown to people)."""
 
     async def sleep(self, seconds: float) -> None: ...
+
+    def call_at(self, when: float, callback: Callable[..., None], *args: object) -> Timer:
+        """Call ``callback(*args)`` from the event loop once ``now()`` reaches ``when``."""
+        ...
 
 
 class SystemClock:
@@ -29,18 +38,40 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
+    def call_at(self, when: float, callback: Callable[..., None], *args: object) -> Timer:
+        delay = max(0.0, when - time.monotonic())
+        return asyncio.get_running_loop().call_later(delay, callback, *args)
+
+
+class _FakeTimer:
+    __slots__ = ("args", "callback", "cancelled")
+
+    def __init__(self, callback: Callable[..., None], args: tuple[object, ...]) -> None:
+        self.callback, self.args, self.cancelled = callback, args, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def done(self) -> bool:  # the sleeper protocol of ``advance``
+        return self.cancelled
+
+    def set_result(self, _: None) -> None:
+        self.cancelled = True
+        self.callback(*self.args)
+
 
 class FakeClock:
     """A clock that moves only when a test calls ``advance``.
 
-    ``sleep`` parks the caller until the clock passes its deadline; ``advance`` steps through
-    the deadlines in order, letting the event loop run the woken tasks at each step.
+    ``sleep`` parks the caller until the clock passes its deadline and ``call_at`` keeps the
+    callback until then; ``advance`` steps through the deadlines in order, letting the event
+    loop run the woken tasks at each step.
     """
 
     def __init__(self, start: float = 1000.0, wall_offset: float = 1_700_000_000.0) -> None:
         self._t = start
         self._wall_offset = wall_offset
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sleepers: list[tuple[float, int, asyncio.Future[None] | _FakeTimer]] = []
         self._seq = itertools.count()
 
     def now(self) -> float:
@@ -56,6 +87,11 @@ class FakeClock:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._t + seconds, next(self._seq), fut))
         await fut
+
+    def call_at(self, when: float, callback: Callable[..., None], *args: object) -> Timer:
+        timer = _FakeTimer(callback, args)
+        heapq.heappush(self._sleepers, (max(when, self._t), next(self._seq), timer))
+        return timer
 
     async def settle(self, rounds: int = 20) -> None:
         """Let every runnable task run until things are quiet."""

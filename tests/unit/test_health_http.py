@@ -300,8 +300,14 @@ async def test_tcp_without_port(prober: RealProber) -> None:
 
 
 async def test_tcp_ipv6_loopback(prober: RealProber) -> None:
+    accepted = asyncio.Event()
+
+    def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.close()
+        accepted.set()
+
     try:
-        server = await asyncio.start_server(lambda r, w: w.close(), "::1", 0)
+        server = await asyncio.start_server(handle, "::1", 0)
     except OSError as exc:
         pytest.skip(f"no IPv6 loopback: {exc}")
     port = server.sockets[0].getsockname()[1]
@@ -309,3 +315,29 @@ async def test_tcp_ipv6_loopback(prober: RealProber) -> None:
     target = ResolvedCheck(CheckKey("web", None, "tcp"), check, ipaddress.ip_address("::1"), port)
     async with server:
         assert await prober.probe(target) is None
+        async with asyncio.timeout(2):  # the server closes what it accepted before it stops
+            await accepted.wait()
+
+
+async def test_http_probe_waits_out_a_slow_handshake(prober: RealProber) -> None:
+    """The probe's first send finds its connection still being set up (the listener's
+    queue is full, so its SYN is dropped and sent again ~1 s later): the probe waits until
+    the socket is writable, then sends and reads the answer."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # room for one queued connection
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # takes that room
+            probe = asyncio.create_task(prober.probe(http(port, path="/ok", timeout=5.0)))
+            await asyncio.sleep(0.3)
+            assert not probe.done()  # still connecting
+            filler, _ = await loop.sock_accept(listener)
+            filler.close()
+            conn, _ = await asyncio.wait_for(loop.sock_accept(listener), 4.0)
+            with conn:
+                request = await asyncio.wait_for(loop.sock_recv(conn, 4096), 2.0)
+                assert request.startswith(b"GET /ok HTTP/1.1\r\n")
+                await loop.sock_sendall(conn, b"HTTP/1.1 204 No Content\r\n\r\n")
+                assert await asyncio.wait_for(probe, 2.0) is None

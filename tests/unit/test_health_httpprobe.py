@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bgplb.health import httpprobe
+from bgplb.health.poller import Poller
 
 LOCAL = ipaddress.IPv4Address("127.0.0.1")
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -66,8 +67,13 @@ async def _serve(reply: Reply) -> AsyncIterator[int]:
 async def _probe(reply: Reply) -> str | None:
     async with _serve(reply) as port:
         payload = httpprobe.request("/", f"127.0.0.1:{port}", "t")
-        async with asyncio.timeout(2):
-            return await httpprobe.probe(LOCAL, port, payload, lambda s: 200 <= s < 300)
+        poller = Poller()
+        try:
+            async with asyncio.timeout(2):
+                return await httpprobe.probe(poller, LOCAL, port, payload, lambda s: 200 <= s < 300)
+        finally:
+            assert len(poller) == 0  # every probe socket forgotten
+            poller.close()
 
 
 async def test_keep_alive_server_that_never_closes_is_still_answered() -> None:
@@ -109,16 +115,19 @@ async def test_refused_connect_names_the_reason() -> None:
     server.close()
     await server.wait_closed()
     request = httpprobe.request("/", "x", "ua")
-    assert await httpprobe.probe(LOCAL, port, request, lambda s: True) == (
+    poller = Poller()
+    assert await httpprobe.probe(poller, LOCAL, port, request, lambda s: True) == (
         "connect: Connection refused"
     )
+    assert len(poller) == 0
+    poller.close()
 
 
 async def test_a_cancelled_probe_leaves_nothing_registered_with_the_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The caller's timeout cancels the probe while it waits for the answer: the socket is
-    closed and its fd is no longer watched by the event loop."""
+    closed and its fd is no longer watched (by the poller, or by the event loop itself)."""
     selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
     made: list[socket.socket] = []
 
@@ -133,11 +142,15 @@ async def test_a_cancelled_probe_leaves_nothing_registered_with_the_loop(
 
     async with _serve(silent) as port:
         monkeypatch.setattr(httpprobe.socket, "socket", Recorded)
+        poller = Poller()
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
-                await httpprobe.probe(LOCAL, port, httpprobe.request("/", "x", "ua"), bool)
+                await httpprobe.probe(poller, LOCAL, port, httpprobe.request("/", "x", "ua"), bool)
         monkeypatch.undo()
         [probe_socket] = made
         assert probe_socket.fileno() == -1  # closed
+        assert len(poller) == 0
         fds = {key.fd for key in selector.get_map().values()}
-        assert len(fds) == 3  # self-pipe, listening socket, the server's connection
+        assert len(fds) == 4  # self-pipe, poller, listening socket, the server's connection
+        poller.close()
+        assert len({key.fd for key in selector.get_map().values()}) == 3

@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -77,10 +77,45 @@ class ScriptedProber:
         return None
 
 
+class CallbackScriptedProber(ScriptedProber):
+    """The same script behind the callback interface (``supports``/``start``): the runner
+    drives these checks from clock timers instead of a task per check."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.cancelled = 0
+
+    def starter(
+        self, target: ResolvedCheck
+    ) -> Callable[[Callable[[str | Exception | None], None]], Callable[[], None]]:
+        def start(report: Callable[[str | Exception | None], None]) -> Callable[[], None]:
+            async def run() -> None:
+                try:
+                    result: str | Exception | None = await self.probe(target)
+                except Exception as exc:
+                    result = exc
+                report(result)
+
+            task = asyncio.get_running_loop().create_task(run())
+
+            def cancel() -> None:
+                if not task.done():
+                    self.cancelled += 1
+                    task.cancel()
+
+            return cancel
+
+        return start
+
+
+FLAVOURS = {"task": ScriptedProber, "callback": CallbackScriptedProber}
+
+
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, flavour: str = "task") -> None:
+        self.flavour = flavour
         self.clock = FakeClock()
-        self.prober = ScriptedProber(self.clock)
+        self.prober = FLAVOURS[flavour](self.clock)
         self.wakes = 0
         self.results: list[tuple[CheckKey, CheckResult, CheckState]] = []
         self.runner = HealthRunner(self.clock, self.wake, self.prober)
@@ -105,9 +140,11 @@ class Harness:
         return changed
 
 
-@pytest.fixture
-async def h() -> AsyncIterator[Harness]:
-    harness = Harness()
+@pytest.fixture(params=sorted(FLAVOURS))
+async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """Every scheduling test runs twice: checks driven by a task each, and checks driven by
+    clock callbacks (what the real prober's http and tcp checks use)."""
+    harness = Harness(request.param)
     task = asyncio.create_task(harness.runner.run())
     yield harness
     task.cancel()
@@ -355,6 +392,8 @@ async def test_failing_hook_does_not_stop_checks(h: Harness) -> None:
 
 
 async def test_last_progress_ticks_and_stops_when_a_check_is_stuck(h: Harness) -> None:
+    if h.flavour == "callback":
+        pytest.skip("a callback-driven probe is cut by the tick (next test)")
     configure(h, spec(timeout=1.0))
     await h.clock.advance(3.0)
     assert h.runner.last_progress >= h.clock.now() - 0.5
@@ -366,14 +405,64 @@ async def test_last_progress_ticks_and_stops_when_a_check_is_stuck(h: Harness) -
     assert h.clock.now() - h.runner.last_progress > 5.0
 
 
-async def test_a_dying_check_task_ends_run() -> None:
-    h = Harness()
+async def test_a_stuck_callback_probe_is_cut_by_the_tick_and_checks_go_on() -> None:
+    """The backstop of callback-driven checks is the supervisor tick: a probe that never
+    reports is cancelled after timeout + BACKSTOP (+ one tick), counted as a failure, and the
+    check keeps its schedule; progress never stops."""
+    h = Harness("callback")
+    task = asyncio.create_task(h.runner.run())
+    configure(h, spec(timeout=1.0, fall=1))
+    await h.until("c", UP, 4.0)
+    h.prober.mode["c"] = "stuck"
+    await h.clock.advance(1.0)
+    stuck_at = h.prober.starts["c"][-1]
+    down_at = await h.until("c", DOWN, 4.0)
+    assert stuck_at + 1.0 + BACKSTOP < down_at <= stuck_at + 1.0 + BACKSTOP + 0.5 + EPS
+    assert h.state().last is not None
+    assert h.state().last.error == "timeout after 1s (prober overran)"
+    assert h.prober.cancelled >= 1
+    assert h.clock.now() - h.runner.last_progress <= 0.5 + EPS
+    h.prober.mode["c"] = "ok"
+    await h.until("c", UP, 5.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_reconfigure_and_stop_cancel_callback_probes_in_flight() -> None:
+    h = Harness("callback")
+    task = asyncio.create_task(h.runner.run())
+    configure(h, spec("a"), spec("b"))
+    h.prober.mode["a"] = h.prober.mode["b"] = "slow:0.5"
+    await h.clock.advance(1.0)  # both have a probe in flight (each takes 0.5 of every 1 s)
+    while not (h.prober.running.get("a") and h.prober.running.get("b")):
+        await h.clock.advance(0.05)
+    configure(h, spec("b"))  # a removed while probing
+    await h.clock.settle()
+    assert h.prober.running["a"] == 0
+    assert h.prober.cancelled == 1
+    results_a = sum(1 for k, _, _ in h.results if k.check == "a")
+    await h.clock.advance(3.0)
+    assert sum(1 for k, _, _ in h.results if k.check == "a") == results_a  # nothing late
+    while not h.prober.running.get("b"):
+        await h.clock.advance(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await h.clock.settle()
+    assert h.prober.running["b"] == 0
+    assert h.prober.cancelled == 2
+
+
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+async def test_a_dying_check_task_ends_run(flavour: str) -> None:
+    h = Harness(flavour)
 
     def bad_wake() -> None:
         raise RuntimeError("wake bug")
 
     h.runner = HealthRunner(h.clock, bad_wake, h.prober)
-    configure(h, spec(rise=1))
+    configure(h, spec(rise=1))  # the first result wakes: the check's driver dies
     task = asyncio.create_task(h.runner.run())
     await h.clock.advance(2.0)
     assert task.done()

@@ -9,11 +9,12 @@ connect, ICMP echo (:mod:`.icmp`) and commands (:mod:`.command`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
-import socket
 import ssl
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import aiohttp
 
@@ -22,16 +23,36 @@ from ..model import IPAddress
 from . import httpprobe
 from .command import Identity, run_command, unprivileged_identity
 from .icmp import Pinger
+from .poller import Poller
 from .targets import ResolvedCheck, hostport
 
 MAX_BODY = 1 << 20  # bytes of the body searched by ``body_match``
 MAX_ERROR = 200  # characters of an error kept in a result
 USER_AGENT = "bgp-lb-health"
+NO_PORT = "no port to check (set the check's port or the service's ports)"
 
 
 class Prober(Protocol):
     async def probe(self, target: ResolvedCheck) -> str | None:
         """None when healthy, else a short reason. Returns within ``target.timeout``."""
+        ...
+
+
+Cancel = Callable[[], None]
+Report = Callable[[str | Exception | None], None]
+Starter = Callable[[Report], Cancel]
+
+
+@runtime_checkable
+class CallbackProber(Protocol):
+    """A prober that can also run some checks without a coroutine (the health runner then
+    drives those from clock timers; see health/runner.py)."""
+
+    def starter(self, target: ResolvedCheck) -> Starter | None:
+        """None if ``target`` needs :meth:`Prober.probe`; else a callable, made once per
+        target, that starts one probe per call: ``report`` gets None or a reason (an
+        exception for a bug) once, within ``target.timeout``, unless the callable it
+        returned was called first (that stops the probe). It may report before returning."""
         ...
 
 
@@ -92,20 +113,68 @@ class RealProber:
         self._pinger = pinger or Pinger()
         self._identity = identity
         self._tls_verify = ssl.create_default_context()
+        self._poller: Poller | None = None
+
+    @property
+    def poller(self) -> Poller:
+        """The epoll set of the lean http and tcp probes (made on first use, in the loop)."""
+        if self._poller is None:
+            self._poller = Poller()
+        return self._poller
 
     async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
 
+    def starter(self, target: ResolvedCheck) -> Starter | None:
+        """Plain http (status only) and tcp checks with an address and a port."""
+        check, address, port = target.check, target.address, target.port
+        if address is None or port is None:
+            return None
+        if isinstance(check, TcpCheck):
+            payload, expected = None, None
+        elif isinstance(check, HttpCheck) and check.type == "http" and check.body_match is None:
+            host = check.host or hostport(address, port)
+            payload = httpprobe.request(check.path, host, USER_AGENT)
+            expected = functools.partial(expected_status, check)
+        else:
+            return None
+        return httpprobe.Plan(
+            self.poller, address, port, payload, expected, target.timeout, check.source_address
+        )
+
+    async def _started(self, start: Starter) -> str | None:
+        """A starter awaited: the same lean path for a caller that wants a coroutine."""
+        verdict: asyncio.Future[str | Exception | None] = asyncio.get_running_loop().create_future()
+
+        def report(value: str | Exception | None) -> None:
+            if not verdict.done():
+                verdict.set_result(value)
+
+        cancel = start(report)
+        try:
+            result = await verdict
+        finally:
+            cancel()
+        if isinstance(result, Exception):
+            raise result
+        return result
+
     async def probe(self, target: ResolvedCheck) -> str | None:
+        start = self.starter(target)
+        if start is not None:
+            return await self._started(start)  # bounded by target.timeout itself
         check = target.check
+        if isinstance(check, HttpCheck | TcpCheck) and (target.address is None or not target.port):
+            return NO_PORT
         try:
             async with asyncio.timeout(target.timeout):
                 if isinstance(check, HttpCheck):
                     return await self._http(target, check)
-                if isinstance(check, TcpCheck):
-                    return await self._tcp(target, check)
                 if isinstance(check, IcmpCheck):
                     # the pinger applies the timeout per address, reporting each reason
                     return await self._pinger.ping(
@@ -146,20 +215,11 @@ class RealProber:
         return session
 
     async def _http(self, target: ResolvedCheck, check: HttpCheck) -> str | None:
-        if target.address is None or target.port is None:
-            return "no port to check (set the check's port or the service's ports)"
+        if target.address is None or target.port is None:  # probe() answered NO_PORT
+            raise ValueError("an http check without an address and port")
         tls: bool | ssl.SSLContext = True
         if check.type == "https":
             tls = self._tls_verify if check.verify_tls else False
-        if check.type == "http" and check.body_match is None:  # the lean path (httpprobe.py)
-            host = check.host or hostport(target.address, target.port)
-            return await httpprobe.probe(
-                target.address,
-                target.port,
-                httpprobe.request(check.path, host, USER_AGENT),
-                lambda status: expected_status(check, status),
-                check.source_address,
-            )
         headers = {"Host": check.host} if check.host else {}
         server_hostname = check.host if check.type == "https" and check.host else None
         session = self._session(check.source_address)
@@ -181,15 +241,4 @@ class RealProber:
             return f"invalid body_match: {exc}"
         if pattern.search(body.decode("utf-8", errors="replace")) is None:
             return f"body does not match {check.body_match!r}"
-        return None
-
-    async def _tcp(self, target: ResolvedCheck, check: TcpCheck) -> str | None:
-        if target.address is None or target.port is None:
-            return "no port to check (set the check's port or the service's ports)"
-        family = socket.AF_INET6 if target.address.version == 6 else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setblocking(False)
-            if check.source_address is not None:
-                sock.bind((str(check.source_address), 0))
-            await asyncio.get_running_loop().sock_connect(sock, (str(target.address), target.port))
         return None

@@ -20,6 +20,7 @@ import socket
 from collections.abc import Callable
 
 from ..model import IPAddress
+from .poller import ERR, HUP, IN, OUT, Poller
 
 MAX_HEAD = 16384  # bytes read while looking for the status line
 
@@ -43,7 +44,7 @@ def _reason(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else (exc.strerror or type(exc).__name__)
 
 
-def _sockaddr(address: IPAddress, port: int) -> tuple[str, int]:
+def sockaddr(address: IPAddress, port: int) -> tuple[str, int]:
     key = (address, port)
     found = _SOCKADDRS.get(key)
     if found is None:
@@ -56,74 +57,242 @@ def _sockaddr(address: IPAddress, port: int) -> tuple[str, int]:
 _SOCKADDRS: dict[tuple[IPAddress, int], tuple[str, int]] = {}
 
 
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+class Exchange:
+    """One probe socket's life: connect, send ``payload`` (None: a tcp check, connecting is
+    all), read until the status line is in. Driven by the poller's calls (edge-triggered:
+    each step runs until the socket would block). ``done`` gets the outcome once:
+    :class:`ConnectFailed`, an ``OSError`` after connecting, ``None`` (connected, nothing to
+    send), a status code, or a message; the socket is closed by then. :meth:`close` (e.g. on
+    a timeout) closes it without calling ``done``."""
+
+    __slots__ = ("_connected", "_done", "_fd", "_head", "_poller", "_rest", "_sock")
+
+    def __init__(
+        self, poller: Poller, sock: socket.socket, payload: bytes | None, done: Done
+    ) -> None:
+        self._poller, self._sock, self._fd = poller, sock, sock.fileno()
+        self._rest = memoryview(payload) if payload is not None else None
+        self._head = b""
+        self._connected = False
+        self._done: Done | None = done
+
+    def start(self, sockaddr: tuple[str, int]) -> None:
+        # watched before connect, so no edge is missed; a tcp check waits for writability
+        self._poller.watch(self._fd, self._on_events, writable=self._rest is None)
+        err = self._sock.connect_ex(sockaddr)
+        if err not in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
+            self._finish(ConnectFailed(err, os.strerror(err)))
+        elif self._rest is not None:  # on loopback the handshake is often over: send now
+            self._step(0)
+
+    def close(self) -> None:
+        if self._done is not None:
+            self._done = None
+            self._poller.forget(self._fd)
+            self._sock.close()
+
+    def _finish(self, outcome: Outcome) -> None:
+        done = self._done
+        self.close()
+        if done is not None:
+            done(outcome)
+
+    def _on_events(self, events: int) -> None:
+        try:
+            self._step(events)
+        except Exception as exc:  # a bug here must not break the poller's dispatch
+            self._finish(RuntimeError(f"probe failed: {type(exc).__name__}: {exc}"))
+
+    def _step(self, events: int) -> None:
+        sock = self._sock
+        if not self._connected and events & (ERR | HUP):
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                return self._finish(ConnectFailed(err, os.strerror(err)))
+        rest = self._rest
+        if rest is None:  # tcp check: connected once writable without an error
+            if events & OUT:
+                self._finish(None)
+            return
+        if rest:
+            try:
+                while rest:  # still connecting: EAGAIN; connect failed: its error
+                    rest = self._rest = rest[sock.send(rest) :]
+                    self._connected = True
+            except (BlockingIOError, InterruptedError):
+                self._poller.want_writable(self._fd)  # the next OUT edge brings us back
+                return
+            except OSError as exc:
+                if self._connected:
+                    return self._finish(exc)
+                return self._finish(ConnectFailed(exc.errno, exc.strerror))
+            self._connected = True
+        if events & (IN | ERR | HUP):  # right after sending there is nothing to read yet
+            self._read()
+
+    def _read(self) -> None:
+        head = self._head
+        try:
+            while b"\r\n" not in head:
+                chunk = self._sock.recv(4096)
+                if not chunk:
+                    return self._finish("server disconnected")
+                head += chunk
+                if len(head) > MAX_HEAD:
+                    return self._finish("malformed HTTP response")
+        except (BlockingIOError, InterruptedError):
+            self._head = head
+            return
+        except OSError as exc:
+            return self._finish(exc)
+        status = parse_status(head)
+        self._finish("malformed HTTP response" if status is None else status)
 
 
-async def _ready(loop: asyncio.AbstractEventLoop, fd: int, write: bool) -> None:
-    """Until ``fd`` is writable (or readable). The loop's own sock_connect/sock_recv do the
-    same with more layers (address resolution, transport checks, done callbacks): at 1,000
-    probes/s those layers were a good part of the agent's CPU (bench/, py-spy)."""
-    fut = loop.create_future()
-    if write:
-        loop.add_writer(fd, _wake, fut)
-    else:
-        loop.add_reader(fd, _wake, fut)
+class ConnectFailed(OSError):
+    """The connection could not be made (refused, unreachable, ...)."""
+
+
+Outcome = ConnectFailed | OSError | RuntimeError | int | str | None
+Done = Callable[[Outcome], None]
+
+
+def open_socket(address: IPAddress, source: IPAddress | None) -> socket.socket | ConnectFailed:
+    """A non-blocking TCP socket for ``address``, bound to ``source`` if given."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    if source is not None:
+        try:
+            sock.bind((str(source), 0))
+        except OSError as exc:
+            sock.close()
+            return ConnectFailed(exc.errno, exc.strerror)
+    return sock
+
+
+async def exchange(
+    poller: Poller,
+    address: IPAddress,
+    port: int,
+    payload: bytes | None,
+    source: IPAddress | None = None,
+) -> Outcome:
+    """Run one :class:`Exchange` and await its outcome (a bug in it is raised); cancellation
+    closes its socket."""
+    sock = open_socket(address, source)
+    if isinstance(sock, ConnectFailed):
+        return sock
+    outcome: asyncio.Future[Outcome] = poller.loop.create_future()
+    job = Exchange(poller, sock, payload, outcome.set_result)
     try:
-        await fut
+        job.start(sockaddr(address, port))
+        result = await outcome
     finally:
-        if write:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
+        job.close()
+    if isinstance(result, RuntimeError):
+        raise result
+    return result
 
 
 async def probe(
+    poller: Poller,
     address: IPAddress,
     port: int,
     payload: bytes,
     expected: Callable[[int], bool],
     source: IPAddress | None = None,
 ) -> str | None:
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setblocking(False)
-        fd = sock.fileno()
-        try:
-            if source is not None:
-                sock.bind((str(source), 0))
-            err = sock.connect_ex(_sockaddr(address, port))
-            if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
-                await _ready(loop, fd, write=True)
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise OSError(err, os.strerror(err))
-        except OSError as exc:
-            return f"connect: {_reason(exc)}"
-        try:
+    """One http probe as a coroutine (the caller bounds it with its timeout)."""
+    verdict = judge(await exchange(poller, address, port, payload, source), expected)
+    if isinstance(verdict, Exception):
+        raise verdict
+    return verdict
+
+
+def judge(outcome: Outcome, expected: Callable[[int], bool] | None) -> str | Exception | None:
+    """A check result from an outcome: None when healthy, else the reason; an exception for
+    a bug. ``expected`` None: a tcp check (no ``connect:`` prefix, as the other tcp paths)."""
+    if isinstance(outcome, ConnectFailed):
+        return _reason(outcome) if expected is None else f"connect: {_reason(outcome)}"
+    if isinstance(outcome, OSError):
+        return _reason(outcome)
+    if isinstance(outcome, RuntimeError):
+        return outcome
+    if isinstance(outcome, int):
+        return None if expected is None or expected(outcome) else f"HTTP status {outcome}"
+    return outcome
+
+
+class Plan:
+    """How to probe one target, worked out once (address, request, what a good status is);
+    each call starts one probe: ``report`` gets its verdict (see :func:`judge`) exactly once,
+    within ``timeout`` (to :data:`~.poller.RESOLUTION`), unless the returned callable was
+    called first. Nothing here is a coroutine: this is the health runner's lean path."""
+
+    __slots__ = (
+        "_expected",
+        "_family",
+        "_payload",
+        "_poller",
+        "_sockaddr",
+        "_source",
+        "_timeout",
+        "timed_out",
+    )
+
+    def __init__(
+        self,
+        poller: Poller,
+        address: IPAddress,
+        port: int,
+        payload: bytes | None,
+        expected: Callable[[int], bool] | None,
+        timeout: float,
+        source: IPAddress | None = None,
+    ) -> None:
+        self._poller, self._payload, self._expected = poller, payload, expected
+        self._family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        self._sockaddr = sockaddr(address, port)
+        self._source = source
+        self._timeout = timeout
+        self.timed_out = f"timeout after {timeout:g}s"
+
+    def __call__(self, report: Report) -> Callable[[], None]:
+        sock = socket.socket(self._family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        if self._source is not None:
             try:
-                sent = sock.send(payload)  # a request this small goes out whole, mostly
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            if sent < len(payload):
-                await loop.sock_sendall(sock, payload[sent:])
-            head = b""
-            while b"\r\n" not in head:
-                try:
-                    chunk = sock.recv(4096)
-                except (BlockingIOError, InterruptedError):
-                    await _ready(loop, fd, write=False)
-                    continue
-                if not chunk:
-                    return "server disconnected"
-                head += chunk
-                if len(head) > MAX_HEAD:
-                    return "malformed HTTP response"
-            status = parse_status(head)
-            if status is None:
-                return "malformed HTTP response"
-        except OSError as exc:
-            return _reason(exc)
-    return None if expected(status) else f"HTTP status {status}"
+                sock.bind((str(self._source), 0))
+            except OSError as exc:
+                sock.close()
+                report(judge(ConnectFailed(exc.errno, exc.strerror), self._expected))
+                return _nothing
+        flight = _Flight(self, sock, report)
+        self._poller.expire_after(self._timeout, flight)
+        flight.start(self._sockaddr)
+        return flight.close
+
+    def verdict(self, outcome: Outcome) -> str | Exception | None:
+        return judge(outcome, self._expected)
+
+
+Report = Callable[[str | Exception | None], None]
+
+
+class _Flight(Exchange):
+    __slots__ = ("_plan", "_report")
+
+    def __init__(self, plan: Plan, sock: socket.socket, report: Report) -> None:
+        super().__init__(plan._poller, sock, plan._payload, self._landed)
+        self._plan, self._report = plan, report
+
+    def _landed(self, outcome: Outcome) -> None:
+        self._report(self._plan.verdict(outcome))
+
+    def expire(self) -> None:
+        if self._done is not None:  # still running
+            self.close()
+            self._report(self._plan.timed_out)
+
+
+def _nothing() -> None:
+    """Cancelling a probe that already reported."""

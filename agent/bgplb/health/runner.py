@@ -8,7 +8,12 @@
   not yet ``rise``/``fall`` of them).
 - First deadlines are spread over the first interval by a hash of the key (deterministic).
 - Time comes from the injected clock only (``FakeClock`` drives the whole thing in tests);
-  the prober's real I/O is bounded by its own ``asyncio.timeout``, with a backstop here.
+  the prober's real I/O is bounded by its own timeout, with a backstop here.
+- A check the prober can run without a coroutine (:class:`~.checks.CallbackProber`: plain
+  http and tcp) has no task: a clock timer starts its probe, the probe's completion records
+  the result and arms the next timer. Same schedule and results; at 1,000 probes a second the
+  per-probe task, future and timers were about a third of the agent's CPU (bench/). Its
+  backstop is enforced by the supervisor tick (every ``TICK``), not by a timer per probe.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..clock import Clock
+from ..clock import Clock, Timer
 from ..config import Config
-from .checks import Prober, RealProber
+from .checks import CallbackProber, Cancel, Prober, RealProber, Starter
 from .targets import ResolvedCheck, resolve_checks
 from .tracker import INITIAL, CheckKey, CheckResult, CheckState, HealthSnapshot, advance
 
@@ -68,6 +73,28 @@ class _Entry:
     due: float  # deadline of the next probe
     probing_since: float | None = None
     task: asyncio.Task[None] | None = None
+    timer: Timer | None = None  # callback-driven checks: the next probe's start
+    start: Starter | None = None  # callback-driven checks: starts one probe
+    cancel: Cancel | None = None  # callback-driven checks: stops the probe in flight
+    flight: int = 0  # callback-driven checks: which probe a result belongs to
+    stopped: bool = False
+
+    @property
+    def started(self) -> bool:
+        return self.task is not None or self.timer is not None or self.probing_since is not None
+
+    def stop(self) -> None:
+        """No more probes; the one in flight (if any) is abandoned, its result ignored."""
+        self.stopped = True
+        if self.task is not None:
+            self.task.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.cancel is not None:
+            self.cancel()
+        self.task = self.timer = self.cancel = None
+        self.probing_since = None
+        self.flight += 1
 
     def late_after(self) -> float:
         """When this check is overdue (the runner is stuck if it is much later than this)."""
@@ -97,6 +124,9 @@ class HealthRunner:
         if prober is None:
             prober = self._owned = RealProber()
         self._prober: Prober = prober
+        self._starter: CallbackProber | None = (
+            prober if isinstance(prober, CallbackProber) else None
+        )
         self._limiter = limiter or ErrorLimiter()
         self._entries: dict[CheckKey, _Entry] = {}
         self._running = False
@@ -123,8 +153,7 @@ class HealthRunner:
                 entries[key] = _Entry(spec, INITIAL, due=now + splay(key, spec.interval))
         for key, old in self._entries.items():
             if entries.get(key) is not old:
-                if old.task is not None:
-                    old.task.cancel()
+                old.stop()
                 self._limiter.forget(key)
         self._entries = entries
         if self._running:
@@ -154,19 +183,19 @@ class HealthRunner:
             self._running = False
             tasks = [e.task for e in self._entries.values() if e.task is not None]
             for entry in self._entries.values():
-                entry.task = None
-            for task in tasks:
-                task.cancel()
+                entry.stop()
+                entry.stopped = False  # a later run() starts it again
             await asyncio.gather(*tasks, return_exceptions=True)
             if self._owned is not None:
                 await self._owned.close()
 
     def _tick(self) -> None:
         now = self._clock.now()
+        self._cut_overruns(now)
         stalled = [
             key
             for key, e in self._entries.items()
-            if e.task is not None and now > e.late_after() + STALL_GRACE
+            if e.started and now > e.late_after() + STALL_GRACE
         ]
         if not stalled:
             self.last_progress = now
@@ -180,14 +209,71 @@ class HealthRunner:
             )
 
     def _start_tasks(self) -> None:
+        starter = self._starter
         for key, entry in self._entries.items():
-            if entry.task is None or entry.task.done():
+            if entry.started and (entry.task is None or not entry.task.done()):
+                continue
+            if entry.start is None and starter is not None:
+                try:
+                    entry.start = starter.starter(entry.spec)
+                except Exception as exc:  # then the task path; its probes say what fails
+                    log.error("health check %s: no lean probe: %r", key, exc)
+            if entry.start is not None:
+                self._arm(entry)
+            else:
                 entry.task = asyncio.create_task(self._loop(entry), name=f"health {key}")
                 entry.task.add_done_callback(self._on_task_done)
+
+    # ------------------------------------------------------------------ callback-driven checks
+
+    def _arm(self, entry: _Entry) -> None:
+        entry.timer = self._clock.call_at(entry.due, self._fire, entry)
+
+    def _fire(self, entry: _Entry) -> None:
+        entry.timer = None
+        if entry.stopped or entry.start is None:
+            return
+        entry.probing_since = self._clock.now()
+        entry.flight = flight = entry.flight + 1
+        try:
+            cancel = entry.start(lambda error: self._landed(entry, flight, error))
+        except Exception as exc:
+            self._landed(entry, flight, self._crashed(entry.spec, exc))
+            return
+        if entry.flight == flight and entry.probing_since is not None:  # not landed at once
+            entry.cancel = cancel
+
+    def _landed(self, entry: _Entry, flight: int, error: str | Exception | None) -> None:
+        started = entry.probing_since
+        if flight != entry.flight or started is None or entry.stopped:
+            return  # stopped, cut by the backstop, or a second call
+        entry.cancel = None
+        try:
+            if isinstance(error, Exception):
+                error = self._crashed(entry.spec, error)
+            self._finish(entry, started, error)
+            if self._running:
+                self._arm(entry)
+        except Exception as exc:  # a bug after the probe (e.g. in wake): like a dying task
+            if self._crash is None:
+                self._crash = exc
+
+    def _cut_overruns(self, now: float) -> None:
+        """The backstop of callback-driven probes that ignore their own timeout."""
+        for entry in self._entries.values():
+            started = entry.probing_since
+            if entry.cancel is None or started is None:
+                continue
+            if now > started + entry.spec.timeout + BACKSTOP:
+                cancel, entry.cancel = entry.cancel, None
+                cancel()
+                self._landed(entry, entry.flight, self._overran(entry.spec))
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None and self._crash is None:
             self._crash = task.exception()
+
+    # ------------------------------------------------------------------ task-driven checks
 
     async def _loop(self, entry: _Entry) -> None:
         spec, clock = entry.spec, self._clock
@@ -195,22 +281,26 @@ class HealthRunner:
             await clock.sleep(entry.due - clock.now())
             started = entry.probing_since = clock.now()
             error = await self._probe(spec)
-            entry.probing_since = None
-            finished = clock.now()
-            result = CheckResult(error is None, finished, finished - started, error)
-            self._record(entry, result)
-            interval = spec.fast_interval if entry.state.changing else spec.interval
-            # absolute deadlines; after an overrun start at once and skip the missed ticks
-            entry.due = max(entry.due + interval, finished)
+            self._finish(entry, started, error)
 
     async def _probe(self, spec: ResolvedCheck) -> str | None:
         try:
             async with asyncio.timeout(spec.timeout + BACKSTOP):
                 return await self._prober.probe(spec)
         except TimeoutError:
-            error = f"timeout after {spec.timeout:g}s (prober overran)"
+            return self._overran(spec)
         except Exception as exc:
-            error = f"probe crashed: {type(exc).__name__}: {exc}"
+            return self._crashed(spec, exc)
+
+    # ------------------------------------------------------------------ results
+
+    def _overran(self, spec: ResolvedCheck) -> str:
+        return self._unexpected(spec, f"timeout after {spec.timeout:g}s (prober overran)")
+
+    def _crashed(self, spec: ResolvedCheck, exc: BaseException) -> str:
+        return self._unexpected(spec, f"probe crashed: {type(exc).__name__}: {exc}")
+
+    def _unexpected(self, spec: ResolvedCheck, error: str) -> str:
         if self._limiter.allow(("prober", spec.key), error, self._clock.now()):
             log.error(
                 "health probe failed unexpectedly: %s",
@@ -218,6 +308,16 @@ class HealthRunner:
                 extra=self._extra("health_probe_crashed", spec.key),
             )
         return error
+
+    def _finish(self, entry: _Entry, started: float, error: str | None) -> None:
+        entry.probing_since = None
+        finished = self._clock.now()
+        result = CheckResult(error is None, finished, finished - started, error)
+        self._record(entry, result)
+        spec = entry.spec
+        interval = spec.fast_interval if entry.state.changing else spec.interval
+        # absolute deadlines; after an overrun start at once and skip the missed ticks
+        entry.due = max(entry.due + interval, finished)
 
     def _record(self, entry: _Entry, result: CheckResult) -> None:
         key, before = entry.spec.key, entry.state
