@@ -7,9 +7,10 @@ protocols, not aiohttp: an aiohttp server costs ~1 ms of CPU per request, and at
 second on this 2-vCPU box the backend (not the agent) became the bottleneck.
 
 ``python -m bench.backends toggle ADDRESS PORT``: one backend whose port SIGUSR1 closes
-(connection refused, like a killed backend) and SIGUSR2 reopens; it prints ``closed`` /
-``open`` once done. Used by the convergence benchmark: restarting a Python server takes ~1 s
-under load, which made each trial seconds longer.
+(connection refused, like a killed backend: its open connections are reset too, as the kernel
+does when a process dies) and SIGUSR2 reopens; it prints ``closed`` / ``open`` once done.
+Used by the convergence benchmark: restarting a Python server takes ~1 s under load, which
+made each trial seconds longer.
 """
 
 from __future__ import annotations
@@ -26,15 +27,27 @@ NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r
 
 class Probe(asyncio.Protocol):
     def __init__(
-        self, index: int, hits: Counter[int], counts: bool = False, any_path: bool = False
+        self,
+        index: int,
+        hits: Counter[int],
+        counts: bool = False,
+        any_path: bool = False,
+        live: set[asyncio.Transport] | None = None,
     ) -> None:
         self.index, self.hits, self.counts, self.any_path = index, hits, counts, any_path
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
+        self.live = live  # the open connections, when the owner wants to reset them
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.live is not None:
+            self.live.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.live is not None and self.transport is not None:
+            self.live.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -67,19 +80,25 @@ async def toggle(address: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     hits: Counter[int] = Counter()
     state: dict[str, asyncio.Server | None] = {"server": None}
+    live: set[asyncio.Transport] = set()
 
     async def open_() -> None:
         if state["server"] is None:
             state["server"] = await loop.create_server(
-                lambda: Probe(0, hits, any_path=True), address, port, reuse_address=True
+                lambda: Probe(0, hits, any_path=True, live=live),
+                address,
+                port,
+                reuse_address=True,
             )
         print("open", flush=True)
 
     def close() -> None:
         server = state["server"]
         if server is not None:
-            server.close()
+            server.close()  # connection refused from now on
             state["server"] = None
+        for transport in list(live):  # what a killed process's connections get: a reset
+            transport.abort()
         print("closed", flush=True)
 
     loop.add_signal_handler(signal.SIGUSR1, close)

@@ -49,6 +49,7 @@ DEFAULT: dict[
     str, Any
 ] = {}  # the config defaults: interval 1, fast 0.25, timeout 0.8, rise 3, fall 2
 AGGRESSIVE = {"interval": 0.1, "fast_interval": 0.1, "timeout": 0.09, "rise": 1, "fall": 1}
+WATCH = {"watch_connection": True}  # docs/config.md: a held connection whose drop probes at once
 SCALE_BASE_PORT = 20000
 SCALE_CONTROL_PORT = 19999
 
@@ -77,7 +78,23 @@ CASES = {
             AGGRESSIVE,
             goal_p50="<= 0.9 x baseline p50",
         ),
+        Case(
+            "agent-killed-aggressive-watch",
+            "agent",
+            "killed",
+            0.1,
+            {**AGGRESSIVE, **WATCH},
+            goal_p50="<= 0.9 x baseline p50",
+        ),
         Case("agent-killed-default", "agent", "killed", 1.0, DEFAULT, goal_p99="<= 1500"),
+        Case(
+            "agent-killed-default-watch",
+            "agent",
+            "killed",
+            1.0,
+            WATCH,
+            goal_p99="<= 1500",
+        ),
         Case("agent-hung-default", "agent", "hung", 1.0, DEFAULT, goal_p99="<= 3000"),
         Case(
             "agent-killed-default-1000svc",

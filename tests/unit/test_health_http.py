@@ -341,3 +341,109 @@ async def test_http_probe_waits_out_a_slow_handshake(prober: RealProber) -> None
                 assert request.startswith(b"GET /ok HTTP/1.1\r\n")
                 await loop.sock_sendall(conn, b"HTTP/1.1 204 No Content\r\n\r\n")
                 assert await asyncio.wait_for(probe, 2.0) is None
+
+
+class HeldServer:
+    """A loopback server that keeps every connection open (reading until EOF), for
+    ``watch_connection``: ``die()`` closes the listener and every connection at once, as
+    the kernel does when a backend process is killed."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            self.writers.append(w)
+            await r.read()
+            w.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def open_connections(self) -> int:
+        return sum(1 for w in self.writers if not w.is_closing())
+
+    def drop_connections(self) -> None:
+        for w in self.writers:
+            w.transport.abort()
+
+    async def die(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.drop_connections()
+        await self.server.wait_closed()
+
+
+async def _until(predicate: Any, within: float) -> None:
+    """Poll state that callbacks change (results, the server's connections)."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - several sources, no one event to wait on
+            await asyncio.sleep(0.005)
+
+
+async def test_watch_connection_probes_as_soon_as_the_target_dies() -> None:
+    held = HeldServer()
+    port = await held.start()
+    check = tcp(port, watch_connection=True, interval=2.0, rise=1, fall=1)
+    results: list[tuple[float, CheckResult]] = []
+    runner = HealthRunner(SystemClock(), lambda: None)
+    runner.on_result = lambda k, r, s: results.append((time.monotonic(), r))
+    runner.configure_checks({check.key: check})
+    task = asyncio.create_task(runner.run())
+    try:
+        await _until(lambda: results and results[-1][1].ok, 3.0)
+        await _until(lambda: held.open_connections() == 1, 1.0)  # the watched connection
+        last_probe = results[-1][0]
+        killed = time.monotonic()
+        await held.die()
+        await _until(lambda: not results[-1][1].ok, 1.0)
+        down = results[-1][0]
+        assert down - killed < 0.2  # the next scheduled probe was ~2 s after the last one
+        assert down < last_probe + 2.0
+        assert results[-1][1].error == "Connection refused"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_watch_connection_dropped_by_a_live_server_costs_one_probe() -> None:
+    """A server that closes idle connections is probed once more, stays up, and is watched
+    again; without ``watch_connection`` nothing is held open."""
+    held = HeldServer()
+    port = await held.start()
+    watched = tcp(port, name="watched", watch_connection=True, interval=2.0, rise=1)
+    results: list[CheckResult] = []
+    runner = HealthRunner(SystemClock(), lambda: None)
+    runner.on_result = lambda k, r, s: results.append(r)
+    runner.configure_checks({watched.key: watched})
+    task = asyncio.create_task(runner.run())
+    try:
+        await _until(lambda: held.open_connections() == 1, 3.0)
+        probes, accepted = len(results), held.accepted
+        held.drop_connections()
+        await _until(lambda: len(results) == probes + 1, 0.5)  # at once, not in ~2 s
+        assert results[-1].ok
+        await _until(lambda: held.open_connections() == 1, 0.5)  # watched again
+        assert held.accepted == accepted + 2  # the extra probe, then the new watch
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await _until(lambda: held.open_connections() == 0, 1.0)  # stopping closed the watch
+    plain = tcp(port, name="plain", interval=0.2, rise=1)
+    runner = HealthRunner(SystemClock(), lambda: None)
+    runner.configure_checks({plain.key: plain})
+    task = asyncio.create_task(runner.run())
+    try:
+        await asyncio.sleep(0.6)
+        assert held.open_connections() == 0
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert held.server is not None
+    held.server.close()

@@ -84,28 +84,37 @@ class CallbackScriptedProber(ScriptedProber):
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(clock)
         self.cancelled = 0
+        self.pokes: dict[str, Callable[[], None]] = {}  # per check: the runner's poke
+        self.closed: list[str] = []  # checks whose starter was closed
 
-    def starter(
-        self, target: ResolvedCheck
-    ) -> Callable[[Callable[[str | Exception | None], None]], Callable[[], None]]:
-        def start(report: Callable[[str | Exception | None], None]) -> Callable[[], None]:
-            async def run() -> None:
-                try:
-                    result: str | Exception | None = await self.probe(target)
-                except Exception as exc:
-                    result = exc
-                report(result)
+    def starter(self, target: ResolvedCheck, poke: Callable[[], None]) -> ScriptedStarter:
+        self.pokes[target.key.check] = poke
+        return ScriptedStarter(self, target)
 
-            task = asyncio.get_running_loop().create_task(run())
 
-            def cancel() -> None:
-                if not task.done():
-                    self.cancelled += 1
-                    task.cancel()
+class ScriptedStarter:
+    def __init__(self, prober: CallbackScriptedProber, target: ResolvedCheck) -> None:
+        self.prober, self.target = prober, target
 
-            return cancel
+    def __call__(self, report: Callable[[str | Exception | None], None]) -> Callable[[], None]:
+        async def run() -> None:
+            try:
+                result: str | Exception | None = await self.prober.probe(self.target)
+            except Exception as exc:
+                result = exc
+            report(result)
 
-        return start
+        task = asyncio.get_running_loop().create_task(run())
+
+        def cancel() -> None:
+            if not task.done():
+                self.prober.cancelled += 1
+                task.cancel()
+
+        return cancel
+
+    def close(self) -> None:
+        self.prober.closed.append(self.target.key.check)
 
 
 FLAVOURS = {"task": ScriptedProber, "callback": CallbackScriptedProber}
@@ -484,3 +493,33 @@ async def test_a_flapping_check_does_not_spam(h: Harness, caplog: pytest.LogCapt
     assert sum(1 for _, r, _ in h.results if not r.ok) == 50
     failed = [r for r in caplog.records if getattr(r, "event", "") == "health_check_failed"]
     assert len(failed) == 1
+
+
+async def test_a_poke_probes_at_once_unless_a_probe_is_running() -> None:
+    """``watch_connection``: the prober pokes when the held connection drops; the runner
+    probes at once (not at the next tick of a 5 s interval), and ignores a poke while a
+    probe is running (its result is on the way). Stopping closes the check's starter."""
+    h = Harness("callback")
+    task = asyncio.create_task(h.runner.run())
+    configure(h, spec(interval=5.0, rise=1, fall=1))
+    await h.until("c", UP, 6.0)
+    await h.clock.advance(1.0)
+    starts = h.prober.starts["c"]
+    before, poked_at = len(starts), h.clock.now()
+    h.prober.mode["c"] = "dead"
+    h.prober.pokes["c"]()
+    await h.clock.advance(0.0)
+    assert len(starts) == before + 1
+    assert starts[-1] == poked_at
+    assert h.state().status is DOWN
+    assert h.state().changed_at == poked_at
+    h.prober.mode["c"] = "slow:0.5"
+    await h.clock.advance(5.0)  # the schedule restarted at the poke
+    assert len(starts) == before + 2
+    h.prober.pokes["c"]()  # while that probe runs
+    await h.clock.advance(0.4)
+    assert len(starts) == before + 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert h.prober.closed == ["c"]

@@ -171,6 +171,8 @@ class HttpCheck(CheckBase):
     host: str | None = None
     verify_tls: bool = True
     body_match: str | None = None  # regular expression searched in the body
+    # hold an idle connection to the target; when it drops, probe at once (health/watch.py)
+    watch_connection: bool = False
 
     @field_validator("path")
     @classmethod
@@ -195,11 +197,24 @@ class HttpCheck(CheckBase):
                 ) from None
         return v
 
+    @field_validator("watch_connection")
+    @classmethod
+    def _watchable(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and (info.data.get("type") != "http" or info.data.get("body_match") is not None):
+            raise PydanticCustomError(
+                "watch_connection",
+                "watch_connection works with tcp checks and plain http checks "
+                "(not https, not with body_match)",
+                {},
+            )
+        return v
+
 
 class TcpCheck(CheckBase):
     type: Literal["tcp"]
     port: int | None = Field(default=None, ge=1, le=65535)
     address: IPAddr | None = None
+    watch_connection: bool = False  # see HttpCheck
 
 
 class IcmpCheck(CheckBase):

@@ -40,7 +40,18 @@ class Prober(Protocol):
 
 Cancel = Callable[[], None]
 Report = Callable[[str | Exception | None], None]
-Starter = Callable[[Report], Cancel]
+
+
+class Starter(Protocol):
+    def __call__(self, report: Report) -> Cancel:
+        """Start one probe: ``report`` gets None or a reason (an exception for a bug) once,
+        within the check's timeout, unless the returned callable was called first (that
+        stops the probe). It may report before returning."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what is held between probes (a watched connection)."""
+        ...
 
 
 @runtime_checkable
@@ -48,11 +59,9 @@ class CallbackProber(Protocol):
     """A prober that can also run some checks without a coroutine (the health runner then
     drives those from clock timers; see health/runner.py)."""
 
-    def starter(self, target: ResolvedCheck) -> Starter | None:
-        """None if ``target`` needs :meth:`Prober.probe`; else a callable, made once per
-        target, that starts one probe per call: ``report`` gets None or a reason (an
-        exception for a bug) once, within ``target.timeout``, unless the callable it
-        returned was called first (that stops the probe). It may report before returning."""
+    def starter(self, target: ResolvedCheck, poke: Callable[[], None]) -> Starter | None:
+        """None if ``target`` needs :meth:`Prober.probe`; else a :class:`Starter`, made once
+        per target. ``poke()`` asks the runner for a probe now (``watch_connection``)."""
         ...
 
 
@@ -130,7 +139,7 @@ class RealProber:
         for session in sessions:
             await session.close()
 
-    def starter(self, target: ResolvedCheck) -> Starter | None:
+    def starter(self, target: ResolvedCheck, poke: Callable[[], None]) -> Starter | None:
         """Plain http (status only) and tcp checks with an address and a port."""
         check, address, port = target.check, target.address, target.port
         if address is None or port is None:
@@ -144,7 +153,14 @@ class RealProber:
         else:
             return None
         return httpprobe.Plan(
-            self.poller, address, port, payload, expected, target.timeout, check.source_address
+            self.poller,
+            address,
+            port,
+            payload,
+            expected,
+            target.timeout,
+            check.source_address,
+            lost=poke if check.watch_connection else None,
         )
 
     async def _started(self, start: Starter) -> str | None:
@@ -165,9 +181,12 @@ class RealProber:
         return result
 
     async def probe(self, target: ResolvedCheck) -> str | None:
-        start = self.starter(target)
+        start = self.starter(target, _no_poke)
         if start is not None:
-            return await self._started(start)  # bounded by target.timeout itself
+            try:
+                return await self._started(start)  # bounded by target.timeout itself
+            finally:
+                start.close()
         check = target.check
         if isinstance(check, HttpCheck | TcpCheck) and (target.address is None or not target.port):
             return NO_PORT
@@ -242,3 +261,7 @@ class RealProber:
         if pattern.search(body.decode("utf-8", errors="replace")) is None:
             return f"body does not match {check.body_match!r}"
         return None
+
+
+def _no_poke() -> None:
+    """A one-off probe has no schedule to move."""

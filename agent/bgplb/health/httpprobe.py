@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from ..model import IPAddress
 from .poller import ERR, HUP, IN, OUT, Poller
+from .watch import ConnectionWatch
 
 MAX_HEAD = 16384  # bytes read while looking for the status line
 
@@ -227,16 +228,20 @@ class Plan:
     """How to probe one target, worked out once (address, request, what a good status is);
     each call starts one probe: ``report`` gets its verdict (see :func:`judge`) exactly once,
     within ``timeout`` (to :data:`~.poller.RESOLUTION`), unless the returned callable was
-    called first. Nothing here is a coroutine: this is the health runner's lean path."""
+    called first. Nothing here is a coroutine: this is the health runner's lean path.
+    With ``lost``, a connection is held to the target between healthy results and ``lost()``
+    is called when the target drops it (health/watch.py)."""
 
     __slots__ = (
         "_expected",
         "_family",
+        "_lost",
         "_payload",
         "_poller",
         "_sockaddr",
         "_source",
         "_timeout",
+        "_watch",
         "timed_out",
     )
 
@@ -249,8 +254,11 @@ class Plan:
         expected: Callable[[int], bool] | None,
         timeout: float,
         source: IPAddress | None = None,
+        lost: Callable[[], None] | None = None,
     ) -> None:
         self._poller, self._payload, self._expected = poller, payload, expected
+        self._lost = lost
+        self._watch: ConnectionWatch | None = None
         self._family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         self._sockaddr = sockaddr(address, port)
         self._source = source
@@ -272,7 +280,27 @@ class Plan:
         return flight.close
 
     def verdict(self, outcome: Outcome) -> str | Exception | None:
-        return judge(outcome, self._expected)
+        verdict = judge(outcome, self._expected)
+        self._follow(verdict is None)
+        return verdict
+
+    def _follow(self, healthy: bool) -> None:
+        """Hold a watched connection while the target is healthy, none while it is not."""
+        if self._lost is None:
+            return
+        watch = self._watch
+        if not healthy:
+            if watch is not None:
+                watch.close()
+                self._watch = None
+        elif watch is None or not watch.open:
+            source = str(self._source) if self._source is not None else None
+            self._watch = ConnectionWatch(
+                self._poller, self._family, self._sockaddr, source, self._lost
+            )
+
+    def close(self) -> None:
+        self._follow(healthy=False)
 
 
 Report = Callable[[str | Exception | None], None]
@@ -291,6 +319,7 @@ class _Flight(Exchange):
     def expire(self) -> None:
         if self._done is not None:  # still running
             self.close()
+            self._plan._follow(healthy=False)
             self._report(self._plan.timed_out)
 
 

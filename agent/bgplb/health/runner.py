@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import types
@@ -92,6 +93,8 @@ class _Entry:
             self.timer.cancel()
         if self.cancel is not None:
             self.cancel()
+        if self.start is not None:
+            self.start.close()
         self.task = self.timer = self.cancel = None
         self.probing_since = None
         self.flight += 1
@@ -215,7 +218,7 @@ class HealthRunner:
                 continue
             if entry.start is None and starter is not None:
                 try:
-                    entry.start = starter.starter(entry.spec)
+                    entry.start = starter.starter(entry.spec, functools.partial(self._poke, entry))
                 except Exception as exc:  # then the task path; its probes say what fails
                     log.error("health check %s: no lean probe: %r", key, exc)
             if entry.start is not None:
@@ -257,6 +260,20 @@ class HealthRunner:
         except Exception as exc:  # a bug after the probe (e.g. in wake): like a dying task
             if self._crash is None:
                 self._crash = exc
+
+    def _poke(self, entry: _Entry) -> None:
+        """The check's watched connection dropped (``watch_connection``): probe now, unless
+        a probe is running (its result is on the way)."""
+        if entry.stopped or entry.timer is None:
+            return
+        entry.timer.cancel()
+        entry.due = self._clock.now()
+        self._arm(entry)
+        log.debug(
+            "health check %s: watched connection dropped, probing now",
+            entry.spec.key,
+            extra=self._extra("health_connection_dropped", entry.spec.key),
+        )
 
     def _cut_overruns(self, now: float) -> None:
         """The backstop of callback-driven probes that ignore their own timeout."""
