@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 
 import pytest
 
@@ -66,6 +67,16 @@ def test_unique_keeps_one_route_per_prefix_across_families() -> None:
     assert len(out["p"]) == 2
 
 
+def test_a_duplicate_prefix_resolves_the_same_way_whatever_the_order() -> None:
+    """Two services sharing a VIP with different attributes: the first route in
+    ``route_key`` order is the one held, however the routes arrive."""
+    routes = [Route(V4, None, RouteAttributes(med=m)) for m in (7, 3, 5)]
+    first = min(routes, key=commands.route_key)
+    for order in (routes, routes[::-1], routes[1:] + routes[:1]):
+        assert commands.by_prefix(order) == {V4: first}
+        assert commands.unique({"p": order}) == {"p": frozenset({first})}
+
+
 def test_events() -> None:
     assert events.parse_line("done\n") == events.Ack(ok=True)
     assert events.parse_line("error") == events.Ack(ok=False)
@@ -84,3 +95,22 @@ def test_events() -> None:
     assert isinstance(events.parse_line('{"type": "notification"}'), events.Other)
     assert isinstance(events.parse_line("{broken"), events.Other)
     assert isinstance(events.parse_line(up.replace('"up"', '"weird"')), events.Other)
+
+
+def test_diff_matches_a_per_prefix_comparison_on_random_sets() -> None:
+    """The set-difference diff equals the plain definition: withdraw the prefixes gone,
+    announce every route that is new or differs from the one sent for its prefix."""
+    rng = random.Random(7)
+    pool = [
+        Route(ipaddress.ip_network(f"10.99.0.{i}/32"), None, RouteAttributes(med=m))
+        for i in range(1, 30)
+        for m in (None, 5)
+    ]
+    for _ in range(200):
+        sent = commands.unique({"p": rng.sample(pool, rng.randint(0, 25))})["p"]
+        wanted = commands.unique({"p": rng.sample(pool, rng.randint(0, 25))})["p"]
+        old = {r.prefix: r for r in sent}
+        new = {r.prefix: r for r in wanted}
+        d = commands.diff_peer(sent, wanted)
+        assert d.withdraw == tuple(commands.ordered(r for p, r in old.items() if p not in new))
+        assert d.announce == tuple(commands.ordered(r for p, r in new.items() if old.get(p) != r))

@@ -84,19 +84,27 @@ def ordered(routes: Iterable[Route]) -> list[Route]:
 
 
 def by_prefix(routes: Iterable[Route]) -> dict[object, Route]:
-    """One route per prefix; with duplicates the first in ``route_key`` order wins."""
+    """One route per prefix; with duplicates the first in ``route_key`` order wins. Only
+    duplicates are ordered: ``route_key`` holds a ``repr``, and sorting every route by it
+    was ~15 ms of each withdraw at 1,000 services (bench/)."""
     out: dict[object, Route] = {}
-    for r in ordered(routes):
-        out.setdefault(r.prefix, r)
+    for r in routes:
+        old = out.setdefault(r.prefix, r)
+        if old is not r and old != r and route_key(r) < route_key(old):
+            out[r.prefix] = r
     return out
 
 
 def diff_peer(sent: Iterable[Route], wanted: Iterable[Route]) -> PeerDiff:
-    old = by_prefix(sent)
-    new = by_prefix(wanted)
-    gone = tuple(ordered(r for p, r in old.items() if p not in new))
-    changed = tuple(ordered(r for p, r in new.items() if old.get(p) != r))
-    return PeerDiff(withdraw=gone, announce=changed)
+    """What to send to go from ``sent`` to ``wanted``, both one route per prefix (as
+    :func:`unique` makes them): prefixes no longer wanted are withdrawn, new or changed
+    routes announced (a change replaces the route, it is never withdrawn first). Set
+    differences first, so the cost follows the change, not the 1,000 routes held."""
+    old, new = frozenset(sent), frozenset(wanted)
+    added = new - old
+    staying = {r.prefix for r in added}
+    gone = tuple(ordered(r for r in old - new if r.prefix not in staying))
+    return PeerDiff(withdraw=gone, announce=tuple(ordered(added)))
 
 
 def diff(sent: RouteSet, wanted: RouteSet, peers: Iterable[PeerKey]) -> dict[PeerKey, PeerDiff]:
