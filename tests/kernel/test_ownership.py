@@ -183,3 +183,34 @@ async def test_drift_wakes_the_reconciler_and_is_repaired(
     assert [type(a).__name__ for a in repaired] == ["AddVirtualService", "AddRealServer"]
     assert key in (await dataplane.observe()).owned.service_keys()
     assert (await dataplane.observe()).owned == want
+
+
+async def test_a_steady_observe_reuses_the_dump_until_an_event_or_our_own_change(
+    topology: Topology, dataplane: NetlinkDataplane
+) -> None:
+    """Links and addresses are dumped again only when something may have changed: an event
+    (anyone's change) or one of our own actions; otherwise the last dump stands (dumps.py)."""
+    woken = asyncio.Event()
+    await dataplane.start(woken.set)
+    want = service_state("eps", ["10.99.0.6"], [(80, 8080)], [topology.node_v4])
+    await converge(dataplane, want)
+    await asyncio.sleep(0.5)  # the events of our own changes arrive
+    first = await dataplane.observe()
+    dumps = dataplane._dumps.dumps
+    again = await dataplane.observe()
+    assert dataplane._dumps.dumps == dumps  # nothing happened: no dump
+    assert again.owned == first.owned == want
+
+    woken.clear()
+    async with AsyncIPRoute(netns=topology.node) as ipr:  # someone else's change
+        index = (await ipr.link_lookup(ifname="eps"))[0]
+        await ipr.addr("add", index=index, address="10.99.0.66", prefixlen=32)
+    await asyncio.wait_for(woken.wait(), 10)
+    seen = await dataplane.observe()
+    assert dataplane._dumps.dumps == dumps + 1
+    assert AddressSpec("eps", ip("10.99.0.66")) in seen.foreign_addresses
+
+    await dataplane.apply(RemoveAddress(AddressSpec("eps", ip("10.99.0.6"))))  # ours
+    gone = await dataplane.observe()  # before its event is read: dumped all the same
+    assert dataplane._dumps.dumps == dumps + 2
+    assert AddressSpec("eps", ip("10.99.0.6")) not in gone.owned.addresses

@@ -4,6 +4,10 @@ A second rtnetlink socket joins the RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR and RTNLGR
 multicast groups. Every batch of messages (one datagram) calls ``wake()`` once; the reconciler
 coalesces wakes itself. If the socket fails (e.g. ENOBUFS after an event burst: events were
 lost), it wakes once more and reopens the socket after a short pause.
+
+``generation`` moves on every batch and every failure, and ``listening`` is True only while
+subscribed: together they tell the dataplane whether its last dump can still be right (see
+``NetlinkDataplane._links_and_addresses``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ class LinkEventWatcher:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self.events = 0  # batches seen (for tests and debugging)
+        self.failures = 0
+        self.listening = False
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever something may have changed (an event batch, a lost socket)."""
+        return self.events + self.failures
 
     async def start(self, limit: float) -> None:
         """Subscribe; returns once the socket is bound, so no later change is missed."""
@@ -56,6 +67,7 @@ class LinkEventWatcher:
             try:
                 sock = AsyncIPRoute(netns=self._netns) if self._netns else AsyncIPRoute()
                 await sock.bind(groups=GROUPS)
+                self.listening = True
                 self._ready.set()
                 while True:
                     async for _msg in sock.get():
@@ -65,9 +77,12 @@ class LinkEventWatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the subscription must survive anything the socket does
+                self.listening = False
+                self.failures += 1
                 log.warning("netlink event socket failed (%s); resubscribing", e)
                 self._wake()
                 await asyncio.sleep(RETRY_DELAY)
             finally:
+                self.listening = False
                 if sock is not None:
                     sock.close()

@@ -50,6 +50,7 @@ from ..model import (
 )
 from .base import DataplaneError
 from .bounded import DEFAULT_TIMEOUT, KernelCallError
+from .dumps import DumpCache
 from .events import LinkEventWatcher
 from .gate import Gate
 from .ipvs import IpvsSnapshot, IpvsTable
@@ -100,6 +101,7 @@ class NetlinkDataplane:
         # add was a third of adding 1,000 VIPs); dropped when we make or remove a link
         self._batch_links: dict[str, KernelLink] | None = None
         self.ipvs_error: str | None = None  # why IPVS is unavailable, if it is
+        self._dumps = DumpCache()  # links+addresses, dumped again only if needed
 
     @property
     def record(self) -> OwnershipRecord:
@@ -115,6 +117,7 @@ class NetlinkDataplane:
             await self._watcher.start(self._timeout)
 
     async def close(self) -> None:
+        self._dumps.forget()  # a later start() has a new watcher, its generation from 0
         if self._watcher is not None:
             await self._watcher.stop()
             self._watcher = None
@@ -147,11 +150,14 @@ class NetlinkDataplane:
         shared = isinstance(action, AddAddress)
         gate = self._gate.shared() if shared else self._gate.exclusive()
         async with gate:
-            with _as_dataplane_error(type(action).__name__):
-                if isinstance(action, AddAddress):
-                    await self._add_address(action.address)
-                else:
-                    await self._apply(action)
+            try:
+                with _as_dataplane_error(type(action).__name__):
+                    if isinstance(action, AddAddress):
+                        await self._add_address(action.address)
+                    else:
+                        await self._apply(action)
+            finally:  # under the gate: no observe is running; the next one dumps again
+                self._dumps.forget()
 
     # ------------------------------------------------------------------ internals
 
@@ -192,8 +198,7 @@ class NetlinkDataplane:
     async def _observe(self) -> ObservedDataplane:
         self._to_remove = None
         self._batch_links = None
-        links = await self._rtnl.links()
-        addresses = await self._rtnl.addresses(links)
+        links, addresses = await self._dumps.read(self._rtnl, self._watcher)
         found = await self._ipvs_snapshot()
         snapshot = found or NO_IPVS
         record = self._owned()
