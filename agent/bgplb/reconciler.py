@@ -321,12 +321,7 @@ class Reconciler:
         ``keep`` accepts. True if something was withdrawn."""
         async with self._speaker_lock:
             advertised = self._speaker.advertised()
-            kept = freeze_routes(
-                {
-                    peer: (r for r in routes if keep(peer, r.prefix))
-                    for peer, routes in advertised.items()
-                }
-            )
+            kept = _kept(advertised, keep)
             if same_routes(kept, advertised):
                 return False
             await self._io(self._speaker.set_routes(kept))
@@ -357,13 +352,8 @@ class Reconciler:
                 now = desired_state(
                     self._config, self._health.snapshot(), self._admin.state, self._clock.now()
                 )
-                wanted = {peer: {r.prefix for r in rs} for peer, rs in now.routes.items()}
-                routes = freeze_routes(
-                    {
-                        peer: (r for r in rs if r.prefix in wanted.get(peer, set()))
-                        for peer, rs in routes.items()
-                    }
-                )
+                wanted = _prefix_sets(now.routes)
+                routes = _kept(routes, lambda peer, prefix: prefix in wanted.get(peer, ()))
             await self._io(self._speaker.set_routes(routes))
         return routes
 
@@ -448,6 +438,13 @@ def _batches(actions: tuple[DataplaneAction, ...]) -> list[tuple[DataplaneAction
     if run:
         out.append(tuple(run))
     return out
+
+
+def _kept(routes: RouteSet, keep: Callable[[PeerKey, IPNetwork], bool]) -> RouteSet:
+    """The routes whose (peer, prefix) ``keep`` accepts."""
+    return freeze_routes(
+        {peer: (r for r in rs if keep(peer, r.prefix)) for peer, rs in routes.items()}
+    )
 
 
 def _prefix_sets(routes: RouteSet) -> dict[PeerKey, set[IPNetwork]]:

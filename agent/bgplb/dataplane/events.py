@@ -7,7 +7,7 @@ lost), it wakes once more and reopens the socket after a short pause.
 
 ``generation`` moves on every batch and every failure, and ``listening`` is True only while
 subscribed: together they tell the dataplane whether its last dump can still be right (see
-``NetlinkDataplane._links_and_addresses``).
+dumps.py).
 """
 
 from __future__ import annotations

@@ -148,8 +148,7 @@ class NetlinkDataplane:
         batch of them at once: one netlink round trip per VIP on a busy event loop was most
         of the time to bring up 1,000 VIPs); everything else runs alone."""
         shared = isinstance(action, AddAddress)
-        gate = self._gate.shared() if shared else self._gate.exclusive()
-        async with gate:
+        async with self._gate.shared() if shared else self._gate.exclusive():
             try:
                 with _as_dataplane_error(type(action).__name__):
                     if isinstance(action, AddAddress):
