@@ -1,4 +1,5 @@
-"""The lean http probe (health/httpprobe.py): status parsing and odd servers on loopback."""
+"""The lean http probe (health/httpprobe.py): status parsing and odd servers on loopback,
+through RealProber.probe (the same Plan the health runner starts)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from typing import Any
 
 import pytest
 
+from bgplb.config import HttpCheck
 from bgplb.health import httpprobe
-from bgplb.health.poller import Poller
+from bgplb.health.checks import RealProber
+from bgplb.health.targets import ResolvedCheck
+from bgplb.health.tracker import CheckKey
 
 LOCAL = ipaddress.IPv4Address("127.0.0.1")
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -64,16 +68,20 @@ async def _serve(reply: Reply) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+def _target(port: int, timeout: float = 2.0) -> ResolvedCheck:
+    check = HttpCheck(type="http", timeout=timeout)
+    return ResolvedCheck(CheckKey("web", None, "http"), check, LOCAL, port)
+
+
 async def _probe(reply: Reply) -> str | None:
     async with _serve(reply) as port:
-        payload = httpprobe.request("/", f"127.0.0.1:{port}", "t")
-        poller = Poller()
+        prober = RealProber()
         try:
-            async with asyncio.timeout(2):
-                return await httpprobe.probe(poller, LOCAL, port, payload, lambda s: 200 <= s < 300)
+            async with asyncio.timeout(3):
+                return await prober.probe(_target(port))
         finally:
-            assert len(poller) == 0  # every probe socket forgotten
-            poller.close()
+            assert len(prober.poller) == 0  # every probe socket forgotten
+            await prober.close()
 
 
 async def test_keep_alive_server_that_never_closes_is_still_answered() -> None:
@@ -114,13 +122,10 @@ async def test_refused_connect_names_the_reason() -> None:
     port = server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
-    request = httpprobe.request("/", "x", "ua")
-    poller = Poller()
-    assert await httpprobe.probe(poller, LOCAL, port, request, lambda s: True) == (
-        "connect: Connection refused"
-    )
-    assert len(poller) == 0
-    poller.close()
+    prober = RealProber()
+    assert await prober.probe(_target(port)) == "connect: Connection refused"
+    assert len(prober.poller) == 0
+    await prober.close()
 
 
 async def test_a_cancelled_probe_leaves_nothing_registered_with_the_loop(
@@ -142,15 +147,15 @@ async def test_a_cancelled_probe_leaves_nothing_registered_with_the_loop(
 
     async with _serve(silent) as port:
         monkeypatch.setattr(httpprobe.socket, "socket", Recorded)
-        poller = Poller()
+        prober = RealProber()
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.2):
-                await httpprobe.probe(poller, LOCAL, port, httpprobe.request("/", "x", "ua"), bool)
+            async with asyncio.timeout(0.2):  # the caller gives up before the check's 5 s
+                await prober.probe(_target(port, timeout=5.0))
         monkeypatch.undo()
         [probe_socket] = made
         assert probe_socket.fileno() == -1  # closed
-        assert len(poller) == 0
+        assert len(prober.poller) == 0
         fds = {key.fd for key in selector.get_map().values()}
         assert len(fds) == 4  # self-pipe, poller, listening socket, the server's connection
-        poller.close()
+        await prober.close()
         assert len({key.fd for key in selector.get_map().values()}) == 3

@@ -39,7 +39,7 @@ class Prober(Protocol):
 
 
 Cancel = Callable[[], None]
-Report = Callable[[str | Exception | None], None]
+Report = httpprobe.Report
 
 
 class Starter(Protocol):

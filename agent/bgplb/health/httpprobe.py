@@ -7,13 +7,13 @@ the agent's one event loop was saturated and probes timed out. This does one con
 send and reads until the status line is in (a small response arrives whole, so the close
 is clean; like the aiohttp path, the rest of a large body is not read). Same results as
 aiohttp: ``None`` on an expected status, else ``HTTP status N``, ``connect: <reason>``, ``server
-disconnected``. The caller bounds the whole probe with its timeout (cancellation closes the
-socket).
+disconnected``. tcp checks use the same machinery and stop once connected. A :class:`Plan`
+is made once per check; each call runs one probe bounded by the check's timeout, reports
+through a callback and returns the callable that abandons it (closing its socket).
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import socket
@@ -156,6 +156,7 @@ class ConnectFailed(OSError):
 
 Outcome = ConnectFailed | OSError | RuntimeError | int | str | None
 Done = Callable[[Outcome], None]
+Report = Callable[[str | Exception | None], None]  # a check's verdict: see judge()
 
 
 def open_socket(address: IPAddress, source: IPAddress | None) -> socket.socket | ConnectFailed:
@@ -169,45 +170,6 @@ def open_socket(address: IPAddress, source: IPAddress | None) -> socket.socket |
             sock.close()
             return ConnectFailed(exc.errno, exc.strerror)
     return sock
-
-
-async def exchange(
-    poller: Poller,
-    address: IPAddress,
-    port: int,
-    payload: bytes | None,
-    source: IPAddress | None = None,
-) -> Outcome:
-    """Run one :class:`Exchange` and await its outcome (a bug in it is raised); cancellation
-    closes its socket."""
-    sock = open_socket(address, source)
-    if isinstance(sock, ConnectFailed):
-        return sock
-    outcome: asyncio.Future[Outcome] = poller.loop.create_future()
-    job = Exchange(poller, sock, payload, outcome.set_result)
-    try:
-        job.start(sockaddr(address, port))
-        result = await outcome
-    finally:
-        job.close()
-    if isinstance(result, RuntimeError):
-        raise result
-    return result
-
-
-async def probe(
-    poller: Poller,
-    address: IPAddress,
-    port: int,
-    payload: bytes,
-    expected: Callable[[int], bool],
-    source: IPAddress | None = None,
-) -> str | None:
-    """One http probe as a coroutine (the caller bounds it with its timeout)."""
-    verdict = judge(await exchange(poller, address, port, payload, source), expected)
-    if isinstance(verdict, Exception):
-        raise verdict
-    return verdict
 
 
 def judge(outcome: Outcome, expected: Callable[[int], bool] | None) -> str | Exception | None:
@@ -233,8 +195,8 @@ class Plan:
     is called when the target drops it (health/watch.py)."""
 
     __slots__ = (
+        "_address",
         "_expected",
-        "_family",
         "_lost",
         "_payload",
         "_poller",
@@ -259,21 +221,17 @@ class Plan:
         self._poller, self._payload, self._expected = poller, payload, expected
         self._lost = lost
         self._watch: ConnectionWatch | None = None
-        self._family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        self._address = address
         self._sockaddr = sockaddr(address, port)
         self._source = source
         self._timeout = timeout
         self.timed_out = f"timeout after {timeout:g}s"
 
     def __call__(self, report: Report) -> Callable[[], None]:
-        sock = socket.socket(self._family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-        if self._source is not None:
-            try:
-                sock.bind((str(self._source), 0))
-            except OSError as exc:
-                sock.close()
-                report(judge(ConnectFailed(exc.errno, exc.strerror), self._expected))
-                return _nothing
+        sock = open_socket(self._address, self._source)
+        if isinstance(sock, ConnectFailed):
+            report(judge(sock, self._expected))
+            return _nothing
         flight = _Flight(self, sock, report)
         self._poller.expire_after(self._timeout, flight)
         flight.start(self._sockaddr)
@@ -294,16 +252,12 @@ class Plan:
                 watch.close()
                 self._watch = None
         elif watch is None or not watch.open:
-            source = str(self._source) if self._source is not None else None
-            self._watch = ConnectionWatch(
-                self._poller, self._family, self._sockaddr, source, self._lost
-            )
+            sock = open_socket(self._address, self._source)
+            if not isinstance(sock, ConnectFailed):  # no watch: the probes go on as ever
+                self._watch = ConnectionWatch(self._poller, sock, self._sockaddr, self._lost)
 
     def close(self) -> None:
         self._follow(healthy=False)
-
-
-Report = Callable[[str | Exception | None], None]
 
 
 class _Flight(Exchange):

@@ -31,19 +31,16 @@ class ConnectionWatch:
     def __init__(
         self,
         poller: Poller,
-        family: int,
+        sock: socket.socket,
         sockaddr: tuple[str, int],
-        source: str | None,
         lost: Callable[[], None],
     ) -> None:
-        self._poller, self._lost = poller, lost
+        """Connect ``sock`` (non-blocking, bound if need be; the watch owns it from now)."""
+        self._poller, self._sock, self._lost = poller, sock, lost
         self._connected = False
         self._heard = 0
-        sock = self._sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         self._fd = sock.fileno()
         try:
-            if source is not None:
-                sock.bind((source, 0))
             poller.watch(self._fd, self._on_events, writable=True)
             err = sock.connect_ex(sockaddr)
         except OSError:
@@ -63,9 +60,10 @@ class ConnectionWatch:
 
     def _on_events(self, events: int) -> None:
         if not self._connected:
-            if events & (ERR | HUP) or not events & OUT:
-                if events & (ERR | HUP):
-                    self.close()  # could not connect: nothing to watch
+            if events & (ERR | HUP):
+                self.close()  # could not connect: nothing to watch
+                return
+            if not events & OUT:
                 return
             self._connected = True
         if events & (IN | ERR | HUP):
