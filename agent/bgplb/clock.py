@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from .wheel import TimerWheel
+
 
 class Timer(Protocol):
     def cancel(self) -> None: ...
@@ -24,11 +26,18 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None: ...
 
     def call_at(self, when: float, callback: Callable[..., None], *args: object) -> Timer:
-        """Call ``callback(*args)`` from the event loop once ``now()`` reaches ``when``."""
+        """Call ``callback(*args)`` from the event loop once ``now()`` reaches ``when``
+        (``SystemClock``: up to :data:`~.wheel.RESOLUTION` later)."""
         ...
 
 
 class SystemClock:
+    """``time.monotonic`` (the event loop's clock too). ``call_at`` is a coarse timer: those
+    due in one 10 ms slot share a loop timer (bgplb/wheel.py)."""
+
+    def __init__(self) -> None:
+        self._wheel: TimerWheel | None = None
+
     def now(self) -> float:
         return time.monotonic()
 
@@ -39,8 +48,11 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
     def call_at(self, when: float, callback: Callable[..., None], *args: object) -> Timer:
-        delay = max(0.0, when - time.monotonic())
-        return asyncio.get_running_loop().call_later(delay, callback, *args)
+        loop = asyncio.get_running_loop()
+        wheel = self._wheel
+        if wheel is None or wheel.loop is not loop:
+            wheel = self._wheel = TimerWheel(loop)
+        return wheel.call_at(when, callback, *args)
 
 
 class _FakeTimer:

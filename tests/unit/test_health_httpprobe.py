@@ -3,16 +3,16 @@ through RealProber.probe (the same Plan the health runner starts)."""
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import ipaddress
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from bgplb.config import HttpCheck
+from bgplb.config import HttpCheck, TcpCheck
 from bgplb.health import httpprobe
 from bgplb.health.checks import RealProber
 from bgplb.health.targets import ResolvedCheck
@@ -89,9 +89,45 @@ async def test_keep_alive_server_that_never_closes_is_still_answered() -> None:
         await r.readuntil(b"\r\n\r\n")
         w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await w.drain()
-        await r.read()  # keeps the connection open until the prober closes it
+        with contextlib.suppress(ConnectionResetError):  # the prober's close is a reset
+            await r.read()  # keeps the connection open until the prober closes it
 
     assert await _probe(reply) is None
+
+
+async def test_an_http_probe_closes_with_a_reset_and_a_tcp_probe_with_a_fin() -> None:
+    """No TIME_WAIT socket per http probe on either side: once the status line is in, the
+    probe resets the connection. A tcp check sends nothing and closes gracefully (servers
+    such as PostgreSQL log a reset on a connection they have just accepted)."""
+    seen: list[str] = []
+    both = asyncio.Event()
+
+    async def reply(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        request = await r.read(1)
+        if request:  # the http probe
+            await r.readuntil(b"\r\n\r\n")
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+            try:
+                seen.append("eof" if await r.read() == b"" else "data")
+            except ConnectionResetError:
+                seen.append("reset")
+        else:  # the tcp probe: end of stream at once
+            seen.append("eof")
+        if len(seen) == 2:
+            both.set()
+
+    async with _serve(reply) as port:
+        prober = RealProber()
+        tcp = ResolvedCheck(CheckKey("web", None, "tcp"), TcpCheck(type="tcp"), LOCAL, port)
+        try:
+            async with asyncio.timeout(3):
+                assert await prober.probe(_target(port)) is None
+                assert await prober.probe(tcp) is None
+                await both.wait()  # the server may not have taken the tcp probe's yet
+        finally:
+            await prober.close()
+    assert seen == ["reset", "eof"]
 
 
 async def test_status_line_split_over_segments() -> None:
@@ -134,25 +170,25 @@ async def test_a_cancelled_probe_leaves_nothing_registered_with_the_loop(
     """The caller's timeout cancels the probe while it waits for the answer: the socket is
     closed and its fd is no longer watched (by the poller, or by the event loop itself)."""
     selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
-    made: list[socket.socket] = []
+    made: list[object] = []
+    opened = httpprobe.open_socket
 
-    class Recorded(socket.socket):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            if "fileno" not in kwargs:  # not an accepted connection of the test server
-                made.append(self)
+    def recorded(*args: Any) -> object:
+        made.append(opened(*args))
+        return made[-1]
 
     async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await r.read()  # never answers; ends when the prober closes
 
     async with _serve(silent) as port:
-        monkeypatch.setattr(httpprobe.socket, "socket", Recorded)
+        monkeypatch.setattr(httpprobe, "open_socket", recorded)
         prober = RealProber()
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):  # the caller gives up before the check's 5 s
                 await prober.probe(_target(port, timeout=5.0))
         monkeypatch.undo()
         [probe_socket] = made
+        assert isinstance(probe_socket, _socket.socket)
         assert probe_socket.fileno() == -1  # closed
         assert len(prober.poller) == 0
         fds = {key.fd for key in selector.get_map().values()}

@@ -18,10 +18,11 @@ at once never needs it, and a socket that is writable reports every ACK as a new
 from __future__ import annotations
 
 import asyncio
-import math
 import select
 from collections.abc import Callable
 from typing import Protocol
+
+from ..wheel import RESOLUTION, TimerWheel
 
 IN = select.EPOLLIN
 OUT = select.EPOLLOUT
@@ -29,8 +30,6 @@ ERR = select.EPOLLERR
 HUP = select.EPOLLHUP | select.EPOLLRDHUP
 _EDGE = select.EPOLLRDHUP | select.EPOLLET
 _BATCH = 256  # events taken per epoll_wait in one dispatch
-
-RESOLUTION = 0.01  # seconds: probe timeouts fire up to this much late
 
 Handler = Callable[[int], None]
 
@@ -47,7 +46,7 @@ class Poller:
         self._loop = asyncio.get_running_loop()
         self._epoll = select.epoll()
         self._handlers: dict[int, Handler] = {}
-        self._deadlines: dict[int, tuple[asyncio.TimerHandle, list[Expiring]]] = {}
+        self._wheel = TimerWheel(self._loop, RESOLUTION)
         self._loop.add_reader(self._epoll.fileno(), self._dispatch)
 
     @property
@@ -71,25 +70,10 @@ class Poller:
 
     def expire_after(self, delay: float, item: Expiring) -> None:
         """Call ``item.expire()`` ``delay`` seconds from now (up to ``RESOLUTION`` later).
-        Items due in the same slot share one loop timer, and an item that finished early
-        stays in its slot (its ``expire`` does nothing): at 1,000 probes a second, a timer
-        armed and cancelled per probe was ~1 % of a core (bench/)."""
-        slot = math.ceil((self._loop.time() + delay) / RESOLUTION)
-        found = self._deadlines.get(slot)
-        if found is None:
-            timer = self._loop.call_at(slot * RESOLUTION, self._expire, slot)
-            found = self._deadlines[slot] = (timer, [])
-        found[1].append(item)
-
-    def _expire(self, slot: int) -> None:
-        _, items = self._deadlines.pop(slot)
-        for item in items:
-            try:
-                item.expire()
-            except Exception as exc:  # one broken item must not keep the others running
-                self._loop.call_exception_handler(
-                    {"message": "probe expiry failed", "exception": exc}
-                )
+        A coarse timer (bgplb/wheel.py): an item that finished early stays in its slot and
+        its ``expire`` does nothing; at 1,000 probes a second, a loop timer armed and
+        cancelled per probe was ~1 % of a core (bench/)."""
+        self._wheel.call_later(delay, item.expire)
 
     def _dispatch(self) -> None:
         handlers = self._handlers
@@ -106,6 +90,4 @@ class Poller:
             self._loop.remove_reader(self._epoll.fileno())
             self._epoll.close()
         self._handlers.clear()
-        for timer, _ in self._deadlines.values():
-            timer.cancel()
-        self._deadlines.clear()
+        self._wheel.close()

@@ -16,8 +16,8 @@ probe, not the watch, decides health, so rise/fall and every result stay as they
 
 from __future__ import annotations
 
+import _socket
 import errno
-import socket
 from collections.abc import Callable
 
 from .poller import ERR, HUP, IN, OUT, Poller
@@ -31,7 +31,7 @@ class ConnectionWatch:
     def __init__(
         self,
         poller: Poller,
-        sock: socket.socket,
+        sock: _socket.socket,
         sockaddr: tuple[str, int],
         lost: Callable[[], None],
     ) -> None:
