@@ -340,19 +340,40 @@ def service_prefixes(svc: ServiceConfig) -> frozenset[IPNetwork]:
     return frozenset(_host_prefix(vip) for vip in svc.vips)
 
 
+VipOwners = Mapping[IPAddress, tuple[ServiceConfig, ...]]
+
+
+def vip_owners(config: Config) -> VipOwners:
+    """The services of each VIP, in config order (made once per config: see below)."""
+    owners: dict[IPAddress, list[ServiceConfig]] = {}
+    for svc in config.services:
+        for vip in svc.vips:
+            owners.setdefault(vip, []).append(svc)
+    return {vip: tuple(services) for vip, services in owners.items()}
+
+
 def prefixes_given_up(
-    config: Config, service: str, health: HealthSnapshot, admin: AdminState, now: float
+    config: Config,
+    service: str,
+    health: HealthSnapshot,
+    admin: AdminState,
+    now: float,
+    owners: VipOwners | None = None,
 ) -> frozenset[IPNetwork]:
     """The prefixes to withdraw at once because ``service`` stopped announcing: its own,
     minus those another announcing service shares. Decides only the services involved (a
-    full ``desired_state`` over 1,000 services was most of a withdraw's delay)."""
+    full ``desired_state`` over 1,000 services was most of a withdraw's delay; so was
+    looking at every service for a shared VIP: pass ``owners``, made once per config)."""
+    if owners is None:
+        owners = vip_owners(config)
     svc = next((s for s in config.services if s.name == service), None)
     if svc is None or announcing(decide(config.node, svc, health, admin, now).decision):
         return frozenset()
-    gone = set(service_prefixes(svc))
-    for other in config.services:
-        if other is svc or not gone & service_prefixes(other):
-            continue
-        if announcing(decide(config.node, other, health, admin, now).decision):
-            gone -= service_prefixes(other)
-    return frozenset(gone)
+    gone = set(svc.vips)
+    for vip in svc.vips:
+        if any(
+            other is not svc and announcing(decide(config.node, other, health, admin, now).decision)
+            for other in owners.get(vip, ())
+        ):
+            gone.discard(vip)
+    return frozenset(_host_prefix(vip) for vip in gone)

@@ -60,6 +60,7 @@ from .policy import (
     freeze_routes,
     prefixes_given_up,
     same_routes,
+    vip_owners,
 )
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class Reconciler:
         io_timeout: float = IO_TIMEOUT,
     ) -> None:
         self._config = config
+        self._owners = vip_owners(config)
         self._dataplane = dataplane
         self._speaker = speaker
         self._health = health
@@ -172,7 +174,7 @@ class Reconciler:
 
     def set_config(self, config: Config) -> None:
         """Use ``config`` from the next pass on (the speaker is reconfigured by the caller)."""
-        self._config = config
+        self._config, self._owners = config, vip_owners(config)
         self.wake()
 
     async def run(self) -> None:
@@ -361,7 +363,12 @@ class Reconciler:
         """Withdraw the prefixes of service ``name`` if it no longer announces and no other
         announcing service shares them (policy.prefixes_given_up)."""
         gone = prefixes_given_up(
-            self._config, name, self._health.snapshot(), self._admin.state, self._clock.now()
+            self._config,
+            name,
+            self._health.snapshot(),
+            self._admin.state,
+            self._clock.now(),
+            self._owners,
         )
         if not gone:
             return

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from pathlib import Path
 
 import pytest
 
 from bgplb.admin import AdminState
 from bgplb.model import ObservedDataplane, RouteSet
-from bgplb.policy import prefixes_given_up
+from bgplb.policy import prefixes_given_up, vip_owners
 
 from .fixtures import (
     API_VIP,
@@ -107,6 +108,23 @@ def test_prefixes_given_up_keeps_a_vip_another_announcing_service_shares() -> No
     health[key("a", "c")] = up()
     assert prefixes_given_up(cfg, "a", health, AdminState(), 0.0) == frozenset()
     assert prefixes_given_up(cfg, "nope", health, AdminState(), 0.0) == frozenset()
+
+
+def test_prefixes_given_up_with_the_vip_index_of_the_config() -> None:
+    """The reconciler passes ``vip_owners(config)``, made once per config: same answers."""
+    cfg = config(
+        announce_service("a", vips=["10.99.1.1", "10.99.1.2"], checks=[tcp_check("c", port=1)]),
+        announce_service("b", vips=["10.99.1.2"], checks=[tcp_check("c", port=2)]),
+        announce_service("c", vips=["10.99.1.3"], checks=[tcp_check("c", port=3)]),
+    )
+    owners = vip_owners(cfg)
+    assert [s.name for s in owners[ipaddress.ip_address("10.99.1.2")]] == ["a", "b"]
+    health = {key("a", "c"): down(), key("b", "c"): up(), key("c", "c"): down()}
+    for name in ("a", "b", "c"):
+        expected = prefixes_given_up(cfg, name, health, AdminState(), 0.0)
+        assert prefixes_given_up(cfg, name, health, AdminState(), 0.0, owners) == expected
+    assert prefixes_given_up(cfg, "a", health, AdminState(), 0.0, owners) == {net("10.99.1.1/32")}
+    assert prefixes_given_up(cfg, "c", health, AdminState(), 0.0, owners) == {net("10.99.1.3/32")}
 
 
 def test_prefixes_given_up_keeps_a_degraded_service() -> None:
