@@ -46,6 +46,7 @@ from .model import (
     VirtualServiceKey,
     VirtualServiceSpec,
 )
+from .routeset import freeze_routes
 
 
 @dataclass(frozen=True)
@@ -208,17 +209,6 @@ def announceable(
         decision = Decision.WITHDRAW if all_gone else current.decision
         decisions[name] = replace(current, decision=decision, reason=reason, detail=detail)
     return routes, decisions
-
-
-def freeze_routes(routes: Mapping[PeerKey, Iterable[Route]]) -> RouteSet:
-    """The canonical form of a route set: frozensets, peers with no routes left out."""
-    out = {peer: frozenset(rs) for peer, rs in routes.items()}
-    return {peer: rs for peer, rs in sorted(out.items()) if rs}
-
-
-def same_routes(a: RouteSet, b: RouteSet) -> bool:
-    """Equal as route sets (a peer with an empty set is the same as a missing peer)."""
-    return freeze_routes(a) == freeze_routes(b)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -32,36 +32,25 @@ from .dataplane.base import Dataplane, DataplaneError
 from .health.tracker import HealthSnapshot
 from .logs import log_event
 from .model import (
-    AddAddress,
-    AddRealServer,
-    AddVirtualService,
     DataplaneAction,
     DataplaneState,
     Decision,
-    EnsureLink,
     IPNetwork,
     ObservedDataplane,
     PeerKey,
     Reason,
-    RemoveAddress,
-    RemoveLink,
-    RemoveRealServer,
-    RemoveVirtualService,
     RouteSet,
-    UpdateRealServer,
-    UpdateVirtualService,
 )
-from .plan import plan
+from .plan import batches, describe, plan
 from .policy import (
     Desired,
     ServiceDecision,
     announceable,
     desired_state,
-    freeze_routes,
     prefixes_given_up,
-    same_routes,
     vip_owners,
 )
+from .routeset import kept_routes, prefix_sets, prefix_texts, same_routes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -258,15 +247,15 @@ class Reconciler:
         steps = plan(desired, observed, advertised)
         withdrew = not same_routes(steps.withdraw, advertised)
         if withdrew:
-            stay = _prefix_sets(steps.withdraw)
+            stay = prefix_sets(steps.withdraw)
             await self._narrow(lambda peer, prefix: prefix in stay.get(peer, ()))
-            gone = _prefixes(advertised) - _prefixes(steps.withdraw)
+            gone = prefix_texts(advertised) - prefix_texts(steps.withdraw)
             log_event(log, "routes_withdrawn_before_removal", prefixes=" ".join(sorted(gone)))
         applied: list[DataplaneAction] = []
         errors: list[str] = []
         if steps.actions:
             await self._claim(steps.actions)
-        for group in _batches(steps.actions):
+        for group in batches(steps.actions, ADD_BATCH):
             outcomes = await asyncio.gather(*(self._apply(a) for a in group))
             for action, error in zip(group, outcomes, strict=True):
                 if error is not None:
@@ -276,7 +265,7 @@ class Reconciler:
                         "dataplane_action_failed",
                         logging.WARNING,
                         action=type(action).__name__,
-                        object=_describe(action),
+                        object=describe(action),
                         error=error,
                     )
                 else:
@@ -285,7 +274,7 @@ class Reconciler:
                         log,
                         "dataplane_changed",
                         action=type(action).__name__,
-                        object=_describe(action),
+                        object=describe(action),
                     )
         if steps.actions:
             observed = await self._io(self._dataplane.observe())
@@ -314,7 +303,7 @@ class Reconciler:
         before the dataplane dump: that dump grows with the services and is not needed to
         know a route must go. Routes whose attributes change (drain) are left to the normal
         path, which replaces them without a withdraw."""
-        wanted = _prefix_sets(desired.routes)
+        wanted = prefix_sets(desired.routes)
         await self._narrow(lambda peer, prefix: prefix in wanted.get(peer, ()))
 
     async def _narrow(self, keep: Callable[[PeerKey, IPNetwork], bool]) -> bool:
@@ -323,7 +312,7 @@ class Reconciler:
         ``keep`` accepts. True if something was withdrawn."""
         async with self._speaker_lock:
             advertised = self._speaker.advertised()
-            kept = _kept(advertised, keep)
+            kept = kept_routes(advertised, keep)
             if same_routes(kept, advertised):
                 return False
             await self._io(self._speaker.set_routes(kept))
@@ -354,8 +343,8 @@ class Reconciler:
                 now = desired_state(
                     self._config, self._health.snapshot(), self._admin.state, self._clock.now()
                 )
-                wanted = _prefix_sets(now.routes)
-                routes = _kept(routes, lambda peer, prefix: prefix in wanted.get(peer, ()))
+                wanted = prefix_sets(now.routes)
+                routes = kept_routes(routes, lambda peer, prefix: prefix in wanted.get(peer, ()))
             await self._io(self._speaker.set_routes(routes))
         return routes
 
@@ -423,58 +412,3 @@ class Reconciler:
                     reason=d.reason.value,
                     detail=d.detail,
                 )
-
-
-def _batches(actions: tuple[DataplaneAction, ...]) -> list[tuple[DataplaneAction, ...]]:
-    """The actions in order; runs of AddAddress in groups of up to ADD_BATCH (sent at once:
-    independent of each other, and one netlink round trip each on a loop busy with 1,000
-    health checks took ~2.6 ms, bench/scale.py); every other action alone."""
-    out: list[tuple[DataplaneAction, ...]] = []
-    run: list[DataplaneAction] = []
-    for action in actions:
-        if isinstance(action, AddAddress) and len(run) < ADD_BATCH:
-            run.append(action)
-            continue
-        if run:
-            out.append(tuple(run))
-            run = []
-        if isinstance(action, AddAddress):
-            run.append(action)
-        else:
-            out.append((action,))
-    if run:
-        out.append(tuple(run))
-    return out
-
-
-def _kept(routes: RouteSet, keep: Callable[[PeerKey, IPNetwork], bool]) -> RouteSet:
-    """The routes whose (peer, prefix) ``keep`` accepts."""
-    return freeze_routes(
-        {peer: (r for r in rs if keep(peer, r.prefix)) for peer, rs in routes.items()}
-    )
-
-
-def _prefix_sets(routes: RouteSet) -> dict[PeerKey, set[IPNetwork]]:
-    return {peer: {r.prefix for r in rs} for peer, rs in routes.items()}
-
-
-def _prefixes(routes: RouteSet) -> set[str]:
-    return {str(r.prefix) for rs in routes.values() for r in rs}
-
-
-def _describe(action: DataplaneAction) -> str:
-    """The object an action is about, as people write it (``tcp:10.0.0.1:80``, ``web``)."""
-    match action:
-        case EnsureLink(link=x) | RemoveLink(link=x):
-            return x.name
-        case AddAddress(address=a) | RemoveAddress(address=a):
-            return f"{a.address}/{a.prefixlen} dev {a.ifname}"
-        case AddVirtualService(service=v) | UpdateVirtualService(service=v):
-            return str(v.key)
-        case RemoveVirtualService(key=k):
-            return str(k)
-        case AddRealServer(real_server=r) | UpdateRealServer(real_server=r):
-            return f"{r.key.service} -> {r.key} weight {r.weight} {r.forward}"
-        case RemoveRealServer(key=rk):
-            return f"{rk.service} -> {rk}"
-    return repr(action)  # pragma: no cover

@@ -33,7 +33,8 @@ from bgplb.model import (
     VirtualServiceKey,
     VirtualServiceSpec,
 )
-from bgplb.reconciler import ADD_BATCH, _batches
+from bgplb.plan import batches
+from bgplb.reconciler import ADD_BATCH
 
 from .fixtures import Rig, ip, key, up, web_and_api
 
@@ -319,7 +320,7 @@ def test_address_adds_are_batched_and_everything_else_goes_alone() -> None:
     link = EnsureLink(LinkSpec("web"))
     rm = RemoveAddress(AddressSpec("lo", vip(999)))
     a = adds(70)
-    groups = _batches((link, *a, rm, *a[:2]))
+    groups = batches((link, *a, rm, *a[:2]), ADD_BATCH)
     assert [len(g) for g in groups] == [1, ADD_BATCH, ADD_BATCH, 70 - 2 * ADD_BATCH, 1, 2]
     assert [x for g in groups for x in g] == [link, *a, rm, *a[:2]]  # the order is kept
 

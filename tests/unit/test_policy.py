@@ -24,7 +24,8 @@ from bgplb.model import (
     VirtualServiceKey,
     VirtualServiceSpec,
 )
-from bgplb.policy import announceable, desired_state, same_routes
+from bgplb.policy import announceable, desired_state
+from bgplb.routeset import same_routes
 
 from .fixtures import (
     EBGP_PEER,
