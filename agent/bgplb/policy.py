@@ -325,11 +325,6 @@ def announcing(decision: Decision) -> bool:
     return decision in _ROUTE_STATE
 
 
-def service_prefixes(svc: ServiceConfig) -> frozenset[IPNetwork]:
-    """The host prefixes (/32, /128) a service announces."""
-    return frozenset(_host_prefix(vip) for vip in svc.vips)
-
-
 VipOwners = Mapping[IPAddress, tuple[ServiceConfig, ...]]
 
 
