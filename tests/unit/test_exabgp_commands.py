@@ -114,3 +114,16 @@ def test_diff_matches_a_per_prefix_comparison_on_random_sets() -> None:
         d = commands.diff_peer(sent, wanted)
         assert d.withdraw == tuple(commands.ordered(r for p, r in old.items() if p not in new))
         assert d.announce == tuple(commands.ordered(r for p, r in new.items() if old.get(p) != r))
+
+
+def test_route_hash_follows_route_equality() -> None:
+    """``Route`` caches its hash (model.py): it must still agree with ``==``, which ignores
+    the owning service, or route sets would hold duplicates and diffs would go wrong."""
+    attrs = RouteAttributes(communities=("65535:0",), med=5)
+    a = Route(V4, None, attrs, service="web")
+    b = Route(ipaddress.ip_network("10.99.0.1/32"), None, RouteAttributes(("65535:0",), med=5))
+    assert a == b
+    assert hash(a) == hash(b)
+    assert len({a, b}) == 1
+    assert Route(V4, None, RouteAttributes(med=6)) != a
+    assert commands.diff_peer({a}, {b}) == commands.PeerDiff(withdraw=(), announce=())
