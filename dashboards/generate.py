@@ -2,7 +2,7 @@
 
     python dashboards/generate.py [OUT_DIR]      (default: the directory of this file)
 
-Metric names come from agent/bgplb/metrics.py. Every series carries ``job="bgplb"`` and a
+Metric names come from agent/bgplb/metrics/. Every series carries ``job="bgplb"`` and a
 ``node`` label, both set by Prometheus (file_sd target labels, see prometheus.yml), never by
 the agent. CI regenerates into a temporary directory and fails when the committed JSON differs.
 """

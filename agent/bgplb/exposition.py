@@ -7,7 +7,7 @@ cache each series' escaped label text, and write the exposition themselves, in t
 Prometheus text format (0.0.4) or OpenMetrics 1.0. For ``registry.collect()`` (tests, other
 encoders) they also yield ordinary prometheus_client families.
 
-No metric names here: they are all given by ``metrics.py``.
+No metric names here: they are all given by the ``bgplb.metrics`` package.
 """
 
 from __future__ import annotations

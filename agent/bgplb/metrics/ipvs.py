@@ -1,0 +1,87 @@
+"""The IPVS families: kernel statistics read at scrape time from the last observation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..model import IPVSCounters, ObservedDataplane
+
+DataplaneSource = Callable[[], ObservedDataplane | None]
+
+
+def _by_text(item: tuple[object, object]) -> str:
+    """Sort key for mixed IPv4/IPv6 keys (ipaddress refuses to compare across versions)."""
+    return str(item[0])
+
+
+class IPVSCollector(Collector):
+    """Kernel IPVS statistics, read from ``source()`` when Prometheus scrapes."""
+
+    def __init__(self, source: DataplaneSource | None, per_real_server: bool) -> None:
+        self.source = source
+        self.per_real_server = per_real_server
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # dynamic: no name clash checks needed at registration
+
+    def collect(self) -> Iterable[Metric]:
+        observed = self.source() if self.source is not None else None
+        if observed is None:
+            return []
+        vs_labels = ["vip", "port", "protocol"]
+        out = list(
+            _families(
+                "bgplb_ipvs",
+                "virtual service",
+                vs_labels,
+                (
+                    ([str(k.vip), str(k.port), str(k.protocol)], c)
+                    for k, c in sorted(observed.service_counters.items(), key=_by_text)
+                ),
+            )
+        )
+        if self.per_real_server:
+            rs = (
+                ([str(k.service.vip), str(k.service.port), str(k.service.protocol), str(k)], c)
+                for k, c in sorted(observed.real_server_counters.items(), key=_by_text)
+            )
+            out += _families(
+                "bgplb_ipvs_real_server", "real server", [*vs_labels, "real_server"], rs
+            )
+        return out
+
+
+def _families(
+    prefix: str,
+    what: str,
+    labels: list[str],
+    rows: Iterable[tuple[list[str], IPVSCounters]],
+) -> Iterator[Metric]:
+    active = GaugeMetricFamily(
+        f"{prefix}_active_connections", f"IPVS active connections per {what}.", labels=labels
+    )
+    inactive = GaugeMetricFamily(
+        f"{prefix}_inactive_connections", f"IPVS inactive connections per {what}.", labels=labels
+    )
+    conns = CounterMetricFamily(
+        f"{prefix}_connections", f"IPVS connections scheduled per {what}.", labels=labels
+    )
+    dir_labels = [*labels, "direction"]
+    packets = CounterMetricFamily(
+        f"{prefix}_packets", f"IPVS packets per {what} and direction.", labels=dir_labels
+    )
+    octets = CounterMetricFamily(
+        f"{prefix}_bytes", f"IPVS bytes per {what} and direction.", labels=dir_labels
+    )
+    for values, c in rows:
+        active.add_metric(values, c.active_connections)
+        inactive.add_metric(values, c.inactive_connections)
+        conns.add_metric(values, c.connections)
+        packets.add_metric([*values, "in"], c.packets_in)
+        packets.add_metric([*values, "out"], c.packets_out)
+        octets.add_metric([*values, "in"], c.bytes_in)
+        octets.add_metric([*values, "out"], c.bytes_out)
+    yield from (active, inactive, conns, packets, octets)

@@ -1,0 +1,169 @@
+"""The agent's metrics object: node-wide families (prometheus_client) plus the per-service ones.
+
+:class:`Metrics` owns one registry. The node-wide families (speaker, reconcile, reload, build,
+sessions per peer) are prometheus_client metrics defined here; the per-service families are
+defined in ``services.py`` (inherited), the IPVS ones in ``ipvs.py``. ``exposition()`` is what
+``/metrics`` serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
+
+from .. import __version__
+from ..model import PeerKey, PeerState, PeerStatus
+from .ipvs import DataplaneSource, IPVSCollector
+from .services import ConfigLike, ServiceMetrics
+
+if TYPE_CHECKING:  # types only: metrics must not pull the core in at import time
+    from ..admin import AdminState
+    from ..reconciler import PassResult
+
+RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class SpeakerLike(Protocol):
+    def restarts(self) -> int: ...
+
+
+class Metrics(ServiceMetrics):
+    """The agent's metrics. ``registry`` is private to this object unless one is passed in."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        dataplane: DataplaneSource | None = None,
+        per_real_server: bool = True,
+        exabgp_version: str = "",
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        super().__init__(per_real_server)
+        r = self._base = CollectorRegistry()  # the families prometheus_client renders
+        fast = self.fast
+        self.node_drained = Gauge(
+            "bgplb_node_drained", "1 while the operator has drained the whole node.", registry=r
+        )
+        self.session_up = Gauge(
+            "bgplb_bgp_session_up",
+            "1 while the BGP session with the peer is established.",
+            ["peer"],
+            registry=r,
+        )
+        self.session_transitions = Counter(
+            "bgplb_bgp_session_transitions",
+            "BGP session state changes seen per peer.",
+            ["peer"],
+            registry=r,
+        )
+        self.speaker_commands_total = Counter(
+            "bgplb_speaker_commands", "Commands written to the BGP speaker.", registry=r
+        )
+        self.speaker_restarts = Counter(
+            "bgplb_speaker_restarts", "Restarts of the BGP speaker process.", registry=r
+        )
+        self.reconcile_duration = Histogram(
+            "bgplb_reconcile_duration_seconds",
+            "Duration of a reconcile pass.",
+            buckets=RECONCILE_BUCKETS,
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "bgplb_reconcile_errors", "Errors met during reconcile passes.", registry=r
+        )
+        self.reconcile_runs = Counter("bgplb_reconcile_runs", "Reconcile passes run.", registry=r)
+        self.reload_success = Gauge(
+            "bgplb_config_reload_success", "1 if the last config (re)load succeeded.", registry=r
+        )
+        self.reload_timestamp = Gauge(
+            "bgplb_config_reload_timestamp_seconds",
+            "Wall-clock time of the last config (re)load attempt.",
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "bgplb_build_info",
+            "Always 1; labels carry the agent, Python and ExaBGP versions.",
+            ["version", "python", "exabgp"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version(), exabgp_version).set(1)
+        self.ipvs = IPVSCollector(dataplane, per_real_server)
+        r.register(self.ipvs)
+        self.registry.register(self._base)
+        self.registry.register(fast)
+        self._peer_up: dict[PeerKey, bool] = {}
+        self._speaker_restarts_seen = 0
+
+    # ------------------------------------------------------------------ sources
+
+    def exposition(self, openmetrics: bool = False) -> bytes:
+        """The ``/metrics`` body: the Prometheus text format, or OpenMetrics 1.0."""
+        if openmetrics:
+            head = bytes(om_generate_latest(self._base)).removesuffix(b"# EOF\n")  # type: ignore[no-untyped-call]
+            return head + self.fast.render(openmetrics=True).encode() + b"# EOF\n"
+        return generate_latest(self._base) + self.fast.render().encode()
+
+    def set_observed_source(self, source: DataplaneSource | None) -> None:
+        """Where the IPVS collector reads counters at scrape time (the last observation)."""
+        self.ipvs.source = source
+
+    def set_drained(self, admin: AdminState, config: ConfigLike) -> None:
+        """Operator drains: per configured service, and the node-wide flag."""
+        self.set_services_drained(admin, config)
+        self.node_drained.set(1 if admin.node_drained_at is not None else 0)
+
+    # ------------------------------------------------------------------ BGP
+
+    def set_peers(self, peers: Mapping[PeerKey, PeerStatus]) -> None:
+        """Session state per peer; counts up/down transitions; forgets removed peers."""
+        for key, status in peers.items():
+            up = status.state is PeerState.UP
+            before = self._peer_up.get(key)
+            if before is not None and before != up:
+                self.session_transitions.labels(key).inc()
+            elif before is None:
+                self.session_transitions.labels(key).inc(0)
+            self.session_up.labels(key).set(1 if up else 0)
+            self._peer_up[key] = up
+        for gone in self._peer_up.keys() - peers.keys():
+            _discard(self.session_up, (gone,))
+            _discard(self.session_transitions, (gone,))
+            del self._peer_up[gone]
+
+    def speaker_commands(self, n: int = 1) -> None:
+        if n > 0:
+            self.speaker_commands_total.inc(n)
+
+    def speaker_restarted(self, n: int = 1) -> None:
+        if n > 0:
+            self.speaker_restarts.inc(n)
+
+    def set_speaker(self, speaker: SpeakerLike) -> None:
+        """Follow the speaker's own restart count (counts only the increase)."""
+        total = speaker.restarts()
+        self.speaker_restarted(total - self._speaker_restarts_seen)
+        self._speaker_restarts_seen = max(total, self._speaker_restarts_seen)
+
+    # ------------------------------------------------------------------ agent
+
+    def reconcile_pass(self, result: PassResult) -> None:
+        """One reconcile pass ended (``reconciler.PassResult``)."""
+        self.reconcile_runs.inc()
+        self.reconcile_duration.observe(max(0.0, result.duration))
+        if result.errors:
+            self.reconcile_errors.inc(len(result.errors))
+
+    def config_reloaded(self, ok: bool, timestamp: float) -> None:
+        self.reload_success.set(1 if ok else 0)
+        self.reload_timestamp.set(timestamp)
+
+
+def _discard(metric: Gauge | Counter | Histogram, labels: tuple[str, ...]) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)
