@@ -364,13 +364,16 @@ def build_app(control: AgentControl, metrics: Metrics, token: str | None) -> web
 
 
 def metrics_handler(metrics: Metrics) -> Handler:
-    """``/metrics`` (Prometheus text, or OpenMetrics if asked for), built in a worker thread:
-    at 1,000 services it is tens of ms of CPU, not to be spent in one go on the event loop."""
+    """``/metrics`` (Prometheus text, or OpenMetrics if asked for), rendered in a worker thread:
+    at 1,000 services it is tens of ms of CPU, not to be spent in one go on the event loop.
+    The thread renders a snapshot taken here, on the loop, where the metrics change: it never
+    iterates a dict the loop is changing."""
 
     async def handler(request: web.Request) -> web.Response:
         _, content_type = choose_encoder(request.headers.get("Accept", ""))
         openmetrics = content_type.startswith("application/openmetrics-text")
-        body = await asyncio.to_thread(metrics.exposition, openmetrics)
+        scrape = metrics.snapshot()
+        body = await asyncio.to_thread(scrape.render, openmetrics)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     return handler

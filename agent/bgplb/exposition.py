@@ -7,6 +7,12 @@ cache each series' escaped label text, and write the exposition themselves, in t
 Prometheus text format (0.0.4) or OpenMetrics 1.0. For ``registry.collect()`` (tests, other
 encoders) they also yield ordinary prometheus_client families.
 
+Threads: the families are updated on the event loop and ``/metrics`` is rendered in a worker
+thread. The loop takes a :class:`FastSnapshot` (``FastCollector.snapshot()``: C-level copies
+of each family's dicts, ~1 ms at 1,000 services) and the thread renders only that: the values
+in it are immutable (floats, strings, histogram rows as tuples, replaced and never changed in
+place), so nothing the thread reads changes under it.
+
 No metric names here: they are all given by the ``bgplb.metrics`` package.
 """
 
@@ -15,7 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -27,7 +33,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 Labels = tuple[str, ...]
-F = TypeVar("F", bound="Family")
+F = TypeVar("F", bound="Family[Any]")
+V = TypeVar("V")
 
 
 def _escape(value: str) -> str:
@@ -44,8 +51,12 @@ def _num(value: float) -> str:
     return _go(value)
 
 
-class Family:
-    """One metric family: ``name`` as exposed in the text format (counters end ``_total``)."""
+class Family(Generic[V]):
+    """One metric family: ``name`` as exposed in the text format (counters end ``_total``).
+
+    ``values`` maps label values to an immutable value (a float, a state, a histogram row):
+    an update replaces the value, it never changes one in place, so a snapshot's copy of the
+    dict stays what it was."""
 
     kind: ClassVar[str] = "untyped"
 
@@ -53,6 +64,7 @@ class Family:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
+        self.values: dict[Labels, V] = {}
         self._text: dict[Labels, str] = {}
 
     def labels_text(self, labels: Labels) -> str:
@@ -74,40 +86,64 @@ class Family:
     def family_name(self, openmetrics: bool) -> str:
         return self.name
 
-    def forget(self, labels: Labels) -> None:
+    def remove(self, labels: Labels) -> None:
+        self.values.pop(labels, None)
         self._text.pop(labels, None)
 
+    def snapshot(self) -> FamilySnapshot[V]:
+        """The series now, for rendering elsewhere: take it on the thread that updates them."""
+        return FamilySnapshot(self, self.values.copy(), self._text.copy())
+
     def render(self, out: list[str], openmetrics: bool) -> None:
-        raise NotImplementedError
+        self.snapshot().render(out, openmetrics)
 
     def collect(self) -> Metric:
+        return self.snapshot().collect()
+
+    # the snapshot's copies, rendered: only reads its arguments and immutable attributes
+
+    def render_values(
+        self, values: dict[Labels, V], text: dict[Labels, str], out: list[str], om: bool
+    ) -> None:
+        raise NotImplementedError
+
+    def collect_values(self, values: dict[Labels, V]) -> Metric:
         raise NotImplementedError
 
 
-class Gauge(Family):
-    kind = "gauge"
+class FamilySnapshot(Generic[V]):
+    """One family's series at one moment: private copies of its dicts, immutable values."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
-        super().__init__(name, documentation, labelnames)
-        self.values: dict[Labels, float] = {}
+    __slots__ = ("family", "text", "values")
+
+    def __init__(self, family: Family[V], values: dict[Labels, V], text: dict[Labels, str]):
+        self.family, self.values, self.text = family, values, text
+
+    def render(self, out: list[str], openmetrics: bool) -> None:
+        self.family.render_values(self.values, self.text, out, openmetrics)
+
+    def collect(self) -> Metric:
+        return self.family.collect_values(self.values)
+
+
+class Gauge(Family[float]):
+    kind = "gauge"
 
     def set(self, labels: Labels, value: float) -> None:
         if labels not in self.values:
             self.labels_text(labels)  # validates the label count
         self.values[labels] = float(value)
 
-    def remove(self, labels: Labels) -> None:
-        self.values.pop(labels, None)
-        self.forget(labels)
+    def render_values(
+        self, values: dict[Labels, float], text: dict[Labels, str], out: list[str], om: bool
+    ) -> None:
+        self.header(out, om)
+        name = self.name
+        out.extend(f"{name}{{{text[k]}}} {_num(v)}\n" for k, v in values.items())
 
-    def render(self, out: list[str], openmetrics: bool) -> None:
-        self.header(out, openmetrics)
-        text, name = self._text, self.name
-        out.extend(f"{name}{{{text[k]}}} {_num(v)}\n" for k, v in self.values.items())
-
-    def collect(self) -> Metric:
+    def collect_values(self, values: dict[Labels, float]) -> Metric:
         family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for k, v in self.values.items():
+        for k, v in values.items():
             family.add_metric(list(k), v)
         return family
 
@@ -134,16 +170,16 @@ class Counter(Gauge):
         else:
             self.set(labels, amount)
 
-    def collect(self) -> Metric:
+    def collect_values(self, values: dict[Labels, float]) -> Metric:
         family = CounterMetricFamily(
             self.name.removesuffix("_total"), self.documentation, labels=self.labelnames
         )
-        for k, v in self.values.items():
+        for k, v in values.items():
             family.add_metric(list(k), v)
         return family
 
 
-class StateSet(Family):
+class StateSet(Family[str]):
     """A gauge per (labels, state): 1 for the current state, 0 for the others, every state
     always exposed (so ``sum by (...) (x{state!="a"}) == 0`` works)."""
 
@@ -155,38 +191,38 @@ class StateSet(Family):
         super().__init__(name, documentation, labelnames[:-1])
         self.state_label = labelnames[-1]
         self.states = tuple(states)
-        self.current: dict[Labels, str] = {}
+        self._state_text = tuple((s, f'{self.state_label}="{_escape(s)}"') for s in self.states)
 
     def set(self, labels: Labels, state: str) -> None:
         if state not in self.states:
             raise ValueError(f"{self.name}: unknown state {state!r}")
-        if labels not in self.current:
+        if labels not in self.values:
             self.labels_text(labels)
-        self.current[labels] = state
+        self.values[labels] = state
 
-    def remove(self, labels: Labels) -> None:
-        self.current.pop(labels, None)
-        self.forget(labels)
-
-    def render(self, out: list[str], openmetrics: bool) -> None:
-        self.header(out, openmetrics)
-        text, name, label = self._text, self.name, self.state_label
-        states = [(s, f'{label}="{_escape(s)}"') for s in self.states]
-        for k, now in self.current.items():
+    def render_values(
+        self, values: dict[Labels, str], text: dict[Labels, str], out: list[str], om: bool
+    ) -> None:
+        self.header(out, om)
+        name, states = self.name, self._state_text
+        for k, now in values.items():
             prefix = f"{name}{{{text[k]},"
             out.extend(f"{prefix}{st}}} {'1.0' if s == now else '0.0'}\n" for s, st in states)
 
-    def collect(self) -> Metric:
+    def collect_values(self, values: dict[Labels, str]) -> Metric:
         family = GaugeMetricFamily(
             self.name, self.documentation, labels=(*self.labelnames, self.state_label)
         )
-        for k, now in self.current.items():
+        for k, now in values.items():
             for s in self.states:
                 family.add_metric([*k, s], 1.0 if s == now else 0.0)
         return family
 
 
-class Histogram(Family):
+Row = tuple[float, ...]  # observations per bucket (not cumulative), +Inf, then the sum
+
+
+class Histogram(Family[Row]):
     kind = "histogram"
 
     def __init__(
@@ -194,25 +230,25 @@ class Histogram(Family):
     ) -> None:
         super().__init__(name, documentation, labelnames)
         self.bounds = tuple(sorted(buckets))
-        self._le = [f'le="{_go(b)}"' for b in (*self.bounds, math.inf)]
-        self.data: dict[Labels, list[float]] = {}  # per bucket (not cumulative), then sum
+        self._le = tuple(f'le="{_go(b)}"' for b in (*self.bounds, math.inf))
+        self._empty: Row = (0.0,) * (len(self.bounds) + 2)
 
     def observe(self, labels: Labels, value: float) -> None:
-        row = self.data.get(labels)
+        row = self.values.get(labels)
         if row is None:
             self.labels_text(labels)
-            row = self.data[labels] = [0.0] * (len(self.bounds) + 2)
-        row[bisect.bisect_left(self.bounds, value)] += 1  # the first bound >= value, or +Inf
-        row[-1] += value
+            row = self._empty
+        new = list(row)  # a new row: a snapshot may hold the old one
+        new[bisect.bisect_left(self.bounds, value)] += 1  # the first bound >= value, or +Inf
+        new[-1] += value
+        self.values[labels] = tuple(new)
 
-    def remove(self, labels: Labels) -> None:
-        self.data.pop(labels, None)
-        self.forget(labels)
-
-    def render(self, out: list[str], openmetrics: bool) -> None:
-        self.header(out, openmetrics)
-        text, name, le = self._text, self.name, self._le
-        for k, row in self.data.items():
+    def render_values(
+        self, values: dict[Labels, Row], text: dict[Labels, str], out: list[str], om: bool
+    ) -> None:
+        self.header(out, om)
+        name, le = self.name, self._le
+        for k, row in values.items():
             t = text[k]
             total = 0.0
             for i, bound in enumerate(le):
@@ -220,9 +256,9 @@ class Histogram(Family):
                 out.append(f"{name}_bucket{{{t},{bound}}} {_num(total)}\n")
             out.append(f"{name}_count{{{t}}} {_num(total)}\n{name}_sum{{{t}}} {_num(row[-1])}\n")
 
-    def collect(self) -> Metric:
+    def collect_values(self, values: dict[Labels, Row]) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for k, row in self.data.items():
+        for k, row in values.items():
             total, buckets = 0.0, []
             for bound, n in zip((*self.bounds, math.inf), row, strict=False):
                 total += n
@@ -231,11 +267,27 @@ class Histogram(Family):
         return family
 
 
+class FastSnapshot:
+    """Every family of a :class:`FastCollector` at one moment; render it on any thread."""
+
+    def __init__(self, families: Sequence[FamilySnapshot[Any]]) -> None:
+        self.families = families
+
+    def render(self, openmetrics: bool = False) -> str:
+        out: list[str] = []
+        for family in self.families:
+            family.render(out, openmetrics)
+        return "".join(out)
+
+    def collect(self) -> list[Metric]:
+        return [f.collect() for f in self.families]
+
+
 class FastCollector(Collector):
     """The families, for a registry (``collect``) and for the fast path (``render``)."""
 
-    def __init__(self, families: Iterable[Family] = ()) -> None:
-        self.families: list[Family] = list(families)
+    def __init__(self, families: Iterable[Family[Any]] = ()) -> None:
+        self.families: list[Family[Any]] = list(families)
 
     def add(self, family: F) -> F:
         self.families.append(family)
@@ -244,11 +296,12 @@ class FastCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         return []
 
+    def snapshot(self) -> FastSnapshot:
+        """All series now (C-level dict copies); take it on the thread that updates them."""
+        return FastSnapshot([f.snapshot() for f in self.families])
+
     def collect(self) -> Iterable[Metric]:
-        return [f.collect() for f in self.families]
+        return self.snapshot().collect()
 
     def render(self, openmetrics: bool = False) -> str:
-        out: list[str] = []
-        for family in self.families:
-            family.render(out, openmetrics)
-        return "".join(out)
+        return self.snapshot().render(openmetrics)

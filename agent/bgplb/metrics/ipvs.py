@@ -1,4 +1,8 @@
-"""The IPVS families: kernel statistics read at scrape time from the last observation."""
+"""The IPVS families: kernel statistics read at scrape time from the last observation.
+
+An :class:`ObservedDataplane` is never changed once ``Dataplane.observe()`` returned it (each
+pass makes a new one), so a scrape takes the current one on the event loop
+(``Metrics.snapshot()``) and builds the families from it in its worker thread."""
 
 from __future__ import annotations
 
@@ -27,8 +31,14 @@ class IPVSCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         return []  # dynamic: no name clash checks needed at registration
 
+    def observed(self) -> ObservedDataplane | None:
+        return self.source() if self.source is not None else None
+
     def collect(self) -> Iterable[Metric]:
-        observed = self.source() if self.source is not None else None
+        return self.families(self.observed())
+
+    def families(self, observed: ObservedDataplane | None) -> list[Metric]:
+        """The families of one observation (reads nothing else: safe on any thread)."""
         if observed is None:
             return []
         vs_labels = ["vip", "port", "protocol"]
@@ -85,3 +95,13 @@ def _families(
         octets.add_metric([*values, "in"], c.bytes_in)
         octets.add_metric([*values, "out"], c.bytes_out)
     yield from (active, inactive, conns, packets, octets)
+
+
+class Fixed:
+    """Families already built, in the shape ``generate_latest`` takes (``collect()``)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
