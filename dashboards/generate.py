@@ -344,6 +344,26 @@ NODE_ROWS = (
                 width=8,
                 height=5,
             ),
+            Panel(
+                "Event loop lag p50 / p99",
+                Kind.TIMESERIES,
+                (
+                    Query(
+                        "histogram_quantile(0.5, sum by (le) (rate("
+                        f"bgplb_event_loop_lag_seconds_bucket{{{NODE}}}{RATE})))",
+                        "p50",
+                    ),
+                    Query(
+                        "histogram_quantile(0.99, sum by (le) (rate("
+                        f"bgplb_event_loop_lag_seconds_bucket{{{NODE}}}{RATE})))",
+                        "p99",
+                    ),
+                ),
+                "s",
+                "How late a callback due every 10 ms runs on the agent's event loop: anything "
+                "that blocks the loop delays probes, timers and BGP alike (goal: p99 <= 5 ms).",
+                width=24,
+            ),
         ),
     ),
 )

@@ -28,6 +28,7 @@ from .health.checks import Prober
 from .health.runner import HealthRunner
 from .health.tracker import CheckKey, CheckResult, CheckState
 from .logs import log_event, register_secret, setup_logging
+from .looplag import LoopLagMonitor
 from .metrics import Metrics
 from .model import CheckStatus
 from .reconciler import PassResult, Reconciler
@@ -83,6 +84,7 @@ class Agent(AgentControl):
         self._tasks: list[asyncio.Task[None]] = []
         self._commands_seen = 0
         self.prerequisites: list[Prerequisite] = []
+        self.loop_lag = LoopLagMonitor(self.metrics.event_loop_lag)
 
     # ------------------------------------------------------------------ wiring
 
@@ -125,6 +127,7 @@ class Agent(AgentControl):
                     fix=p.fix,
                 )
         self.metrics.set_observed_source(lambda: getattr(self.reconciler.last, "observed", None))
+        self.loop_lag.start()  # bgplb_event_loop_lag_seconds
         await self.dataplane.start(self._wake)
         await self.speaker.start(self.config, self._wake)
         self.health.configure(self.config)
@@ -153,6 +156,7 @@ class Agent(AgentControl):
             )
             await self._emergency_withdraw()
             await self._cancel_tasks(stop_wait)
+            self.loop_lag.stop()
             return EXIT_CRASH
         self.notifier("STOPPING=1")
         log_event(log, "agent_stopping", grace=self.config.node.shutdown_grace)
@@ -162,6 +166,7 @@ class Agent(AgentControl):
         )
         await self.dataplane.close()
         log_event(log, "agent_stopped")
+        self.loop_lag.stop()
         return 0
 
     async def _notify_ready(self) -> None:

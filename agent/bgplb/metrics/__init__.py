@@ -15,11 +15,12 @@ values); free text such as check errors never becomes a label.
 from __future__ import annotations
 
 from .ipvs import DataplaneSource, IPVSCollector
-from .node import RECONCILE_BUCKETS, Metrics, SpeakerLike
+from .node import LOOP_LAG_BUCKETS, RECONCILE_BUCKETS, Metrics, SpeakerLike
 from .services import CHECK_BUCKETS, ConfigLike, ServiceMetrics
 
 __all__ = [
     "CHECK_BUCKETS",
+    "LOOP_LAG_BUCKETS",
     "RECONCILE_BUCKETS",
     "ConfigLike",
     "DataplaneSource",
