@@ -22,6 +22,7 @@ from .admin import AdminStore
 from .bgp.base import Speaker
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, ConfigIssue, check_against_host, load_config
+from .config.offloop import load_config_async
 from .dataplane.base import Dataplane
 from .dataplane.prereq import Prerequisite, check_prerequisites
 from .health.checks import Prober
@@ -245,7 +246,7 @@ class Agent(AgentControl):
         if self.config_path is None:
             return ReloadResult(ok=False, errors=["the agent was started without a file"])
         try:
-            new = load_config(self.config_path)
+            new = await load_config_async(self.config_path)  # parsed off the event loop
         except ConfigError as err:
             msgs = [str(e) for e in err.errors]
             self.metrics.config_reloaded(False, self.clock.wall())

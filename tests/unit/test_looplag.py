@@ -65,3 +65,36 @@ async def test_the_agent_runs_the_monitor(tmp_path: Path) -> None:
         await asyncio.sleep(0.02)
     assert await h.stop() == 0
     assert h.agent.loop_lag.ticks >= 3
+
+
+async def test_a_reload_of_a_big_file_does_not_stall_the_loop(tmp_path: Path) -> None:
+    """The file is parsed off the loop: a 10 ms ticker keeps running during the reload
+    (on 5a7e1fe the whole parse ran on the loop: the ticker stalled for all of it)."""
+    from .test_agent import raw_config, write
+    from .test_config_offloop import _services
+
+    h = Harness(tmp_path)
+    await h.start()
+    raw = raw_config(tmp_path)
+    raw["services"] += _services(400)
+    write(h.path, raw)
+    worst, stop = 0.0, False
+
+    async def tick() -> None:
+        nonlocal worst
+        while not stop:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            worst = max(worst, time.monotonic() - t - 0.01)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.05)  # the ticker runs
+    t0 = time.monotonic()
+    result = await h.agent.reload()
+    took = time.monotonic() - t0
+    stop = True
+    await ticker
+    assert result.ok, result.errors
+    assert len(h.agent.config.services) == 402
+    assert worst < took / 2, f"the loop stalled {worst:.3f} s of a {took:.3f} s reload"
+    assert await h.stop() == 0
