@@ -75,6 +75,7 @@ class Agent(AgentControl):
         self.admin = AdminStore(config.node.state_dir, clock)
         self.health = HealthRunner(clock, self._wake, prober)
         self.health.on_result = self._on_check_result
+        self.health.on_watch_lost = self.metrics.watch_lost
         self.reconciler = Reconciler(
             config, dataplane, speaker, self.health, self.admin, clock, on_pass=self._on_pass
         )
