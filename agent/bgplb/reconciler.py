@@ -121,6 +121,7 @@ class Reconciler:
         self._pass_timeout = pass_timeout
         self._io_timeout = io_timeout
         self._wakeup = asyncio.Event()
+        self._grace_over = asyncio.Event()  # end_grace(): a second SIGTERM
         self._lock = asyncio.Lock()
         self._stopping = False
         self._next_change: float | None = None
@@ -196,28 +197,38 @@ class Reconciler:
     async def shutdown(self, grace: float, keep_dataplane: bool) -> None:
         """Withdraw everything, wait ``grace`` with the sessions up, tear down, stop the speaker.
 
-        Every step runs even if an earlier one failed; failures are logged.
+        Every step runs even if an earlier one failed; failures are logged. ``end_grace()``
+        (before or during the grace) cuts the wait short.
         """
         self._stopping = True
         self.wake()
         async with self._lock:
             await self._best_effort("withdraw all routes", self._gate.withdraw_all())
             self._mark_shutting_down()
-            await self._clock.sleep(grace)
+            await self._first(self._grace_over, grace)
             if not keep_dataplane:
                 await self._best_effort("tear down the dataplane", self._io(self._teardown()))
             await self._best_effort("stop the speaker", self._io(self._speaker.stop()))
 
+    def end_grace(self) -> None:
+        """End the shutdown grace now (or skip it, if it has not begun): an operator's second
+        SIGTERM. The teardown that follows it runs as usual."""
+        self._grace_over.set()
+
     # ------------------------------------------------------------------ internals
 
     async def _wait(self) -> None:
-        if self._wakeup.is_set():
-            return
-        waiter = asyncio.ensure_future(self._wakeup.wait())
         timeout = self._config.node.resync_interval
         if self._next_change is not None:  # e.g. a drain delay ends: withdraw on time
             timeout = min(timeout, max(0.0, self._next_change - self._clock.now()))
-        sleeper = asyncio.ensure_future(self._clock.sleep(timeout))
+        await self._first(self._wakeup, timeout)
+
+    async def _first(self, event: asyncio.Event, seconds: float) -> None:
+        """Until ``event`` is set or ``seconds`` have passed (on the clock)."""
+        if event.is_set():
+            return
+        waiter = asyncio.ensure_future(event.wait())
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
         try:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
