@@ -71,9 +71,10 @@ async def test_a_target_closing_idle_connections_at_once_costs_one_extra_probe_a
     task = asyncio.create_task(runner.run())
     try:
         await _until(lambda: results and results[-1].ok, 3.0)
-        probes, accepted = len(results), closer.accepted
+        probes, accepted, drops = len(results), closer.accepted, len(lost)
         await asyncio.sleep(window)
         probes, accepted = len(results) - probes, closer.accepted - accepted
+        in_window = lost[drops:]
         status = runner.snapshot()[check.key].status
     finally:
         task.cancel()
@@ -91,16 +92,18 @@ async def test_a_target_closing_idle_connections_at_once_costs_one_extra_probe_a
     assert accepted <= 2 * probes + 2
     assert status is CheckStatus.UP
     assert all(r.ok for r in results)
-    # every drop is counted, probed or skipped; the first drop probes at once
+    # every drop is counted, probed or skipped; the first drop probes at once, then at
+    # most one an interval does (the FakeClock test below pins the exact rule)
     assert lost
     assert lost[0] is True
-    assert sum(lost) <= window / interval + 2
-    assert False in lost  # drops within an interval of the last probed one are skipped
+    assert in_window
+    assert sum(in_window) <= window / interval + 1
     text = metrics.exposition().decode()
     probed = 'bgplb_check_watch_lost_total{service="web",target="",check="tcp",action="probed"}'
     assert f"{probed} {float(sum(lost))}" in text, text
-    skipped = probed.replace("probed", "skipped")
-    assert f"{skipped} {float(len(lost) - sum(lost))}" in text
+    if not all(lost):
+        skipped = probed.replace("probed", "skipped")
+        assert f"{skipped} {float(len(lost) - sum(lost))}" in text
 
 
 async def test_a_drop_within_an_interval_of_the_last_probed_one_waits_for_the_schedule() -> None:
