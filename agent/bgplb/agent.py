@@ -1,8 +1,9 @@
 """The composition root: builds the agent from its parts and runs it until told to stop.
 
 Tasks: the health runner, the reconciler, the watchdog and the HTTP API. Signals: SIGTERM/SIGINT
-withdraw everything, wait ``shutdown_grace``, clean up; SIGHUP reloads the config file. A crashed
-internal task ends the agent with exit 1 after a best-effort withdraw.
+withdraw everything, wait ``shutdown_grace``, clean up (another SIGTERM/SIGINT meanwhile ends
+the grace at once); SIGHUP reloads the config file. A crashed internal task ends the agent with
+exit 1 after a best-effort withdraw.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Agent(AgentControl):
         self.admin = AdminStore(config.node.state_dir, clock)
         self.health = HealthRunner(clock, self._wake, prober)
         self.health.on_result = self._on_check_result
+        self.health.on_watch_lost = self.metrics.watch_lost
         self.reconciler = Reconciler(
             config, dataplane, speaker, self.health, self.admin, clock, on_pass=self._on_pass
         )
@@ -169,6 +171,15 @@ class Agent(AgentControl):
         log_event(log, "agent_stopped")
         self.loop_lag.stop()
         return 0
+
+    def request_stop(self) -> None:
+        """SIGTERM/SIGINT. The first stops the agent (withdraw, ``shutdown_grace``, teardown);
+        a later one ends the grace at once (an operator who does not want to wait)."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            return
+        log_event(log, "shutdown_grace_ended", level=logging.WARNING, by="signal")
+        self.reconciler.end_grace()
 
     async def _notify_ready(self) -> None:
         while not self.reconciler.ready:
@@ -279,8 +290,8 @@ def _exabgp_version() -> str:
 
 def _install_signals(agent: Agent) -> None:
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, agent.stopping.set)
-    loop.add_signal_handler(signal.SIGINT, agent.stopping.set)
+    loop.add_signal_handler(signal.SIGTERM, agent.request_stop)
+    loop.add_signal_handler(signal.SIGINT, agent.request_stop)
     reloads: set[asyncio.Task[ReloadResult]] = set()
 
     def _hup() -> None:

@@ -4,6 +4,8 @@
 message is the event name and whose fields travel in ``extra`` (JSON keys; ``key=value``
 in text). Secrets registered with :func:`register_secret` are replaced by ``***`` in every
 record that passes a handler installed by :func:`setup_logging` (and in its final output).
+A request aiohttp cannot parse is logged as one ``http_bad_request`` line, not a traceback
+(:class:`BadRequestFilter`).
 """
 
 from __future__ import annotations
@@ -89,6 +91,40 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class BadRequestFilter(logging.Filter):
+    """On aiohttp's server logger: a request it cannot parse (garbage, a TLS client on the
+    plain port, a bad request line, a NUL in a header) is logged by aiohttp with a traceback
+    at ERROR. Rewrite it as one ``http_bad_request`` event at WARNING (aiohttp's DEBUG for
+    non-HTTP bytes stays DEBUG) with the client, the answer's status and the parser's
+    reason on one line. Any other exception keeps its traceback (a bug of ours)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        from aiohttp.http_exceptions import HttpProcessingError  # only when needed
+
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        reason = " ".join((exc.message or type(exc).__name__).split())
+        reason = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
+        record.msg, record.args = "http_bad_request", None
+        record.exc_info, record.exc_text = None, None
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.__dict__.update(
+            event="http_bad_request",
+            remote=str(args[0]) if args else "",
+            status=exc.code or 400,
+            error=reason[:MAX_REASON],
+        )
+        return True
+
+
+MAX_REASON = 300  # characters of a parser's reason kept in an http_bad_request line
+
+
 # --------------------------------------------------------------------------- formatters
 
 
@@ -141,6 +177,9 @@ def setup_logging(fmt: Literal["json", "text"], level: str) -> None:
     # One line per API request only when debugging.
     access = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
     logging.getLogger("aiohttp.access").setLevel(access)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, BadRequestFilter) for f in server.filters):
+        server.addFilter(BadRequestFilter())
     # pyroute2 logs every netlink message at debug: thousands of lines a second, none ours.
     logging.getLogger("pyroute2").setLevel(max(root.level, logging.INFO))
 

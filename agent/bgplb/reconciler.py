@@ -13,22 +13,25 @@ which would rehash flows on the other nodes); it is withdrawn only if the repair
 One shortcut: ``check_went_down(service)`` withdraws a service that stopped announcing at
 once, outside the pass lock (a pass over 1,000 services first spends ~12 ms on the desired
 state, and may be running already); it only removes routes, and a pass that overlapped it
-re-reads health before announcing (``_announce``).
+re-reads health before announcing (routegate.py). The dataplane side (claim, apply in
+batches) is applier.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from .admin import AdminState
+from .applier import ADD_BATCH, Applier
 from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config
-from .dataplane.base import Dataplane, DataplaneError
+from .dataplane.base import Dataplane
 from .health.tracker import HealthSnapshot
 from .logs import log_event
 from .model import (
@@ -37,11 +40,10 @@ from .model import (
     Decision,
     IPNetwork,
     ObservedDataplane,
-    PeerKey,
     Reason,
     RouteSet,
 )
-from .plan import batches, describe, plan
+from .plan import plan
 from .policy import (
     Desired,
     ServiceDecision,
@@ -50,10 +52,11 @@ from .policy import (
     prefixes_given_up,
     vip_owners,
 )
-from .routeset import kept_routes, prefix_sets, prefix_texts, same_routes
+from .routegate import RouteGate, Wanted
+from .routeset import prefix_sets, prefix_texts, same_routes
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+__all__ = ["ADD_BATCH", "PassResult", "Reconciler", "ReconcilerStopped"]
 
 # seconds before a pass starts. 0 still yields once, so wake-ups raised in the same loop
 # iteration make one pass, and wake-ups during a pass make one more. bench/ measured the old
@@ -61,7 +64,6 @@ T = TypeVar("T")
 DEBOUNCE = 0.0
 PASS_TIMEOUT = 60.0  # seconds: a pass that takes longer is abandoned (and counted)
 IO_TIMEOUT = 10.0  # seconds: any single adapter call
-ADD_BATCH = 32  # AddAddress actions in flight at once (well within a netlink socket's buffer)
 
 
 class ReconcilerStopped(Exception):
@@ -108,6 +110,9 @@ class Reconciler:
         self._owners = vip_owners(config)
         self._dataplane = dataplane
         self._speaker = speaker
+        # every speaker.set_routes goes through the gate (one lock): the fast withdraw runs
+        # outside the pass lock, and a pass must not announce over a withdraw it did not see
+        self._gate = RouteGate(speaker, io_timeout)
         self._health = health
         self._admin = admin
         self._clock = clock
@@ -116,12 +121,8 @@ class Reconciler:
         self._pass_timeout = pass_timeout
         self._io_timeout = io_timeout
         self._wakeup = asyncio.Event()
+        self._grace_over = asyncio.Event()  # end_grace(): a second SIGTERM
         self._lock = asyncio.Lock()
-        # every speaker.set_routes goes through this lock: the fast withdraw runs outside
-        # the pass lock, and a pass must not announce over a withdraw it did not see
-        self._speaker_lock = asyncio.Lock()
-        self._fast_withdrawals = 0  # bumped by each fast withdraw; a pass compares it
-        self._fast_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._next_change: float | None = None
         self.last_progress: float = clock.now()
@@ -147,19 +148,14 @@ class Reconciler:
         """A check of ``service`` just went down: withdraw its prefixes now if the service no
         longer announces, without waiting for a pass (which may be running, and at 1,000
         services recomputes everything first). The pass that ``wake()`` also asks for does the
-        rest; it re-checks health before it announces (see ``_announce``)."""
+        rest; it re-checks health before it announces (``RouteGate.announce``)."""
         if not self._stopping:
             # scheduled before wake(): the woken pass computes the whole desired state
             # without yielding (~12 ms at 1,000 services) and would run first otherwise
-            task = asyncio.ensure_future(self._fast_withdraw(service))
-            self._fast_tasks.add(task)
-            task.add_done_callback(self._fast_done)
+            self._gate.withdraw_soon(
+                service, functools.partial(self._given_up, service), lambda: self._stopping
+            )
         self.wake()
-
-    def _fast_done(self, task: asyncio.Task[None]) -> None:
-        self._fast_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log_event(log, "fast_withdraw_failed", logging.WARNING, error=repr(task.exception()))
 
     def set_config(self, config: Config) -> None:
         """Use ``config`` from the next pass on (the speaker is reconfigured by the caller)."""
@@ -201,29 +197,38 @@ class Reconciler:
     async def shutdown(self, grace: float, keep_dataplane: bool) -> None:
         """Withdraw everything, wait ``grace`` with the sessions up, tear down, stop the speaker.
 
-        Every step runs even if an earlier one failed; failures are logged.
+        Every step runs even if an earlier one failed; failures are logged. ``end_grace()``
+        (before or during the grace) cuts the wait short.
         """
         self._stopping = True
         self.wake()
         async with self._lock:
-            async with self._speaker_lock:
-                await self._best_effort("withdraw all routes", self._speaker.set_routes({}))
+            await self._best_effort("withdraw all routes", self._gate.withdraw_all())
             self._mark_shutting_down()
-            await self._clock.sleep(grace)
+            await self._first(self._grace_over, grace)
             if not keep_dataplane:
-                await self._best_effort("tear down the dataplane", self._teardown())
-            await self._best_effort("stop the speaker", self._speaker.stop())
+                await self._best_effort("tear down the dataplane", self._io(self._teardown()))
+            await self._best_effort("stop the speaker", self._io(self._speaker.stop()))
+
+    def end_grace(self) -> None:
+        """End the shutdown grace now (or skip it, if it has not begun): an operator's second
+        SIGTERM. The teardown that follows it runs as usual."""
+        self._grace_over.set()
 
     # ------------------------------------------------------------------ internals
 
     async def _wait(self) -> None:
-        if self._wakeup.is_set():
-            return
-        waiter = asyncio.ensure_future(self._wakeup.wait())
         timeout = self._config.node.resync_interval
         if self._next_change is not None:  # e.g. a drain delay ends: withdraw on time
             timeout = min(timeout, max(0.0, self._next_change - self._clock.now()))
-        sleeper = asyncio.ensure_future(self._clock.sleep(timeout))
+        await self._first(self._wakeup, timeout)
+
+    async def _first(self, event: asyncio.Event, seconds: float) -> None:
+        """Until ``event`` is set or ``seconds`` have passed (on the clock)."""
+        if event.is_set():
+            return
+        waiter = asyncio.ensure_future(event.wait())
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
         try:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -231,55 +236,38 @@ class Reconciler:
             sleeper.cancel()
             await asyncio.gather(waiter, sleeper, return_exceptions=True)
 
-    async def _io(self, call: Awaitable[T]) -> T:
+    @property
+    def _applier(self) -> Applier:
+        return Applier(self._dataplane, self._io_timeout)
+
+    async def _io(self, call: Awaitable[None]) -> None:
         async with asyncio.timeout(self._io_timeout):
-            return await call
+            await call
 
     async def _pass(self) -> PassResult:
         started = self._clock.now()
         config = self._config
-        fast_seen = self._fast_withdrawals
+        fast_seen = self._gate.fast_withdrawals
         desired = desired_state(config, self._health.snapshot(), self._admin.state, started)
         self._next_change = desired.next_change
         await self._withdraw_early(desired)
-        observed = await self._io(self._dataplane.observe())
-        advertised = self._speaker.advertised()
+        observed = await self._applier.observe()
+        advertised = self._gate.advertised()
         steps = plan(desired, observed, advertised)
         withdrew = not same_routes(steps.withdraw, advertised)
         if withdrew:
             stay = prefix_sets(steps.withdraw)
-            await self._narrow(lambda peer, prefix: prefix in stay.get(peer, ()))
+            await self._gate.narrow(lambda peer, prefix: prefix in stay.get(peer, ()))
             gone = prefix_texts(advertised) - prefix_texts(steps.withdraw)
             log_event(log, "routes_withdrawn_before_removal", prefixes=" ".join(sorted(gone)))
         applied: list[DataplaneAction] = []
         errors: list[str] = []
         if steps.actions:
-            await self._claim(steps.actions)
-        for group in batches(steps.actions, ADD_BATCH):
-            outcomes = await asyncio.gather(*(self._apply(a) for a in group))
-            for action, error in zip(group, outcomes, strict=True):
-                if error is not None:
-                    errors.append(f"{type(action).__name__}: {error}")
-                    log_event(
-                        log,
-                        "dataplane_action_failed",
-                        logging.WARNING,
-                        action=type(action).__name__,
-                        object=describe(action),
-                        error=error,
-                    )
-                else:
-                    applied.append(action)
-                    log_event(
-                        log,
-                        "dataplane_changed",
-                        action=type(action).__name__,
-                        object=describe(action),
-                    )
-        if steps.actions:
-            observed = await self._io(self._dataplane.observe())
+            await self._applier.claim(steps.actions)
+            applied, errors = await self._applier.apply_all(steps.actions)
+            observed = await self._applier.observe()
         routes, decisions = announceable(desired, observed, steps.conflicts)
-        routes = await self._announce(routes, fast_seen)
+        routes = await self._gate.announce(routes, fast_seen, self._wanted_now)
         result = PassResult(
             decisions=decisions,
             observed=observed,
@@ -304,71 +292,25 @@ class Reconciler:
         know a route must go. Routes whose attributes change (drain) are left to the normal
         path, which replaces them without a withdraw."""
         wanted = prefix_sets(desired.routes)
-        await self._narrow(lambda peer, prefix: prefix in wanted.get(peer, ()))
+        await self._gate.narrow(lambda peer, prefix: prefix in wanted.get(peer, ()))
 
-    async def _narrow(self, keep: Callable[[PeerKey, IPNetwork], bool]) -> bool:
-        """A withdraw-only update: of what the speaker advertises *now* (read under the
-        speaker lock, so a fast withdraw that just ran is never undone), keep the routes
-        ``keep`` accepts. True if something was withdrawn."""
-        async with self._speaker_lock:
-            advertised = self._speaker.advertised()
-            kept = kept_routes(advertised, keep)
-            if same_routes(kept, advertised):
-                return False
-            await self._io(self._speaker.set_routes(kept))
-            return True
+    def _wanted_now(self) -> Wanted:
+        """The prefixes per peer the health of *now* wants announced."""
+        now = desired_state(
+            self._config, self._health.snapshot(), self._admin.state, self._clock.now()
+        )
+        return prefix_sets(now.routes)
 
-    async def _apply(self, action: DataplaneAction) -> str | None:
-        """None, or why ``action`` failed."""
-        try:
-            await self._io(self._dataplane.apply(action))
-        except (DataplaneError, TimeoutError) as e:
-            return str(e) or "timed out"
-        return None
-
-    async def _claim(self, actions: tuple[DataplaneAction, ...]) -> None:
-        """One ownership write for the whole batch. If it fails, each apply writes its own
-        (slower, as safe), so the pass goes on."""
-        try:
-            await self._io(self._dataplane.claim(actions))
-        except (DataplaneError, TimeoutError) as e:
-            log_event(log, "dataplane_claim_failed", logging.WARNING, error=str(e) or "timed out")
-
-    async def _announce(self, routes: RouteSet, fast_seen: int) -> RouteSet:
-        """Give the speaker the pass's routes; if a fast withdraw happened during the pass,
-        first drop what the health of *now* no longer wants (the pass decided on older
-        health and would otherwise re-announce it)."""
-        async with self._speaker_lock:
-            if self._fast_withdrawals != fast_seen:
-                now = desired_state(
-                    self._config, self._health.snapshot(), self._admin.state, self._clock.now()
-                )
-                wanted = prefix_sets(now.routes)
-                routes = kept_routes(routes, lambda peer, prefix: prefix in wanted.get(peer, ()))
-            await self._io(self._speaker.set_routes(routes))
-        return routes
-
-    async def _fast_withdraw(self, name: str) -> None:
-        """Withdraw the prefixes of service ``name`` if it no longer announces and no other
-        announcing service shares them (policy.prefixes_given_up)."""
-        gone = prefixes_given_up(
+    def _given_up(self, name: str) -> frozenset[IPNetwork]:
+        """The prefixes of service ``name`` to withdraw at once, if it no longer announces:
+        those no other announcing service shares (policy.prefixes_given_up)."""
+        return prefixes_given_up(
             self._config,
             name,
             self._health.snapshot(),
             self._admin.state,
             self._clock.now(),
             self._owners,
-        )
-        if not gone:
-            return
-        if self._stopping or not await self._narrow(lambda peer, prefix: prefix not in gone):
-            return
-        self._fast_withdrawals += 1
-        log_event(
-            log,
-            "routes_withdrawn_fast",
-            service=name,
-            prefixes=" ".join(sorted(str(p) for p in gone)),
         )
 
     def _mark_shutting_down(self) -> None:
@@ -381,17 +323,18 @@ class Reconciler:
         self.last = replace(self.last, decisions=decisions, routes={})
 
     async def _teardown(self) -> None:
-        observed = await self._io(self._dataplane.observe())
+        observed = await self._applier.observe()
         nothing = Desired(dataplane=DataplaneState(), services={}, routes={})
         actions = plan(nothing, observed, {}).actions
         if actions:
-            await self._claim(actions)
+            await self._applier.claim(actions)
         for action in actions:
-            await self._best_effort(f"{type(action).__name__}", self._dataplane.apply(action))
+            await self._best_effort(f"{type(action).__name__}", self._applier.apply_one(action))
 
     async def _best_effort(self, what: str, call: Awaitable[None]) -> None:
+        """Await ``call`` (which bounds itself); log a failure instead of raising it."""
         try:
-            await self._io(call)
+            await call
         except asyncio.CancelledError:
             raise
         except Exception as e:

@@ -1,12 +1,19 @@
-"""Builds the API status from the agent's live parts: config, health, decisions, peers."""
+"""Builds the API status from the agent's live parts: config, health, decisions, peers.
+
+The parts come through :class:`StatusSource` (the agent is one), so this module does not
+import the agent (which imports it).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from . import __version__
+from .bgp.base import Speaker
+from .clock import Clock
 from .config import Config, ServiceConfig
+from .dataplane.prereq import Prerequisite
 from .health.tracker import CheckKey, CheckState
 from .model import (
     CheckStatus,
@@ -19,6 +26,7 @@ from .model import (
     RouteSet,
 )
 from .policy import ServiceDecision
+from .reconciler import AdminSource, HealthSource, PassResult
 from .status import (
     CheckStatusModel,
     NodeStatus,
@@ -29,11 +37,35 @@ from .status import (
     StatusResponse,
 )
 
-if TYPE_CHECKING:
-    from .agent import Agent
+
+class PassSource(Protocol):
+    @property
+    def last(self) -> PassResult | None: ...
 
 
-def build_status(agent: Agent) -> StatusResponse:
+class StatusSource(Protocol):
+    """What the status is built from (``agent.Agent`` has these)."""
+
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def reconciler(self) -> PassSource: ...
+    @property
+    def admin(self) -> AdminSource: ...
+    @property
+    def health(self) -> HealthSource: ...
+    @property
+    def speaker(self) -> Speaker: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def prerequisites(self) -> Sequence[Prerequisite]: ...
+    def ready(self) -> bool: ...
+
+
+def build_status(agent: StatusSource) -> StatusResponse:
     clock = agent.clock
     now, wall = clock.now(), clock.wall()
     config = agent.config

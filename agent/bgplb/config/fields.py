@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, PlainSerializer, PlainValidator
@@ -24,6 +25,8 @@ EXTENDED_TYPES = frozenset({"target", "target4", "origin", "origin4", "redirect"
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
 _HEX64 = re.compile(r"^0x[0-9a-fA-F]{16}$")
+# RFC 9110 Host = uri-host [":" port]; uri-host = IP-literal / IPv4address / reg-name (RFC 3986)
+_HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(:[0-9]{1,5})?")
 
 
 def _error(kind: str, message: str, value: object) -> PydanticCustomError:
@@ -149,6 +152,31 @@ def _is_ipv4_or_u32(text: str) -> bool:
     return True
 
 
+def check_host_header(value: str) -> str:
+    """An http check's ``host``: sent as the request's Host header (and the TLS server name),
+    so one line of visible ASCII: ``name``, ``10.0.0.1``, ``[2001:db8::1]``, each with an
+    optional ``:port``. Empty means the default (the target's address:port)."""
+    if not value:
+        return value
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):  # C0, DEL, C1, U+2028...
+            raise PydanticCustomError(
+                "control_character",
+                "contains a control character (U+{code}): a Host header is one line",
+                {"code": f"{ord(char):04X}"},
+            )
+    match = _HOST_HEADER.fullmatch(value)
+    if match is None or (match[2] is not None and int(match[2][1:]) > _U16):
+        raise _error(
+            "host_header",
+            "'{value}' is not a valid Host header (a host name, IPv4 address or [IPv6 "
+            "address], optionally :port, in ASCII without spaces; an internationalised name "
+            "in its xn-- form)",
+            value,
+        )
+    return value
+
+
 _as_text = PlainSerializer(str, when_used="json")
 
 IPAddr = Annotated[IPAddress, PlainValidator(parse_ip), _as_text]
@@ -158,3 +186,4 @@ Vip = Annotated[IPAddress, PlainValidator(parse_vip), _as_text]
 Community = Annotated[str, AfterValidator(check_community)]
 LargeCommunity = Annotated[str, AfterValidator(check_large_community)]
 ExtendedCommunity = Annotated[str, AfterValidator(check_extended_community)]
+HostHeader = Annotated[str, AfterValidator(check_host_header)]

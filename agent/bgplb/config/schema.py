@@ -19,6 +19,7 @@ from .fields import (
     GSHUT,
     Community,
     ExtendedCommunity,
+    HostHeader,
     IPAddr,
     IPv4Addr,
     IPv6Addr,
@@ -168,7 +169,7 @@ class HttpCheck(CheckBase):
     address: IPAddr | None = None  # default: the backend/real server address
     path: str = "/"
     expect_status: tuple[Annotated[int, Field(ge=100, le=599)], ...] = ()  # empty = any 2xx
-    host: str | None = None
+    host: HostHeader | None = None  # the Host header (and TLS server name); see fields.py
     verify_tls: bool = True
     body_match: str | None = None  # regular expression searched in the body
     # hold an idle connection to the target; when it drops, probe at once (health/watch.py)

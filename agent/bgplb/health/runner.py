@@ -22,6 +22,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import math
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ STALL_GRACE = 2.0  # a check this late on its schedule means the runner is stuck
 LOG_EVERY = 60.0  # repeated identical errors are logged at most this often per key
 
 ResultHook = Callable[[CheckKey, CheckResult, CheckState], None]
+WatchHook = Callable[[CheckKey, bool], None]  # a watched connection dropped: probed at once?
 
 
 def splay(key: CheckKey, interval: float) -> float:
@@ -78,6 +80,7 @@ class _Entry:
     start: Starter | None = None  # callback-driven checks: starts one probe
     cancel: Cancel | None = None  # callback-driven checks: stops the probe in flight
     flight: int = 0  # callback-driven checks: which probe a result belongs to
+    poked_at: float = -math.inf  # the last probe a dropped watch started (``_poke``)
     stopped: bool = False
 
     @property
@@ -110,7 +113,8 @@ class HealthRunner:
     """Runs the checks of the current config; ``snapshot()`` is their state.
 
     ``wake`` is called whenever a check's status changes; ``on_result`` (set by the agent)
-    for every result, after the state was updated.
+    for every result, after the state was updated; ``on_watch_lost`` whenever a check's
+    watched connection drops (``watch_connection``), with whether that started a probe.
     """
 
     def __init__(
@@ -135,6 +139,7 @@ class HealthRunner:
         self._running = False
         self._crash: BaseException | None = None
         self.on_result: ResultHook | None = None
+        self.on_watch_lost: WatchHook | None = None
         self.last_progress: float = clock.now()
 
     # ------------------------------------------------------------------ configuration
@@ -263,17 +268,32 @@ class HealthRunner:
 
     def _poke(self, entry: _Entry) -> None:
         """The check's watched connection dropped (``watch_connection``): probe now, unless
-        a probe is running (its result is on the way)."""
-        if entry.stopped or entry.timer is None:
+        a probe is running (its result is on the way) or a drop started one less than an
+        interval ago: a target that closes idle connections at once would otherwise spin
+        drop -> probe -> new watch -> drop (the scheduled probes go on meanwhile)."""
+        if entry.stopped:
+            return
+        now = self._clock.now()
+        probe = entry.timer is not None and now - entry.poked_at >= entry.spec.interval
+        self._watch_lost(entry.spec.key, probe)
+        if not probe or entry.timer is None:
             return
         entry.timer.cancel()
-        entry.due = self._clock.now()
+        entry.due = entry.poked_at = now
         log.debug(
             "health check %s: watched connection dropped, probing now",
             entry.spec.key,
             extra=self._extra("health_connection_dropped", entry.spec.key),
         )
         self._fire(entry)  # not a timer: the clock's timers may run up to 10 ms late
+
+    def _watch_lost(self, key: CheckKey, probed: bool) -> None:
+        try:
+            if self.on_watch_lost is not None:
+                self.on_watch_lost(key, probed)
+        except Exception as exc:
+            if self._limiter.allow(("watch hook", key), repr(exc), self._clock.now()):
+                log.exception("health hook failed", extra=self._extra("health_hook_failed", key))
 
     def _cut_overruns(self, now: float) -> None:
         """The backstop of callback-driven probes that ignore their own timeout."""

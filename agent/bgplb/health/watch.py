@@ -12,6 +12,9 @@ probe, not the watch, decides health, so rise/fall and every result stay as they
   healthy result tries again.
 - Anything the target sends (an SSH or SMTP banner) is read and dropped; a server that
   closes idle connections after a timeout costs one extra probe each time.
+- The runner probes on a drop at most once per check ``interval`` (``HealthRunner._poke``):
+  a server that closes idle connections *at once* would otherwise spin drop -> probe -> new
+  watch -> drop without pause.
 """
 
 from __future__ import annotations

@@ -55,6 +55,14 @@ class ServiceMetrics:
                 "bgplb_check_result_total", "Health check probe results.", [*svc_check, "result"]
             )
         )
+        self.check_watch_lost = fast.add(
+            exposition.Counter(
+                "bgplb_check_watch_lost_total",
+                "Watched connections (watch_connection) the target dropped; action: whether "
+                "that probed at once or was skipped (a probe running, or one an interval ago).",
+                [*svc_check, "action"],
+            )
+        )
         self.check_duration = fast.add(
             exposition.Histogram(
                 "bgplb_check_duration_seconds",
@@ -118,6 +126,11 @@ class ServiceMetrics:
         self.check_duration.observe((key.service, key.check), max(0.0, result.latency))
         self._set_check_up(key, state)
 
+    def watch_lost(self, key: CheckKey, probed: bool) -> None:
+        """A check's watched connection dropped (health runner ``on_watch_lost``)."""
+        action = "probed" if probed else "skipped"
+        self.check_watch_lost.inc((key.service, _target_label(key.target), key.check, action))
+
     def set_check_states(self, states: Mapping[CheckKey, CheckState]) -> None:
         """The whole health snapshot: sets ``check_up`` and ``real_server_healthy`` and
         removes the series of checks that are gone."""
@@ -148,6 +161,8 @@ class ServiceMetrics:
         self.check_up.remove(labels)
         for outcome in ("success", "failure"):
             self.check_result.remove((*labels, outcome))
+        for action in ("probed", "skipped"):
+            self.check_watch_lost.remove((*labels, action))
         if not any(c[0] == labels[0] and c[2] == labels[2] for c in self._checks):
             self.check_duration.remove((labels[0], labels[2]))
 
