@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..logs import log_event
+from ..model import DataplaneState
 from .ipvs import IpvsSnapshot
-from .owned import pruned_record
+from .owned import adoptable, pruned_record
 from .ownership import OwnershipRecord, OwnershipStore
 from .rtnl import KernelAddress, KernelLink
 
@@ -68,6 +70,29 @@ class ClaimLedger:
         self.claimed = OwnershipRecord()
         if pruned != self.store.record or self.store.dirty:
             await asyncio.to_thread(self.store.update, pruned)
+
+    async def adopt(
+        self,
+        desired: DataplaneState,
+        links: list[KernelLink],
+        addresses: list[KernelAddress],
+        found: IpvsSnapshot | None,
+    ) -> None:
+        """The record was lost (``store.rebuilding``): take back what is exactly as the
+        config wants it, durably; done once IPVS could be read."""
+        part = adoptable(desired, links, addresses, found, self.owned())
+        if part:
+            log_event(
+                log,
+                "ownership_adopted",
+                level=logging.WARNING,
+                services=len(part.services),
+                real_servers=len(part.real_servers),
+                addresses=len(part.addresses),
+            )
+            await self.persist(self.store.record.union(part))
+        if found is not None:
+            self.store.rebuilding = False
 
     async def flush(self) -> None:
         """Write what removals left in memory only (at close)."""

@@ -32,6 +32,7 @@ from ..model import (
     AddressSpec,
     AddVirtualService,
     DataplaneAction,
+    DataplaneState,
     EnsureLink,
     LinkSpec,
     ObservedDataplane,
@@ -46,6 +47,7 @@ from ..model import (
     VirtualServiceKey,
     VirtualServiceSpec,
 )
+from ..statefile import FileHealth
 from .base import DataplaneError
 from .bounded import DEFAULT_TIMEOUT, KernelCallError, as_dataplane_error
 from .dumps import DumpCache
@@ -84,11 +86,22 @@ class NetlinkDataplane:
         # add was a third of adding 1,000 VIPs); dropped when we make or remove a link
         self._batch_links: dict[str, KernelLink] | None = None
         self.ipvs_error: str | None = None  # why IPVS is unavailable, if it is
+        self._desired: Callable[[], DataplaneState] | None = None
         self._dumps = DumpCache()  # links+addresses, dumped again only if needed
 
     @property
     def record(self) -> OwnershipRecord:
         return self._store.record
+
+    @property
+    def record_health(self) -> FileHealth:
+        """The ownership record file as status and metrics show it."""
+        return self._store.health
+
+    def set_desired_source(self, desired: Callable[[], DataplaneState]) -> None:
+        """What the config wants now: after a lost record, IPVS services that are exactly
+        that are adopted (``owned.adoptable``) instead of being left as conflicts."""
+        self._desired = desired
 
     # ------------------------------------------------------------------ Dataplane Protocol
 
@@ -171,6 +184,8 @@ class NetlinkDataplane:
         self._batch_links = None
         links, addresses = await self._dumps.read(self._rtnl, self._watcher)
         found = await self._ipvs_snapshot()
+        if self._store.rebuilding and self._desired is not None:
+            await self._ledger.adopt(self._desired(), links, addresses, found)
         observed = observed_dataplane(links, addresses, found or NO_IPVS, self._ledger.owned())
         await self._ledger.prune(links, addresses, found)
         return observed
