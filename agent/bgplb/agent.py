@@ -34,7 +34,7 @@ from .model import CheckStatus, DataplaneState
 from .policy import desired_state
 from .reconciler import PassResult, Reconciler
 from .sdnotify import notify, watchdog_interval
-from .statefile import ADMIN, API_TOKEN, OWNERSHIP, FileHealth
+from .statefile import ADMIN, API_TOKEN, EXABGP_CONFIG, OWNERSHIP, FileHealth
 from .status import AgentControl, ReloadResult, StatusResponse
 from .status_view import build_status
 
@@ -116,6 +116,9 @@ class Agent(AgentControl):
         record = getattr(self.dataplane, "record_health", None)
         if isinstance(record, FileHealth):
             files[OWNERSHIP] = record
+        speaker = getattr(self.speaker, "config_health", None)  # the rendered ExaBGP config
+        if isinstance(speaker, FileHealth):
+            files[EXABGP_CONFIG] = speaker
         if self.api_token is not None:
             files[API_TOKEN] = self.api_token.health
         return files
@@ -274,8 +277,9 @@ class Agent(AgentControl):
     async def reload(self) -> ReloadResult:
         async with self._reload_lock:
             result = await self._reload()
-            if self.api_token is not None:  # a fixed (or changed) token file is read again
-                self.api_token.load(self.config.node.api.token_file)
+            token = self.api_token  # a fixed (or changed) token file is read again
+            if token is not None and (secret := token.load(self.config.node.api.token_file)):
+                register_secret(secret)
             return result
 
     async def _reload(self) -> ReloadResult:

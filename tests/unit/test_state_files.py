@@ -18,6 +18,7 @@ from bgplb import admin as admin_module
 from bgplb.admin import RETRY_INTERVAL, STATE_FILE
 from bgplb.api import ApiToken, build_app
 from bgplb.config import load_config
+from bgplb.logs import clear_secrets, redact
 from bgplb.statefile import write_atomic
 
 from .test_agent import VIP, Harness, raw_config
@@ -196,7 +197,9 @@ async def test_an_unusable_token_disables_the_mutating_api_with_the_reason(
         raw = raw_config(tmp_path, api={"token_file": str(tmp_path / "api.token")})
         h.path.write_text(yaml.safe_dump(raw))
         assert (await h.agent.reload()).ok
+        assert TOKEN not in redact(f"Bearer {TOKEN}")  # registered for log redaction too
         resp = await c.post("/api/v1/services/web/drain", headers=AUTH)
         assert resp.status == 200
         assert h.agent.status().node.mutating_api is None
     await h.stop()
+    clear_secrets()
