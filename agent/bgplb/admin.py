@@ -2,28 +2,43 @@
 
 Times are ``clock.now()`` values (monotonic). A drain loaded from disk gets ``-inf``: its drain
 delay is over, so a drained node stays withdrawn across restarts instead of re-announcing with
-draining attributes. Every change is written atomically (tmp + fsync + rename + directory fsync)
-before the call returns.
+draining attributes. The file also keeps each drain's wall-clock time and why the node was
+drained when the agent did it (fail-safe), for status and the operator.
+
+Failures never refuse a drain and never stop the agent (docs/operations.md#state-files):
+
+- a change is applied in memory first (the safe direction), then written atomically; when the
+  write fails (disk full, read-only) the change stays in force, ``persisted`` is False with the
+  reason, and :meth:`AdminStore.retry` (each reconcile pass) writes it once the disk allows;
+- an unreadable, corrupt or unknown-version file is renamed ``admin.json.corrupt-<time>``
+  and the node starts **drained** (nobody knows which drains were in force) until an operator
+  undrains it; ``fail_safe`` says why. Version 1 files (N-1) are migrated.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from .clock import Clock
+from .logs import log_event
+from .statefile import FileHealth, set_aside, why, write_atomic
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "admin.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: + drain wall times, node_drain_reason; 1 is migrated on load
+RETRY_INTERVAL = 5.0  # seconds between two retries of a write that failed
 
 
 class AdminStateError(Exception):
-    """The persisted admin state cannot be read or written."""
+    """The persisted admin state cannot be read (the message names the file and why)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,13 @@ class AdminState:
         return min(times) if times else None
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    state: AdminState
+    walls: dict[str | None, float | None]  # None: the node
+    reason: str | None
+
+
 class AdminStore:
     """The drain state, kept in memory and mirrored to ``<state_dir>/admin.json``."""
 
@@ -44,7 +66,19 @@ class AdminStore:
         self._dir = Path(state_dir)
         self._path = self._dir / STATE_FILE
         self._clock = clock
-        self._state = _load(self._path)
+        self.health = FileHealth(self._path)
+        self.fail_safe: str | None = None  # why the agent drained the node itself
+        self.persisted = True
+        self._retry_at = -math.inf
+        try:
+            loaded = _load(self._path)
+        except AdminStateError as e:
+            loaded = self._fail_safe(str(e))
+        self._state = loaded.state
+        self._walls = loaded.walls
+        if self.fail_safe is None and loaded.reason is not None:
+            self.fail_safe = loaded.reason  # drained by a fail-safe before a restart
+            self.health.problem = loaded.reason
 
     @property
     def state(self) -> AdminState:
@@ -54,93 +88,192 @@ class AdminStore:
     def path(self) -> Path:
         return self._path
 
+    @property
+    def problem(self) -> str | None:
+        """Why the drains are not as the operator left them, or not on disk; None: fine."""
+        return self.health.problem
+
     def drain(self, service: str | None) -> AdminState:
-        """Drain ``service`` (``None``: the node). Draining again keeps the original time."""
+        """Drain ``service`` (``None``: the node). Draining again keeps the original time.
+        Never refused: a failed write leaves the drain in force, not persisted."""
         s = self._state
         now = self._clock.now()
         if service is None:
             if s.node_drained_at is not None:
-                return s
+                return self._retry_now(s)
             new = AdminState(now, s.drained)
         else:
             if service in s.drained:
-                return s
+                return self._retry_now(s)
             new = AdminState(s.node_drained_at, MappingProxyType({**s.drained, service: now}))
+        self._walls[service] = self._clock.wall()
         return self._commit(new)
 
     def undrain(self, service: str | None) -> AdminState:
-        """Undrain ``service`` (``None``: the node; service drains stay). Idempotent."""
+        """Undrain ``service`` (``None``: the node; service drains stay). Idempotent. An
+        undrain of the node ends a fail-safe drain."""
         s = self._state
         if service is None:
+            was_fail_safe, self.fail_safe = self.fail_safe, None
             if s.node_drained_at is None:
-                return s
+                if was_fail_safe:
+                    self._write()
+                return self._retry_now(s)
             new = AdminState(None, s.drained)
         else:
             if service not in s.drained:
-                return s
+                return self._retry_now(s)
             rest = {k: v for k, v in s.drained.items() if k != service}
             new = AdminState(s.node_drained_at, MappingProxyType(rest))
+        self._walls.pop(service, None)
         return self._commit(new)
 
+    def retry(self) -> bool:
+        """Write the state if an earlier write failed (at most every RETRY_INTERVAL seconds);
+        True when everything is on disk."""
+        if self.persisted:
+            return True
+        if self._clock.now() < self._retry_at:
+            return False
+        self._write()
+        return self.persisted
+
+    def _retry_now(self, state: AdminState) -> AdminState:
+        if not self.persisted:
+            self._write()
+        return state
+
     def _commit(self, new: AdminState) -> AdminState:
-        _write_atomic(self._path, _encode(new, self._clock.wall()))
-        self._state = new
+        self._state = new  # in force at once, whatever the disk says
+        self._write()
         return new
 
+    def _write(self) -> None:
+        doc = _encode(self._state, self._walls, self.fail_safe, self._clock.wall())
+        try:
+            write_atomic(self._path, doc)
+        except OSError as e:
+            reason = f"state_dir {why(e, self._dir)}"
+            self._retry_at = self._clock.now() + RETRY_INTERVAL
+            if self.persisted or self.health.problem != reason:
+                log_event(
+                    log,
+                    "state_file_unwritable",
+                    level=logging.ERROR,
+                    file=self._path,
+                    reason=reason,
+                    effect="drains stay in force in memory, written when the disk allows",
+                )
+            self.persisted = False
+            self.health.failed(reason)
+            return
+        if not self.persisted:
+            log_event(log, "state_file_persisted", file=self._path)
+        self.persisted = True
+        if self.fail_safe is None:
+            self.health.fine()
+        else:
+            self.health.problem = self.fail_safe
 
-def _encode(state: AdminState, wall: float) -> bytes:
+    def _fail_safe(self, error: str) -> _Loaded:
+        """The file cannot be trusted: set it aside, drain the node, say why."""
+        aside = set_aside(self._path, self._clock.wall()) if self._path.exists() else None
+        kept = f"kept as {aside.name}" if aside is not None else "could not be renamed"
+        self.fail_safe = f"{error}; {kept}; the node starts drained until an operator undrains"
+        log_event(
+            log,
+            "state_file_unreadable",
+            level=logging.ERROR,
+            file=self._path,
+            reason=self.fail_safe,
+        )
+        self.health.failed(self.fail_safe)
+        state = AdminState(node_drained_at=-math.inf)
+        self._state, self._walls = state, {None: self._clock.wall()}
+        self._write()  # a fresh file saying the node is drained, and why
+        return _Loaded(state, self._walls, self.fail_safe)
+
+
+# --------------------------------------------------------------------------- file format
+
+
+def _encode(
+    state: AdminState, walls: Mapping[str | None, float | None], reason: str | None, now: float
+) -> bytes:
     doc = {
         "version": FORMAT_VERSION,
         "node_drained": state.node_drained_at is not None,
+        "node_drained_since": walls.get(None) if state.node_drained_at is not None else None,
+        "node_drain_reason": reason if state.node_drained_at is not None else None,
         "drained": sorted(state.drained),
-        "written_at": wall,
+        "drained_since": {name: walls.get(name) for name in sorted(state.drained)},
+        "written_at": now,
     }
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
-def _load(path: Path) -> AdminState:
+def _load(path: Path) -> _Loaded:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return AdminState()
+        return _Loaded(AdminState(), {}, None)
     except OSError as e:
-        raise AdminStateError(f"cannot read {path}: {e.strerror}") from e
+        raise AdminStateError(f"cannot read it: {why(e, path)}") from e
     try:
         doc = json.loads(raw)
     except ValueError as e:
-        raise AdminStateError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
-        raise AdminStateError(f"{path}: unknown format (expected version {FORMAT_VERSION})")
+        raise AdminStateError(f"not valid JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise AdminStateError("not a JSON object")
+    version = doc.get("version")
+    if version == 1:
+        doc = _migrate_v1(doc)
+    elif version != FORMAT_VERSION:
+        raise AdminStateError(
+            f"unknown format version {version!r} (this agent reads 1 and {FORMAT_VERSION})"
+        )
+    return _decode_v2(doc)
+
+
+def _migrate_v1(doc: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 (bgp-lb <= 5a7e1fe): names only; the drains date from ``written_at``."""
+    written = doc.get("written_at")
+    since = float(written) if isinstance(written, int | float) else None
+    drained = doc.get("drained")
+    names = drained if isinstance(drained, list) else []
+    return {
+        "version": FORMAT_VERSION,
+        "node_drained": doc.get("node_drained"),
+        "node_drained_since": since,
+        "node_drain_reason": None,
+        "drained": drained,
+        "drained_since": {n: since for n in names if isinstance(n, str)},
+    }
+
+
+def _decode_v2(doc: dict[str, Any]) -> _Loaded:
     node = doc.get("node_drained")
     drained = doc.get("drained")
     if not isinstance(node, bool) or not (
         isinstance(drained, list) and all(isinstance(n, str) for n in drained)
     ):
-        raise AdminStateError(f"{path}: 'node_drained' must be a bool, 'drained' a list of names")
-    return AdminState(
-        node_drained_at=-math.inf if node else None,
-        drained=MappingProxyType(dict.fromkeys(drained, -math.inf)),
+        raise AdminStateError("'node_drained' must be a bool, 'drained' a list of names")
+    since = doc.get("drained_since") or {}
+    reason = doc.get("node_drain_reason")
+    if not isinstance(since, dict) or not (reason is None or isinstance(reason, str)):
+        raise AdminStateError("'drained_since' must be an object, 'node_drain_reason' a text")
+    walls: dict[str | None, float | None] = {n: _wall(since.get(n)) for n in drained}
+    if node:
+        walls[None] = _wall(doc.get("node_drained_since"))
+    return _Loaded(
+        AdminState(
+            node_drained_at=-math.inf if node else None,
+            drained=MappingProxyType(dict.fromkeys(drained, -math.inf)),
+        ),
+        walls,
+        reason if node else None,
     )
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.fchmod(fd, 0o644)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as e:
-        raise AdminStateError(f"cannot write {path}: {e.strerror}") from e
+def _wall(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from . import __version__
 from .admin import AdminStore
@@ -32,9 +33,11 @@ from .health.tracker import CheckKey, CheckResult, CheckState
 from .logs import log_event, register_secret, setup_logging
 from .looplag import LoopLagMonitor
 from .metrics import Metrics
-from .model import CheckStatus
+from .model import CheckStatus, DataplaneState
+from .policy import desired_state
 from .reconciler import PassResult, Reconciler
 from .sdnotify import notify, watchdog_interval
+from .statefile import ADMIN, API_TOKEN, EXABGP_CONFIG, OWNERSHIP, FileHealth
 from .status import AgentControl, ReloadResult, StatusResponse
 from .status_view import build_status
 
@@ -44,6 +47,16 @@ EXIT_CRASH = 1
 EXIT_CONFIG = 2
 
 Notify = Callable[[str], object]
+
+
+class ApiTokenLike(Protocol):
+    """``api.ApiToken`` (api.py is imported only when serving)."""
+
+    health: FileHealth
+    value: bytes | None
+    disabled: str  # why the mutating endpoints are disabled (when ``value`` is None)
+
+    def load(self, path: Path | None) -> str | None: ...
 
 
 class Agent(AgentControl):
@@ -82,6 +95,10 @@ class Agent(AgentControl):
         self.reconciler = Reconciler(
             config, dataplane, speaker, self.health, self.admin, clock, on_pass=self._on_pass
         )
+        self.api_token: ApiTokenLike | None = None  # set by _serve
+        adopt = getattr(dataplane, "set_desired_source", None)
+        if adopt is not None:  # a lost ownership record adopts what is exactly as desired
+            adopt(self._desired_dataplane)
         self.stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,6 +110,23 @@ class Agent(AgentControl):
 
     def _wake(self) -> None:
         self.reconciler.wake()
+
+    def _desired_dataplane(self) -> DataplaneState:
+        now = self.clock.now()
+        return desired_state(self.config, self.health.snapshot(), self.admin.state, now).dataplane
+
+    def state_files(self) -> dict[str, FileHealth]:
+        """Every state file's health (statefile.FILES), for status and metrics."""
+        files = {ADMIN: self.admin.health}
+        record = getattr(self.dataplane, "record_health", None)
+        if isinstance(record, FileHealth):
+            files[OWNERSHIP] = record
+        speaker = getattr(self.speaker, "config_health", None)  # the rendered ExaBGP config
+        if isinstance(speaker, FileHealth):
+            files[EXABGP_CONFIG] = speaker
+        if self.api_token is not None:
+            files[API_TOKEN] = self.api_token.health
+        return files
 
     def _on_check_result(self, key: CheckKey, result: CheckResult, state: CheckState) -> None:
         self.metrics.record_check(key, result, state)
@@ -111,6 +145,8 @@ class Agent(AgentControl):
             self._commands_seen = sent
         self.metrics.set_check_states(self.health.snapshot())
         self.metrics.set_decisions(result.decisions)
+        self.admin.retry()  # a drain the disk refused is written once it allows
+        self.metrics.set_state_files(self.state_files())
 
     async def start(self) -> None:
         for peer in self.config.peers:
@@ -135,6 +171,7 @@ class Agent(AgentControl):
         await self.speaker.start(self.config, self._wake)
         self.health.configure(self.config)
         self.metrics.set_drained(self.admin.state, self.config)
+        self.metrics.set_state_files(self.state_files())
         self.metrics.config_reloaded(True, self.clock.wall())  # the file in force loaded fine
         log_event(log, "agent_started", version=__version__, services=len(self.config.services))
 
@@ -231,19 +268,24 @@ class Agent(AgentControl):
     def status(self) -> StatusResponse:
         return build_status(self)
 
-    async def drain(self, service: str | None) -> None:
+    async def drain(self, service: str | None) -> str | None:
+        """In force at once even when state_dir refuses the write (returns why)."""
         self._known(service)
         self.admin.drain(service)
-        self.metrics.set_drained(self.admin.state, self.config)
-        log_event(log, "drain", service=service or "*")
-        self.reconciler.wake()
+        return self._admin_changed("drain", service)
 
-    async def undrain(self, service: str | None) -> None:
+    async def undrain(self, service: str | None) -> str | None:
         self._known(service)
         self.admin.undrain(service)
+        return self._admin_changed("undrain", service)
+
+    def _admin_changed(self, action: str, service: str | None) -> str | None:
         self.metrics.set_drained(self.admin.state, self.config)
-        log_event(log, "undrain", service=service or "*")
+        self.metrics.set_state_files(self.state_files())
+        not_persisted = None if self.admin.persisted else self.admin.problem
+        log_event(log, action, service=service or "*", persisted=not_persisted is None)
         self.reconciler.wake()
+        return not_persisted
 
     def _known(self, service: str | None) -> None:
         if service is not None and self.config.service(service) is None:
@@ -251,7 +293,11 @@ class Agent(AgentControl):
 
     async def reload(self) -> ReloadResult:
         async with self._reload_lock:
-            return await self._reload()
+            result = await self._reload()
+            token = self.api_token  # a fixed (or changed) token file is read again
+            if token is not None and (secret := token.load(self.config.node.api.token_file)):
+                register_secret(secret)
+            return result
 
     async def _reload(self) -> ReloadResult:
         if self.config_path is None:
@@ -316,7 +362,7 @@ async def _host_issues(config: Config) -> list[ConfigIssue]:
 
 
 async def _serve(agent: Agent) -> int:
-    from .api import TokenError, build_app, load_token, serve
+    from .api import ApiToken, build_app, serve
 
     issues = await _host_issues(agent.config)
     if issues:
@@ -325,13 +371,10 @@ async def _serve(agent: Agent) -> int:
         return EXIT_CONFIG
 
     api = agent.config.node.api
-    try:
-        token = load_token(api.token_file) if api.token_file else None
-    except TokenError as err:
-        print(f"bgp-lb: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    if token:
-        register_secret(token)
+    token = ApiToken()  # a bad token file disables the mutating API, not the agent
+    if secret := token.load(api.token_file):
+        register_secret(secret)
+    agent.api_token = token
     app = build_app(agent, agent.metrics, token)
     runners = [await serve(app, api.listen, api.port)]
     if api.metrics_listen is not None or api.metrics_port is not None:

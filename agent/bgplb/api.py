@@ -25,8 +25,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import __version__
+from .logs import log_event
 from .metrics import Metrics
 from .model import IPAddress
+from .statefile import FileHealth
 from .status import (
     ActionResponse,
     AgentControl,
@@ -71,6 +73,42 @@ def load_token(path: str | Path) -> str:
     if not token:
         raise TokenError(f"token file {p} is empty")
     return token
+
+
+class ApiToken:
+    """The bearer token as the API uses it: read from the operator's file (never renamed or
+    rewritten). A file that cannot be used (unreadable, readable by others, empty) disables
+    the mutating endpoints with the reason (403 ``detail``, status, metric); routing is not
+    affected. :meth:`load` runs at start and again on every reload (SIGHUP or the API), so a
+    fixed file is picked up without a restart."""
+
+    def __init__(self, path: Path | None = None, token: str | None = None) -> None:
+        self.path = path
+        self.value: bytes | None = token.encode() if token is not None else None
+        self.health = FileHealth(path)
+        self.disabled = "no API token is configured (node.api.token_file)"
+
+    def load(self, path: Path | None) -> str | None:
+        """(Re)read the token from ``path`` (None: no token, the endpoints are disabled);
+        returns the new token, or None. A failure logs one ERROR line naming the file."""
+        self.path, self.health.path = path, path
+        if path is None:
+            self.value, self.disabled = None, "no API token is configured (node.api.token_file)"
+            self.health.fine()
+            return None
+        try:
+            token = load_token(path)
+        except TokenError as err:
+            if self.health.problem != str(err):
+                log_event(log, "state_file_unreadable", level=logging.ERROR, file=path, reason=err)
+            self.value, self.disabled = None, f"{err}; fix it, then reload (SIGHUP)"
+            self.health.failed(str(err))
+            return None
+        if self.health.problem is not None:
+            log_event(log, "api_token_loaded", file=path)
+        self.value = token.encode()
+        self.health.fine()
+        return token
 
 
 # --------------------------------------------------------------------------- route table
@@ -220,7 +258,7 @@ _STATUS_TEXT = {
     200: "OK",
     400: "bad input",
     401: "missing or wrong bearer token",
-    403: "mutating endpoints are disabled (no token configured)",
+    403: "mutating endpoints are disabled (no usable token: the detail says why)",
     404: "unknown route or service",
     405: "method not allowed",
     500: "internal error",
@@ -271,24 +309,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 class _Handlers:
-    def __init__(self, control: AgentControl, metrics: Metrics, token: str | None) -> None:
+    def __init__(self, control: AgentControl, metrics: Metrics, token: ApiToken) -> None:
         self.control = control
-        self.token = token.encode() if token is not None else None
+        self.token = token
         self.metrics = metrics_handler(metrics)
         self.document = openapi_document()
 
     def guard(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if self.token is None:
-                return _error(
-                    403,
-                    "mutating endpoints are disabled",
-                    "no API token is configured (node.api.token_file)",
-                )
+            token = self.token.value
+            if token is None:
+                return _error(403, "mutating endpoints are disabled", self.token.disabled)
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), self.token
-            ):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
                 return _error(
                     401,
                     "unauthorized",
@@ -334,13 +367,21 @@ class _Handlers:
         call = self.control.drain if action == "drain" else self.control.undrain
         try:
             async with asyncio.timeout(ACTION_TIMEOUT):
-                await call(service)
+                not_persisted = await call(service)
         except KeyError:
             return _error(404, "unknown service", f"no service named {service!r} in the config")
         except TimeoutError:
             return _error(503, f"{action} timed out", f"no answer within {ACTION_TIMEOUT:g} s")
         log.info(action, extra={"event": f"api_{action}", "service": service})
-        return _json(ActionResponse(ok=True, action=action, service=service))
+        return _json(
+            ActionResponse(
+                ok=True,
+                action=action,
+                service=service,
+                persisted=not_persisted is None,
+                detail=not_persisted,
+            )
+        )
 
     async def reload(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -351,10 +392,14 @@ class _Handlers:
         return _json(result, 200 if result.ok else 400)
 
 
-def build_app(control: AgentControl, metrics: Metrics, token: str | None) -> web.Application:
-    """The API application. ``token=None`` disables the mutating endpoints (403)."""
+def build_app(
+    control: AgentControl, metrics: Metrics, token: str | ApiToken | None
+) -> web.Application:
+    """The API application. ``token=None`` (or an ApiToken without a value) disables the
+    mutating endpoints (403); an ApiToken is read at each request (reloads change it)."""
     app = web.Application(middlewares=[error_middleware])
-    handlers = _Handlers(control, metrics, token)
+    source = token if isinstance(token, ApiToken) else ApiToken(token=token)
+    handlers = _Handlers(control, metrics, source)
     for e in ENDPOINTS:
         handler: Handler = handlers.metrics if e.name == "metrics" else getattr(handlers, e.name)
         if e.mutating:

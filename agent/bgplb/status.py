@@ -87,6 +87,28 @@ class NodeStatus(Frozen):
     ready: bool
     drained: bool
     uptime: float = Field(ge=0, description="seconds since the agent started")
+    admin_persisted: bool = Field(
+        default=True,
+        description="false: a drain/undrain is in force but not yet written to state_dir",
+    )
+    drain_reason: str | None = Field(
+        default=None,
+        description="why the agent drained the node itself (admin.json unreadable): "
+        "it stays drained until an operator undrains",
+    )
+    mutating_api: str | None = Field(
+        default=None, description="why drain/undrain/reload are disabled; null: enabled"
+    )
+
+
+class StateFileStatus(Frozen):
+    """One file the agent keeps or reads (docs/operations.md#state-files)."""
+
+    file: str = Field(description="admin, ownership, exabgp_config or api_token")
+    path: str | None = None
+    ok: bool
+    problem: str | None = Field(default=None, description="what is wrong and what was done")
+    errors: int = Field(default=0, ge=0, description="bad reads and failed writes since start")
 
 
 class StatusResponse(Frozen):
@@ -94,6 +116,7 @@ class StatusResponse(Frozen):
     services: list[ServiceStatus] = Field(default_factory=list)
     peers: list[PeerStatusModel] = Field(default_factory=list)
     prerequisites: list[PrerequisiteStatus] = Field(default_factory=list)
+    state_files: list[StateFileStatus] = Field(default_factory=list)
 
     def service(self, name: str) -> ServiceStatus | None:
         return next((s for s in self.services if s.name == name), None)
@@ -108,6 +131,13 @@ class ActionResponse(Frozen):
     ok: bool = True
     action: str = Field(description="drain or undrain")
     service: str | None = Field(default=None, description="null for the whole node")
+    persisted: bool = Field(
+        default=True,
+        description="false: in force in memory, not yet written to state_dir (retried)",
+    )
+    detail: str | None = Field(
+        default=None, description="why it is not persisted (e.g. no space left on device)"
+    )
 
 
 class ReloadResult(Frozen):
@@ -132,9 +162,10 @@ class AgentControl(Protocol):
 
     def status(self) -> StatusResponse: ...
 
-    async def drain(self, service: str | None) -> None:
-        """Drain one service, or the whole node when ``service`` is None."""
+    async def drain(self, service: str | None) -> str | None:
+        """Drain one service, or the whole node when ``service`` is None. Never refused for
+        a disk problem: returns why the drain is not persisted (None: it is)."""
 
-    async def undrain(self, service: str | None) -> None: ...
+    async def undrain(self, service: str | None) -> str | None: ...
 
     async def reload(self) -> ReloadResult: ...

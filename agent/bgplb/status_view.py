@@ -34,6 +34,7 @@ from .status import (
     PrerequisiteStatus,
     RealServerStatus,
     ServiceStatus,
+    StateFileStatus,
     StatusResponse,
 )
 
@@ -93,6 +94,9 @@ def build_status(agent: StatusSource) -> StatusResponse:
         ready=agent.ready(),
         drained=admin.node_drained_at is not None,
         uptime=max(0.0, now - agent.started_at),
+        admin_persisted=agent.admin.persisted,
+        drain_reason=agent.admin.fail_safe if admin.node_drained_at is not None else None,
+        mutating_api=_mutating_api(agent),
     )
     return StatusResponse(
         node=node,
@@ -102,6 +106,25 @@ def build_status(agent: StatusSource) -> StatusResponse:
             PrerequisiteStatus(name=p.name, ok=p.ok, detail=p.detail, fix=p.fix)
             for p in agent.prerequisites
         ],
+        state_files=[
+            StateFileStatus(
+                file=name,
+                path=str(h.path) if h.path is not None else None,
+                ok=h.problem is None,
+                problem=h.problem,
+                errors=h.errors,
+            )
+            for name, h in agent.state_files().items()
+        ],
+    )
+
+
+def _mutating_api(agent: Agent) -> str | None:
+    token = agent.api_token
+    if token is None:
+        return None  # not serving (tests): nothing to say
+    return (
+        None if getattr(token, "value", None) is not None else str(getattr(token, "disabled", ""))
     )
 
 

@@ -154,7 +154,13 @@ async def test_no_token_configured_disables_mutations(
 async def test_drain_and_undrain_with_token(client: Client, control: FakeControl) -> None:
     resp = await client.post("/api/v1/services/web/drain", headers=AUTH)
     assert resp.status == 200
-    assert await resp.json() == {"ok": True, "action": "drain", "service": "web"}
+    assert await resp.json() == {
+        "ok": True,
+        "action": "drain",
+        "service": "web",
+        "persisted": True,
+        "detail": None,
+    }
     assert (await client.post("/api/v1/drain", headers=AUTH)).status == 200
     assert (await client.post("/api/v1/undrain", headers=AUTH)).status == 200
     assert (await client.post("/api/v1/services/web/undrain", headers=AUTH)).status == 200

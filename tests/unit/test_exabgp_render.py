@@ -95,3 +95,12 @@ def test_write_private(tmp_path: Path) -> None:
     assert p.read_text() == "two\n" * 10000
     assert stat.S_IMODE(p.stat().st_mode) == 0o600
     assert [x.name for x in d.iterdir()] == ["exabgp.conf"]
+
+
+def test_write_private_regenerates_a_corrupt_file(tmp_path: Path) -> None:
+    p = tmp_path / "exabgp.conf"
+    p.write_bytes(b"\x00\xffneighbor {{{ garbage")
+    p.chmod(0o644)
+    render.write_private(p, "good\n")
+    assert p.read_text() == "good\n"
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600

@@ -19,7 +19,6 @@ Choices (see docs/bgp.md):
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from ..config import Config, PeerConfig
 from ..model import PeerKey
+from ..statefile import write_atomic
 
 PROCESS_NAME = "bgplb-api"
 MAX_MD5 = 80  # RFC 2385 / ExaBGP's limit
@@ -123,13 +123,6 @@ def ensure_dir(path: Path) -> None:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Atomically replace ``path`` with ``text``, mode 0600 from the first byte."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Atomically replace ``path`` with ``text``, mode 0600 from the first byte. Whatever was
+    there (a corrupt or hand-edited file) is regenerated: the file is never read back."""
+    write_atomic(path, text, mode=0o600)

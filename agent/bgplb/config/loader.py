@@ -161,9 +161,9 @@ def load_config(path: str | Path) -> Config:
 
 
 def check_files(config: Config) -> list[ConfigIssue]:
-    """Secret files the config names must be readable, non-empty regular files."""
-    wanted: list[tuple[str, Path | None]] = [("node.api.token_file", config.node.api.token_file)]
-    wanted += [
+    """Secret files the config names must be readable, non-empty regular files. Not the
+    API token file: a bad one only disables the mutating API (bgplb.api.ApiToken)."""
+    wanted: list[tuple[str, Path | None]] = [
         (f"peers[{i}].md5_password_file", p.md5_password_file) for i, p in enumerate(config.peers)
     ]
     issues = []

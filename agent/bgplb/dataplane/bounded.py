@@ -8,8 +8,9 @@ its errno when they treat "already there" / "already gone" as success.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
-from collections.abc import AsyncIterable, Awaitable
+from collections.abc import AsyncIterable, Awaitable, Iterator
 from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -65,3 +66,17 @@ async def collect(messages: Awaitable[Any]) -> list[Any]:
     if isinstance(result, AsyncIterable):
         return [m async for m in result]
     return list(result)
+
+
+@contextlib.contextmanager
+def as_dataplane_error(what: str) -> Iterator[None]:
+    """Keep the Protocol's contract: every failure of ``what`` leaves as a DataplaneError
+    (pyroute2 raises more than OSError); the message names ``what``."""
+    try:
+        yield
+    except KernelCallError as e:
+        raise DataplaneError(f"{what}: {e}") from e
+    except DataplaneError:
+        raise
+    except Exception as e:
+        raise DataplaneError(f"{what}: {type(e).__name__}: {e}") from e

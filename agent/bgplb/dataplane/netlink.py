@@ -21,9 +21,8 @@ add is not taken for ours.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,13 +47,16 @@ from ..model import (
     VirtualServiceKey,
     VirtualServiceSpec,
 )
+from ..statefile import FileHealth
 from .base import DataplaneError
-from .bounded import DEFAULT_TIMEOUT, KernelCallError
+from .bounded import DEFAULT_TIMEOUT, KernelCallError, as_dataplane_error
 from .dumps import DumpCache
 from .events import LinkEventWatcher
 from .gate import Gate
 from .ipvs import IpvsSnapshot, IpvsTable
-from .owned import owns_address, owns_link, pruned_record
+from .ledger import ClaimLedger
+from .observation import NO_IPVS, observed_dataplane
+from .owned import owns_address, owns_link
 from .ownership import OwnershipRecord, OwnershipStore, claims
 from .rtnl import KernelAddress, KernelLink, Rtnl
 
@@ -63,29 +65,13 @@ __all__ = ["NetlinkDataplane", "owns_address", "owns_link"]
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _as_dataplane_error(what: str) -> Iterator[None]:
-    """Keep the Protocol's contract: every failure of ``what`` leaves as a DataplaneError
-    (pyroute2 raises more than OSError); the message names ``what``."""
-    try:
-        yield
-    except KernelCallError as e:
-        raise DataplaneError(f"{what}: {e}") from e
-    except DataplaneError:
-        raise
-    except Exception as e:
-        raise DataplaneError(f"{what}: {type(e).__name__}: {e}") from e
-
-
-NO_IPVS = IpvsSnapshot(services={}, real_servers={}, service_counters={}, real_server_counters={})
-
-
 class NetlinkDataplane:
     def __init__(
         self, state_dir: Path, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         """``netns`` (a named network namespace) is for tests; the agent uses its own."""
         self._store = OwnershipStore(Path(state_dir))
+        self._ledger = ClaimLedger(self._store)  # the record plus the claims not tried yet
         self._timeout = timeout
         self._rtnl = Rtnl(netns, timeout)
         self._ipvs = IpvsTable(netns, timeout)
@@ -93,7 +79,6 @@ class NetlinkDataplane:
         self._watcher: LinkEventWatcher | None = None
         self._gate = Gate()  # AddAddress calls share it; every other call is exclusive
         self._record_lock = asyncio.Lock()  # record changes by concurrent AddAddress calls
-        self._claimed = OwnershipRecord()  # claimed, not tried yet: not proof of ownership
         # the addresses the RemoveAddress actions of the last claim() will delete, read once
         # then (one dump instead of one per removal); each entry is used once
         self._to_remove: dict[AddressSpec, KernelAddress | None] | None = None
@@ -101,11 +86,22 @@ class NetlinkDataplane:
         # add was a third of adding 1,000 VIPs); dropped when we make or remove a link
         self._batch_links: dict[str, KernelLink] | None = None
         self.ipvs_error: str | None = None  # why IPVS is unavailable, if it is
+        self._desired: Callable[[], DataplaneState] | None = None
         self._dumps = DumpCache()  # links+addresses, dumped again only if needed
 
     @property
     def record(self) -> OwnershipRecord:
         return self._store.record
+
+    @property
+    def record_health(self) -> FileHealth:
+        """The ownership record file as status and metrics show it."""
+        return self._store.health
+
+    def set_desired_source(self, desired: Callable[[], DataplaneState]) -> None:
+        """What the config wants now: after a lost record, IPVS services that are exactly
+        that are adopted (``owned.adoptable``) instead of being left as conflicts."""
+        self._desired = desired
 
     # ------------------------------------------------------------------ Dataplane Protocol
 
@@ -124,14 +120,11 @@ class NetlinkDataplane:
         self._rtnl.close()
         self._ipvs.close()
         async with self._gate.exclusive():
-            try:
-                await asyncio.to_thread(self._store.flush)
-            except OSError as e:  # the file still names a superset: safe, pruned next start
-                log.warning("ownership record: could not write it at close: %s", e)
+            await self._ledger.flush()
 
     async def claim(self, actions: Sequence[DataplaneAction]) -> None:
         async with self._gate.exclusive():
-            with _as_dataplane_error("claim"):
+            with as_dataplane_error("claim"):
                 await self._claim(actions)
 
     async def observe(self) -> ObservedDataplane:
@@ -150,7 +143,7 @@ class NetlinkDataplane:
         shared = isinstance(action, AddAddress)
         async with self._gate.shared() if shared else self._gate.exclusive():
             try:
-                with _as_dataplane_error(type(action).__name__):
+                with as_dataplane_error(type(action).__name__):
                     if isinstance(action, AddAddress):
                         await self._add_address(action.address)
                     else:
@@ -176,7 +169,7 @@ class NetlinkDataplane:
         new = claims(actions).difference(record)
         if new.links:  # never put a foreign link's name in the record
             links = {x.name: x for x in await self._rtnl.links()}
-            owned = self._owned()
+            owned = self._ledger.owned()
             foreign = {n for n in new.links if n in links and not owns_link(links[n], owned)}
             new = replace(new, links=new.links - foreign)
         services = record.services | new.services  # apply refuses the others' real servers
@@ -184,54 +177,17 @@ class NetlinkDataplane:
             new, real_servers=frozenset(r for r in new.real_servers if r.service in services)
         )
         if new:
-            self._claimed = self._claimed.union(new)
-            await self._persist(record.union(new))
-
-    def _owned(self) -> OwnershipRecord:
-        """The record as proof of ownership: without the claims not tried yet."""
-        return self._store.record.difference(self._claimed)
-
-    def _tried(self, part: OwnershipRecord) -> None:
-        self._claimed = self._claimed.difference(part)
+            await self._ledger.claim(new)
 
     async def _observe(self) -> ObservedDataplane:
         self._to_remove = None
         self._batch_links = None
         links, addresses = await self._dumps.read(self._rtnl, self._watcher)
         found = await self._ipvs_snapshot()
-        snapshot = found or NO_IPVS
-        record = self._owned()
-        owned_links = {x.name for x in links if x.up and owns_link(x, record)}
-        owned_addrs = {
-            AddressSpec(a.ifname, a.address) for a in addresses if owns_address(a, record)
-        }
-        owned_vs = {k: s for k, s in snapshot.services.items() if k in record.services}
-        owned_rs = {
-            k: r
-            for k, r in snapshot.real_servers.items()
-            if k in record.real_servers and k.service in owned_vs
-        }
-        names = frozenset(x.name for x in links)
-        ours_anyhow = {x.name for x in links if owns_link(x, record)}  # owned but down
-        observed = ObservedDataplane(
-            owned=DataplaneState(
-                links=frozenset(LinkSpec(n) for n in owned_links),
-                addresses=frozenset(owned_addrs),
-                services=frozenset(owned_vs.values()),
-                real_servers=frozenset(owned_rs.values()),
-            ),
-            foreign_links=names - ours_anyhow,
-            foreign_addresses=frozenset(
-                AddressSpec(a.ifname, a.address)
-                for a in addresses
-                if AddressSpec(a.ifname, a.address) not in owned_addrs
-            ),
-            foreign_services=frozenset(snapshot.services.keys() - owned_vs.keys()),
-            interfaces=names,
-            service_counters={k: snapshot.service_counters[k] for k in owned_vs},
-            real_server_counters={k: snapshot.real_server_counters[k] for k in owned_rs},
-        )
-        await self._prune(links, addresses, found)
+        if self._store.rebuilding and self._desired is not None:
+            await self._ledger.adopt(self._desired(), links, addresses, found)
+        observed = observed_dataplane(links, addresses, found or NO_IPVS, self._ledger.owned())
+        await self._ledger.prune(links, addresses, found)
         return observed
 
     async def _open_ipvs(self) -> bool:
@@ -256,33 +212,6 @@ class NetlinkDataplane:
     async def _require_ipvs(self) -> None:
         if not await self._open_ipvs():
             raise DataplaneError(f"IPVS is not available: {self.ipvs_error}")
-
-    async def _prune(
-        self,
-        links: list[KernelLink],
-        addresses: list[KernelAddress],
-        snapshot: IpvsSnapshot | None,
-    ) -> None:
-        """Forget record entries whose object is gone (or was taken over by someone else),
-        and claims never tried; write what removals left in memory only."""
-        record = self._owned()
-        pruned = pruned_record(record, links, addresses, snapshot)
-        if pruned != record:
-            log.info("ownership record: forgetting objects that are gone")
-        self._claimed = OwnershipRecord()
-        if pruned != self._store.record or self._store.dirty:
-            await asyncio.to_thread(self._store.update, pruned)
-
-    async def _persist(self, record: OwnershipRecord) -> None:
-        """``store.update`` off the event loop: it fsyncs the file and its directory, which
-        took seconds under disk contention and then starved the health checks (bench/)."""
-        if record != self._store.record:
-            await asyncio.to_thread(self._store.update, record)
-
-    async def _unclaim(self, part: OwnershipRecord) -> None:
-        """A claimed object turned out to be someone else's: out of the record, durably."""
-        self._tried(part)
-        await self._persist(self._store.record.difference(part))
 
     def _forget_batch_link(self, name: str) -> None:
         if self._batch_links is not None:
@@ -315,12 +244,12 @@ class NetlinkDataplane:
         self._forget_batch_link(spec.name)
         link = await self._find_link(spec.name)
         part = OwnershipRecord(links=frozenset({spec.name}))
-        if link is not None and not owns_link(link, self._owned()):
-            if spec.name in self._claimed.links:
-                await self._unclaim(part)
+        if link is not None and not owns_link(link, self._ledger.owned()):
+            if spec.name in self._ledger.claimed.links:
+                await self._ledger.unclaim(part)
             raise DataplaneError(f"link {spec.name} exists and is not ours ({link.kind or 'nic'})")
-        await self._persist(store.record.with_link(spec.name))
-        self._tried(part)
+        await self._ledger.persist(store.record.with_link(spec.name))
+        self._ledger.tried(part)
         if link is None:
             await self._rtnl.add_dummy(spec.name)
             link = await self._find_link(spec.name)
@@ -336,7 +265,7 @@ class NetlinkDataplane:
             await self._rtnl.delete_link(link)
         elif link is not None:
             log.warning("not removing link %s: it is not ours", spec.name)
-        store.forget(store.record.without_link(spec.name))
+        self._ledger.forget(store.record.without_link(spec.name))
 
     async def _kernel_address(
         self, spec: AddressSpec
@@ -363,10 +292,10 @@ class NetlinkDataplane:
             link = await self._find_link(spec.ifname)
         if link is None:
             raise DataplaneError(f"cannot add {spec.address}: no interface {spec.ifname}")
-        before = self._owned()  # without a claim of this address: a claim proves nothing
+        before = self._ledger.owned()  # without a claim of this address: a claim proves nothing
         part = OwnershipRecord(addresses=frozenset({spec}))
         async with self._record_lock:  # read and write the record in one step
-            await self._persist(store.record.with_address(spec))
+            await self._ledger.persist(store.record.with_address(spec))
         try:
             if await self._rtnl.add_address(link.index, link.name, spec.address):
                 return
@@ -374,9 +303,9 @@ class NetlinkDataplane:
             if addr is not None and owns_address(addr, before):
                 return
         finally:
-            self._tried(part)
+            self._ledger.tried(part)
         async with self._record_lock:
-            await self._unclaim(part)
+            await self._ledger.unclaim(part)
         raise DataplaneError(f"{spec.address} is already on {spec.ifname} and is not ours")
 
     async def _remove_address(self, spec: AddressSpec) -> None:
@@ -385,57 +314,57 @@ class NetlinkDataplane:
             addr = self._to_remove.pop(spec)  # read by claim(), moments ago
         else:
             _, addr = await self._kernel_address(spec)
-        if addr is not None and owns_address(addr, self._owned()):
+        if addr is not None and owns_address(addr, self._ledger.owned()):
             await self._rtnl.delete_address(addr)
         elif addr is not None:
             log.warning("not removing %s from %s: it is not ours", spec.address, spec.ifname)
-        store.forget(store.record.without_address(spec))
+        self._ledger.forget(store.record.without_address(spec))
 
     async def _put_service(self, spec: VirtualServiceSpec) -> None:
         await self._require_ipvs()
         store = self._store
-        if spec.key in self._owned().services:  # ours: change it in place, or make it again
+        if spec.key in self._ledger.owned().services:  # ours: change it in place, or make it again
             if not await self._ipvs.set_service(spec):
                 await self._ipvs.add_service(spec)
             return
         part = OwnershipRecord(services=frozenset({spec.key}))
-        await self._persist(store.record.with_service(spec.key))
+        await self._ledger.persist(store.record.with_service(spec.key))
         try:
             if await self._ipvs.add_service(spec):
                 return
         finally:
-            self._tried(part)
+            self._ledger.tried(part)
         theirs = frozenset(r for r in store.record.real_servers if r.service == spec.key)
-        await self._unclaim(replace(part, real_servers=theirs))
+        await self._ledger.unclaim(replace(part, real_servers=theirs))
         raise DataplaneError(f"IPVS service {spec.key} exists and is not ours")
 
     async def _remove_service(self, key: VirtualServiceKey) -> None:
         store = self._store
-        if key not in self._owned().services:
+        if key not in self._ledger.owned().services:
             log.warning("not removing IPVS service %s: it is not ours", key)
             return
         await self._require_ipvs()
         await self._ipvs.delete_service(key)
-        store.forget(store.record.without_service(key))
+        self._ledger.forget(store.record.without_service(key))
 
     async def _put_real_server(self, spec: RealServerSpec) -> None:
         await self._require_ipvs()
         store = self._store
-        if spec.key.service not in self._owned().services:
+        if spec.key.service not in self._ledger.owned().services:
             raise DataplaneError(
                 f"IPVS service {spec.key.service} is not ours: not adding {spec.key}"
             )
-        await self._persist(store.record.with_real_server(spec.key))
-        self._tried(OwnershipRecord(real_servers=frozenset({spec.key})))
+        await self._ledger.persist(store.record.with_real_server(spec.key))
+        self._ledger.tried(OwnershipRecord(real_servers=frozenset({spec.key})))
         # A real server already in *our* service is claimed: the service is ours.
         if not await self._ipvs.add_dest(spec) and not await self._ipvs.set_dest(spec):
             await self._ipvs.add_dest(spec)
 
     async def _remove_real_server(self, key: RealServerKey) -> None:
         store = self._store
-        if key not in self._owned().real_servers:
+        if key not in self._ledger.owned().real_servers:
             log.warning("not removing real server %s of %s: it is not ours", key, key.service)
             return
         await self._require_ipvs()
         await self._ipvs.delete_dest(key)
-        store.forget(store.record.without_real_server(key))
+        self._ledger.forget(store.record.without_real_server(key))

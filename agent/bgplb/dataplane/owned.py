@@ -1,9 +1,9 @@
 """Ownership rules over what the kernel shows (pure): which links and addresses are ours,
-and what of the record still exists."""
+what of the record still exists, and what to adopt when the record was lost."""
 
 from __future__ import annotations
 
-from ..model import AddressSpec
+from ..model import AddressSpec, DataplaneState, RealServerKey, VirtualServiceKey
 from .ipvs import IpvsSnapshot
 from .ownership import OwnershipRecord
 from .rtnl import ADDRESS_PROTO, KernelAddress, KernelLink
@@ -46,4 +46,41 @@ def pruned_record(
             if snapshot is None
             else record.real_servers & snapshot.real_servers.keys()
         ),
+    )
+
+
+def adoptable(
+    desired: DataplaneState,
+    links: list[KernelLink],
+    addresses: list[KernelAddress],
+    snapshot: IpvsSnapshot | None,
+    record: OwnershipRecord,
+) -> OwnershipRecord:
+    """What to take back after the record was lost (only then: nothing else proves these
+    objects ours). An IPVS service the kernel has exactly as desired (scheduler, persistence)
+    with exactly the desired real servers, and those real servers; an untagged address
+    (kernels < 6.1) that is desired on a dummy link of ours. A service that differs in
+    anything stays foreign: a conflict the operator resolves."""
+    services: set[VirtualServiceKey] = set()
+    real_servers: set[RealServerKey] = set()
+    if snapshot is not None:
+        wanted_rs: dict[VirtualServiceKey, set[RealServerKey]] = {}
+        for rs in desired.real_servers:
+            wanted_rs.setdefault(rs.key.service, set()).add(rs.key)
+        for spec in desired.services:
+            if spec.key in record.services or snapshot.services.get(spec.key) != spec:
+                continue
+            have = {k for k in snapshot.real_servers if k.service == spec.key}
+            if have == wanted_rs.get(spec.key, set()):
+                services.add(spec.key)
+                real_servers |= have
+    ours = {x.name for x in links if owns_link(x, record)}
+    found = (
+        AddressSpec(a.ifname, a.address) for a in addresses if a.host_route and a.proto is None
+    )
+    addrs = {a for a in found if a.ifname in ours and a in desired.addresses}
+    return OwnershipRecord(
+        addresses=frozenset(addrs - record.addresses),
+        services=frozenset(services),
+        real_servers=frozenset(real_servers),
     )

@@ -10,21 +10,25 @@ kernel-side tag), and prunes record entries whose object no longer exists.
 
 IPVS services and real servers have no kernel-side tag, so for them the record is the only
 proof of ownership. Links (alias ``bgp-lb``) and addresses (IFA_PROTO) are also tagged.
+
+An unreadable or corrupt record is set aside (``dataplane.json.corrupt-<time>``) and rebuilt
+from the kernel: links and addresses by their tags, IPVS services adopted when they are
+exactly what the config wants (``owned.adoptable``, at the first observation that has the
+desired state); ``rebuilding`` is True until then.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..logs import log_event
 from ..model import (
     AddAddress,
     AddRealServer,
@@ -38,6 +42,7 @@ from ..model import (
     UpdateVirtualService,
     VirtualServiceKey,
 )
+from ..statefile import FileHealth, set_aside, why, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +112,18 @@ class OwnershipRecord:
 
 @dataclass
 class OwnershipStore:
-    """The record on disk. A missing file is an empty record; an unreadable one is moved aside."""
+    """The record on disk. A missing file is an empty record; an unreadable one is moved
+    aside and the record rebuilt from the kernel (``rebuilding``)."""
 
     state_dir: Path
     record: OwnershipRecord = field(init=False)
     dirty: bool = field(init=False, default=False)  # ``record`` is not what is on disk
     writes: int = field(init=False, default=0)
+    rebuilding: bool = field(init=False, default=False)  # the file was lost: adopt from kernel
+    health: FileHealth = field(init=False)
 
     def __post_init__(self) -> None:
+        self.health = FileHealth(self.path)
         self.record = self._load()
 
     @property
@@ -126,7 +135,12 @@ class OwnershipStore:
         returning; nothing is written if it is already what is on disk."""
         if record == self.record and not self.dirty:
             return
-        write_atomically(self.path, json.dumps(encode_record(record), indent=2, sort_keys=True))
+        try:
+            write_atomic(self.path, json.dumps(encode_record(record), indent=2, sort_keys=True))
+        except OSError as e:
+            self.health.failed(f"state_dir {why(e, self.state_dir)}")
+            raise
+        self.health.fine()
         self.record = record
         self.dirty = False
         self.writes += 1
@@ -147,37 +161,26 @@ class OwnershipStore:
     def _load(self) -> OwnershipRecord:
         try:
             text = self.path.read_text(encoding="utf-8")
+            return decode_record(json.loads(text))
         except FileNotFoundError:
             return OwnershipRecord()
-        try:
-            return decode_record(json.loads(text))
+        except OSError as e:
+            error = f"cannot read it: {why(e, self.path)}"
         except (ValueError, KeyError, TypeError) as e:
-            aside = self.path.with_name(f"{RECORD_NAME}.corrupt-{int(time.time())}")
-            with contextlib.suppress(OSError):
-                self.path.rename(aside)
-            log.error(
-                "ownership record %s is unreadable (%s); moved to %s. Starting empty: "
-                "IPVS services made before are now treated as foreign and left alone",
-                self.path,
-                e,
-                aside,
-            )
-            return OwnershipRecord()
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+            error = f"corrupt: {e}"
+        aside = set_aside(self.path, time.time())
+        kept = f"kept as {aside.name}" if aside is not None else "could not be renamed"
+        self.rebuilding = True
+        self.health.failed(f"{error}; {kept}; rebuilt from the kernel")
+        log_event(
+            log,
+            "state_file_unreadable",
+            level=logging.ERROR,
+            file=self.path,
+            reason=self.health.problem,
+            effect="links and addresses by their tags, IPVS services that match the config",
+        )
+        return OwnershipRecord()
 
 
 def claims(actions: Iterable[DataplaneAction]) -> OwnershipRecord:

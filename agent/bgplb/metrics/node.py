@@ -40,6 +40,16 @@ class SpeakerLike(Protocol):
     def restarts(self) -> int: ...
 
 
+class FileHealthLike(Protocol):
+    """``statefile.FileHealth``."""
+
+    @property
+    def problem(self) -> str | None: ...
+
+    @property
+    def errors(self) -> int: ...
+
+
 class Metrics(ServiceMetrics):
     """The agent's metrics. ``registry`` is private to this object unless one is passed in."""
 
@@ -107,6 +117,19 @@ class Metrics(ServiceMetrics):
             registry=r,
         )
         self.build_info.labels(__version__, platform.python_version(), exabgp_version).set(1)
+        self.state_file_ok = Gauge(
+            "bgplb_state_file_ok",
+            "1 while the state file is as it should be; 0 while it needs an operator.",
+            ["file"],
+            registry=r,
+        )
+        self.state_file_errors = Counter(
+            "bgplb_state_file_errors",
+            "Bad reads (set aside, rebuilt) and failed writes of the state file.",
+            ["file"],
+            registry=r,
+        )
+        self._state_file_errors_seen: dict[str, int] = {}
         self.ipvs = IPVSCollector(dataplane, per_real_server)
         self.registry.register(self._base)
         self.registry.register(self.ipvs)
@@ -181,6 +204,14 @@ class Metrics(ServiceMetrics):
     def config_reloaded(self, ok: bool, timestamp: float) -> None:
         self.reload_success.set(1 if ok else 0)
         self.reload_timestamp.set(timestamp)
+
+    def set_state_files(self, files: Mapping[str, FileHealthLike]) -> None:
+        """``statefile.FileHealth`` per file: ok while no problem; errors counted as they grow."""
+        for name, health in files.items():
+            self.state_file_ok.labels(name).set(0 if health.problem else 1)
+            seen = self._state_file_errors_seen.get(name, 0)
+            self.state_file_errors.labels(name).inc(max(0, health.errors - seen))
+            self._state_file_errors_seen[name] = max(seen, health.errors)
 
 
 class Scrape:
