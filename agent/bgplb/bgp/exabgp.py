@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,9 +24,9 @@ from ..model import PeerKey, PeerState, PeerStatus, Route, RouteSet
 from . import commands, events, process, render
 from .base import SpeakerError
 from .channel import AckQueue, Pending
+from .supervisor import Supervisor, exabgp_binary
 
 log = logging.getLogger("bgplb.bgp")
-exa_log = logging.getLogger("bgplb.exabgp")
 # Opt-in timing hook for bench/ (BGPLB_TIMING_LOG=1): one debug line per API write, emitted
 # even when the agent logs at info, so benchmarks can time check result -> API command.
 timing_log = logging.getLogger("bgplb.timing")
@@ -36,11 +35,6 @@ if os.environ.get("BGPLB_TIMING_LOG"):
 
 SOCKET_NAME = "api.sock"
 CONFIG_NAME = "exabgp.conf"
-
-
-def _exabgp_binary() -> str:
-    local = Path(sys.executable).parent / "exabgp"
-    return str(local) if local.exists() else (shutil.which("exabgp") or "exabgp")
 
 
 class ExaBGPSpeaker:
@@ -60,14 +54,20 @@ class ExaBGPSpeaker:
     ) -> None:
         self._clock = clock or SystemClock()
         self._netns = netns
-        self._exabgp = list(exabgp) if exabgp else [_exabgp_binary()]
+        self._exabgp = list(exabgp) if exabgp else [exabgp_binary()]
         self._io_timeout = io_timeout
         # How long a started ExaBGP may take to connect its API relay. Slow machines (the lab's
         # TCG VM: Python start-up takes tens of seconds) raise it: BGPLB_EXABGP_CONNECT_TIMEOUT.
         env_connect = os.environ.get("BGPLB_EXABGP_CONNECT_TIMEOUT", "")
-        self._connect_timeout = float(env_connect) if env_connect else 3 * io_timeout
-        self._stop_timeout = stop_timeout
-        self._backoff = (backoff_initial, backoff_max, stable_after)
+        self._supervisor = Supervisor(
+            self._clock,
+            self._argv,
+            self._scrub,
+            self._on_exit,
+            connect_timeout=float(env_connect) if env_connect else 3 * io_timeout,
+            stop_timeout=stop_timeout,
+            backoff=(backoff_initial, backoff_max, stable_after),
+        )
         self.commands_sent = 0
         self.commands_failed = 0
         self._config: Config | None = None
@@ -79,11 +79,8 @@ class ExaBGPSpeaker:
         self._status: dict[PeerKey, PeerStatus] = {}
         self._acks = AckQueue()
         self._writer: asyncio.StreamWriter | None = None
-        self._proc: asyncio.subprocess.Process | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
-        self._restarts = 0
         self._stopping = False
 
     # ------------------------------------------------------------------ Speaker protocol
@@ -99,7 +96,7 @@ class ExaBGPSpeaker:
             path.unlink()
         self._server = await asyncio.start_unix_server(self._on_relay, path=str(path))
         os.chmod(path, 0o600)
-        self._supervisor = asyncio.create_task(self._supervise(), name="exabgp-supervisor")
+        self._supervisor.start()
 
     async def reconfigure(self, config: Config) -> None:
         old = self._rendered
@@ -151,12 +148,12 @@ class ExaBGPSpeaker:
         return dict(self._status)
 
     def restarts(self) -> int:
-        return self._restarts
+        return self._supervisor.restarts
 
     @property
     def pid(self) -> int | None:
         """ExaBGP's pid while it runs (for status pages and tests)."""
-        return self._proc.pid if self._proc is not None else None
+        return self._supervisor.pid
 
     async def stop(self) -> None:
         if self._stopping or self._config is None:
@@ -168,13 +165,7 @@ class ExaBGPSpeaker:
         except (SpeakerError, TimeoutError) as e:
             log.warning("exabgp: withdraw before stop incomplete: %s", e)
         self._stopping = True
-        if self._proc is not None:
-            code = await process.terminate(self._proc, self._stop_timeout)
-            log.info("exabgp stopped (exit %s)", code)
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        await self._supervisor.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
@@ -335,7 +326,7 @@ class ExaBGPSpeaker:
     # ------------------------------------------------------------------ the relay link
 
     async def _on_relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        proc = self._proc
+        proc = self._supervisor.proc
         try:
             hello = await asyncio.wait_for(reader.readline(), self._io_timeout)
         except (TimeoutError, OSError, ValueError):
@@ -345,6 +336,7 @@ class ExaBGPSpeaker:
             writer.close()
             return
         self._writer = writer
+        self._supervisor.connected()
         self._sent = {}
         self._acks.forget()
         log.info("exabgp api connected (pid %s)", proc.pid)
@@ -373,55 +365,22 @@ class ExaBGPSpeaker:
         would keep announcing what it holds, and a respawned relay gets no state replay)."""
         self._writer = None
         self._acks.forget()
-        proc = self._proc
-        if proc is not None and proc.returncode is None and not self._stopping:
-            log.warning("exabgp: %s; restarting exabgp", why)
-            self._spawn_task(process.terminate(proc, self._stop_timeout))
+        if not self._stopping:
+            self._supervisor.restart(why)
 
     # ------------------------------------------------------------------ supervision
 
-    async def _supervise(self) -> None:
-        delay = self._backoff[0]
-        while not self._stopping:
-            started = self._clock.now()
-            code = await self._run_once()
-            if self._stopping:
-                return
-            self._restarts += 1
-            self._writer = None
-            self._sent = {}
-            for key in self._status:
-                self._status[key] = self._peer_status(
-                    key, PeerState.DOWN, f"exabgp exited ({code}), restarting"
-                )
-            wait, delay = process.backoff(delay, self._clock.now() - started, *self._backoff)
-            log.warning("exabgp exited with %s; restart #%d in %.2fs", code, self._restarts, wait)
-            self._wake()
-            await self._clock.sleep(wait)
+    def _argv(self) -> list[str]:
+        assert self._config is not None
+        conf = self._config.node.runtime_dir / CONFIG_NAME
+        return process.exabgp_argv(self._exabgp, conf, self._netns)
 
-    async def _run_once(self) -> int | str:
-        try:
-            assert self._config is not None
-            conf = self._config.node.runtime_dir / CONFIG_NAME
-            argv = process.exabgp_argv(self._exabgp, conf, self._netns)
-            proc = await process.spawn(argv, process.exabgp_env())
-        except OSError as e:
-            return f"spawn failed: {e}"
-        self._proc = proc
-        log.info("exabgp started (pid %s)", proc.pid)
-        assert proc.stdout is not None
-        forward = asyncio.create_task(process.forward_output(proc.stdout, exa_log, self._scrub))
-        watchdog = asyncio.create_task(self._connect_watchdog(proc))
-        try:
-            return await proc.wait()
-        finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(forward, 1.0)
-            self._proc = None
-
-    async def _connect_watchdog(self, proc: asyncio.subprocess.Process) -> None:
-        await self._clock.sleep(self._connect_timeout)
-        if self._writer is None and proc.returncode is None:
-            log.warning("exabgp api relay did not connect; restarting exabgp")
-            await process.terminate(proc, self._stop_timeout)
+    def _on_exit(self, code: int | str) -> None:
+        """ExaBGP exited (the supervisor restarts it): nothing is held, every peer is down."""
+        self._writer = None
+        self._sent = {}
+        for key in self._status:
+            self._status[key] = self._peer_status(
+                key, PeerState.DOWN, f"exabgp exited ({code}), restarting"
+            )
+        self._wake()
