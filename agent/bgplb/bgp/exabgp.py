@@ -6,6 +6,12 @@ are pipelined (all written at once) and acks are counted as they come back, matc
 to what was sent. ``_sent`` mirrors what ExaBGP holds per peer; ``set_routes`` sends only the
 diff to it. Everything is re-sent when a peer comes up (ExaBGP event ``state: up``), when a
 reload added or changed a peer, and after ExaBGP (re)starts. See docs/bgp.md.
+
+Supervision of the channel: acks have a deadline that scales with the queue
+(``channel.AckDeadline``), an idle channel is probed with ``version`` every ``heartbeat``
+seconds, and a refused command is retried a bounded number of times (``retry.RetryBook``).
+A missed deadline or a withdraw that keeps being refused restarts ExaBGP (kill, respawn,
+re-send the whole set); the supervisor (supervisor.py) owns the process.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from ..clock import Clock, SystemClock
 from ..config import Config
 from ..model import PeerKey, PeerState, PeerStatus, Route, RouteSet
 from . import commands, events, process, render
-from .base import SpeakerError
-from .channel import AckQueue, Pending
+from .base import SpeakerError, Supervision
+from .channel import AckDeadline, AckQueue, Kind, Pending
+from .retry import RetryBook
+from .scrub import Scrubber
 from .supervisor import Supervisor, exabgp_binary
 
 log = logging.getLogger("bgplb.bgp")
@@ -50,24 +58,40 @@ class ExaBGPSpeaker:
         stop_timeout: float = 3.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
-        stable_after: float = 60.0,
+        stable_after: float = 30.0,
+        ack_deadline: AckDeadline | None = None,
+        heartbeat: float = 5.0,
+        max_retries: int = 3,
+        retry_delay: float = 1.0,
+        stall_timeout: float | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
+        self._scrubber = Scrubber()
         self._netns = netns
         self._exabgp = list(exabgp) if exabgp else [exabgp_binary()]
         self._io_timeout = io_timeout
-        # How long a started ExaBGP may take to connect its API relay. Slow machines (the lab's
-        # TCG VM: Python start-up takes tens of seconds) raise it: BGPLB_EXABGP_CONNECT_TIMEOUT.
+        # How long a starting ExaBGP may go without any progress (CPU, output) before it is
+        # killed; a start that progresses is never cut short. BGPLB_EXABGP_CONNECT_TIMEOUT
+        # (the lab's TCG VM) raises it.
         env_connect = os.environ.get("BGPLB_EXABGP_CONNECT_TIMEOUT", "")
+        if stall_timeout is None:
+            stall_timeout = float(env_connect) if env_connect else 3 * io_timeout
         self._supervisor = Supervisor(
             self._clock,
             self._argv,
-            self._scrub,
+            self._scrubber.scrub,
             self._on_exit,
-            connect_timeout=float(env_connect) if env_connect else 3 * io_timeout,
+            stall_timeout=stall_timeout,
             stop_timeout=stop_timeout,
             backoff=(backoff_initial, backoff_max, stable_after),
         )
+        self._deadline = ack_deadline or AckDeadline()
+        self._heartbeat = heartbeat
+        self._retry_delay = retry_delay
+        self._retries = RetryBook(max_retries)
+        self.ack_timeouts = 0
+        self.command_retries = 0
+        self.heartbeats_sent = 0
         self.commands_sent = 0
         self.commands_failed = 0
         self._config: Config | None = None
@@ -77,7 +101,8 @@ class ExaBGPSpeaker:
         self._wanted: dict[PeerKey, frozenset[Route]] = {}
         self._sent: dict[PeerKey, frozenset[Route]] = {}
         self._status: dict[PeerKey, PeerStatus] = {}
-        self._acks = AckQueue()
+        self._acks = AckQueue(self._clock.now)
+        self._retry_due = False
         self._writer: asyncio.StreamWriter | None = None
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[object]] = set()
@@ -97,15 +122,28 @@ class ExaBGPSpeaker:
         self._server = await asyncio.start_unix_server(self._on_relay, path=str(path))
         os.chmod(path, 0o600)
         self._supervisor.start()
+        self._spawn_task(self._watch())
 
     async def reconfigure(self, config: Config) -> None:
+        """All or nothing (see ``base.Speaker.reconfigure``): nothing of ours switches
+        before ExaBGP acknowledged the reload; on failure the old file is put back."""
         old = self._rendered
-        old_keys = set(self._status)
-        self._install_config(config)
-        assert self._rendered is not None
-        new_blocks = self._rendered.blocks
-        reset = {k for k, b in new_blocks.items() if old is None or old.blocks.get(k) != b}
-        removed = old_keys - set(new_blocks)
+        rendered, secrets = self._prepare(config)
+        reset = {k for k, b in rendered.blocks.items() if old is None or old.blocks.get(k) != b}
+        removed = set(self._status) - set(rendered.blocks)
+        self._write_config(config, rendered)
+        if (reset or removed) and self._writer is not None:
+            log.info(
+                "exabgp reload: new/changed peers %s, removed %s", sorted(reset), sorted(removed)
+            )
+            try:
+                await self._reload()
+            except SpeakerError:
+                if old is not None and self._config is not None:
+                    with contextlib.suppress(SpeakerError):
+                        self._write_config(self._config, old)
+                raise
+        self._config, self._rendered, self._secrets = config, rendered, secrets
         for key in removed:
             self._status.pop(key, None)
             self._wanted.pop(key, None)
@@ -114,27 +152,31 @@ class ExaBGPSpeaker:
         for key in reset:
             if key not in self._status or self._status[key].state is not PeerState.UP:
                 self._status[key] = self._idle_status(key)
-        if not reset and not removed:
-            return
-        log.info("exabgp reload: new/changed peers %s, removed %s", sorted(reset), sorted(removed))
-        if self._writer is None:
-            return  # not running: the next start reads the new file
-        reply = self._write([Pending("reload", reply=self._loop().create_future())])
+        if reset or removed:
+            # ExaBGP reloads at the top of its next loop turn, before it reads more
+            # commands, so anything we write from now on already sees the new neighbors.
+            await self._sync()
+
+    async def _reload(self) -> None:
+        reply = self._write(
+            [Pending("reload", reply=self._loop().create_future(), kind=Kind.RELOAD)]
+        )
         try:
             ok = await asyncio.wait_for(asyncio.shield(reply[0]), self._io_timeout)
         except TimeoutError:
+            # It may be reloading or wedged: restart it on the old file (put back by the
+            # caller; every spawn rewrites the file from the config in force).
+            self._relay_lost("the reload was not acknowledged", "reload_failed", kill=True)
             raise SpeakerError("exabgp did not acknowledge the reload") from None
-        if not ok:
+        if not ok:  # ExaBGP rolls a refused reload back: its old config stays in force
             raise SpeakerError("exabgp refused the reload")
-        # ExaBGP reloads at the top of its next loop turn, before it reads more commands,
-        # so anything we write from now on already sees the new neighbors.
-        await self._sync()
 
     async def set_routes(self, routes: RouteSet) -> None:
         known = set(self._status)
         for key in set(routes) - known:
             log.debug("routes for unknown peer %s ignored", key)
         self._wanted = commands.unique({k: routes.get(k, frozenset()) for k in known})
+        self._retries.follow(self._wanted)
         await self._sync()
 
     def advertised(self) -> RouteSet:
@@ -149,6 +191,14 @@ class ExaBGPSpeaker:
 
     def restarts(self) -> int:
         return self._supervisor.restarts
+
+    def supervision(self) -> Supervision:
+        return Supervision(
+            ack_timeouts=self.ack_timeouts,
+            command_retries=self.command_retries,
+            commands_refused=self.commands_failed,
+            restart_reasons=dict(self._supervisor.restart_reasons),
+        )
 
     @property
     def pid(self) -> int | None:
@@ -181,30 +231,33 @@ class ExaBGPSpeaker:
     # ------------------------------------------------------------------ config
 
     def _install_config(self, config: Config) -> None:
+        rendered, secrets = self._prepare(config)
+        self._write_config(config, rendered)
+        self._config, self._rendered, self._secrets = config, rendered, secrets
+
+    def _prepare(self, config: Config) -> tuple[render.Rendered, dict[PeerKey, str]]:
+        """Render (reads the MD5 key files); switches nothing. New keys are scrubbed from
+        ExaBGP's output from now on (it may print the new file before we commit)."""
         try:
             secrets = render.read_secrets(config)
             relay = [sys.executable, "-m", "bgplb.bgp.relay", str(self._socket_path(config))]
             rendered = render.render(config, relay, secrets)
+        except (render.RenderError, OSError) as e:
+            raise SpeakerError(f"cannot render exabgp config: {e}") from e
+        self._scrubber.add(secrets.values())
+        return rendered, secrets
+
+    def _write_config(self, config: Config, rendered: render.Rendered) -> None:
+        try:
             render.ensure_dir(config.node.runtime_dir)
             render.write_private(config.node.runtime_dir / CONFIG_NAME, rendered.text)
-        except (render.RenderError, OSError) as e:
+        except OSError as e:
             raise SpeakerError(f"cannot write exabgp config: {e}") from e
-        self._config, self._rendered, self._secrets = config, rendered, secrets
 
     def _socket_path(self, config: Config | None = None) -> Path:
         cfg = config or self._config
         assert cfg is not None
         return cfg.node.runtime_dir / SOCKET_NAME
-
-    def _scrub(self, text: str) -> str:
-        """ExaBGP's log line as we log it: secrets hidden, known harmless advice dropped."""
-        if "environment file missing" in text or "exabgp env >" in text:
-            return ""
-        for secret in self._secrets.values():
-            text = text.replace(secret, "<md5 secret>")
-        if "md5-password" in text:
-            return text.split("md5-password", 1)[0] + "md5-password <hidden>"
-        return text
 
     # ------------------------------------------------------------------ sending
 
@@ -218,7 +271,7 @@ class ExaBGPSpeaker:
             return []
         self._writer.write("".join(i.text + "\n" for i in items).encode())
         self._acks.extend(items)
-        self.commands_sent += len(items)
+        self.commands_sent += sum(1 for i in items if i.kind is not Kind.HEARTBEAT)
         if timing_log.isEnabledFor(logging.DEBUG):
             timing_log.debug(
                 "exabgp api: %d command(s) written",
@@ -234,7 +287,7 @@ class ExaBGPSpeaker:
         try:
             await asyncio.wait_for(writer.drain(), self._io_timeout)
         except (TimeoutError, ConnectionError) as e:
-            self._relay_lost(f"write to exabgp failed: {e!r}")
+            self._relay_lost(f"write to exabgp failed: {e!r}", "relay_lost")
             raise SpeakerError(f"exabgp API write failed: {e!r}") from None
 
     async def _sync(self) -> None:
@@ -243,17 +296,20 @@ class ExaBGPSpeaker:
             return
         items: list[Pending] = []
         held: dict[PeerKey, frozenset[Route]] = {}
-        diffs = commands.diff(self._sent, self._wanted, self._status)
+        wanted = {k: rs - self._retries.held_back(k) for k, rs in self._wanted.items()}
+        diffs = commands.diff(self._sent, wanted, self._status)
         for key, d in diffs.items():
             bad: set[Route] = set()
-            items += [Pending(commands.withdraw(key, r), key) for r in d.withdraw]
+            items += [
+                Pending(commands.withdraw(key, r), key, r, kind=Kind.WITHDRAW) for r in d.withdraw
+            ]
             for r in d.announce:
                 try:
                     items.append(Pending(commands.announce(key, r), key, r))
                 except commands.CommandError as e:
                     log.error("route %s for %s not sent: %s", r.prefix, key, e)
                     bad.add(r)
-            held[key] = self._wanted.get(key, frozenset()) - bad
+            held[key] = wanted.get(key, frozenset()) - bad
         self._sent.update(held)
         self._write(items)
         await self._drain()
@@ -279,13 +335,48 @@ class ExaBGPSpeaker:
         if item is None:
             log.warning("exabgp: unexpected ack %s", "done" if ok else "error")
             return
-        if ok:
+        if not ok:
+            self.commands_failed += 1
+            log.warning("exabgp refused: %s", item.text)
+        if item.route is None:
             return
-        self.commands_failed += 1
-        log.warning("exabgp refused: %s", item.text)
-        if item.route is not None and item.route in self._sent.get(item.peer, frozenset()):
-            # Not held by ExaBGP after all: forget it, so the next set_routes retries it.
-            self._sent[item.peer] = self._sent[item.peer] - {item.route}
+        if ok:
+            self._retries.accepted(item.peer, item.route)
+        else:
+            self._on_refused(item, item.route)
+
+    def _on_refused(self, item: Pending, route: Route) -> None:
+        """Retry a refused announce/withdraw a bounded number of times; then give the
+        announce up, and restart ExaBGP for a withdraw (see retry.py)."""
+        peer = item.peer
+        sent = self._sent.get(peer, frozenset())
+        if peer not in self._status:
+            return  # the peer is gone (reload): nothing to retry
+        retry = self._retries.refused(peer, route)
+        if item.kind is Kind.ANNOUNCE:
+            if route in sent:  # not held by ExaBGP after all
+                self._sent[peer] = sent - {route}
+            if not retry:
+                self._retries.give_up(peer, route)
+                log.error(
+                    "exabgp keeps refusing %s; given up until the route changes or exabgp restarts",
+                    item.text,
+                )
+                return
+        elif not retry:
+            self._relay_lost(f"exabgp keeps refusing {item.text!r}", "withdraw_refused")
+            return
+        elif all(r.prefix != route.prefix for r in sent):
+            self._sent[peer] = sent | {route}  # ExaBGP may still hold it: withdraw again
+        self.command_retries += 1
+        if not self._retry_due:  # one retry pass for all refusals of the moment
+            self._retry_due = True
+            self._spawn_task(self._retry_later())
+
+    async def _retry_later(self) -> None:
+        await self._clock.sleep(self._retry_delay)
+        self._retry_due = False
+        await self._sync_quietly()
 
     def _on_state(self, event: events.StateEvent) -> None:
         if event.peer not in self._status:
@@ -339,6 +430,7 @@ class ExaBGPSpeaker:
         self._supervisor.connected()
         self._sent = {}
         self._acks.forget()
+        self._retries.reset()
         log.info("exabgp api connected (pid %s)", proc.pid)
         self._spawn_task(self._sync_quietly())
         try:
@@ -351,7 +443,7 @@ class ExaBGPSpeaker:
             log.warning("exabgp relay read failed: %r", e)
         finally:
             if self._writer is writer:
-                self._relay_lost("the api relay closed")
+                self._relay_lost("the api relay closed", "relay_lost")
             writer.close()
 
     async def _sync_quietly(self) -> None:
@@ -360,18 +452,48 @@ class ExaBGPSpeaker:
         except SpeakerError as e:
             log.warning("exabgp: resync failed: %s", e)
 
-    def _relay_lost(self, why: str) -> None:
+    def _relay_lost(self, why: str, reason: str, *, kill: bool = False) -> None:
         """Without the relay we can neither steer nor observe ExaBGP: restart it (ExaBGP
-        would keep announcing what it holds, and a respawned relay gets no state replay)."""
+        would keep announcing what it holds, and a respawned relay gets no state replay).
+        Also the way out when ExaBGP cannot be trusted any more (``reason``)."""
         self._writer = None
         self._acks.forget()
         if not self._stopping:
-            self._supervisor.restart(why)
+            self._supervisor.restart(why, reason, kill=kill)
+
+    async def _watch(self) -> None:
+        """The ack deadline and the heartbeat: a wedged or stopped ExaBGP is killed and
+        replaced, whether commands were waiting or the channel was idle."""
+        tick = max(0.05, min(0.5, self._deadline.base / 4, self._heartbeat / 2))
+        while not self._stopping:
+            await self._clock.sleep(tick)
+            if self._writer is None or self._stopping:
+                continue
+            late = self._acks.overdue(self._deadline)
+            if late > 0:
+                self.ack_timeouts += 1
+                n = len(self._acks)
+                allowed = self._deadline.allowed(n)
+                why = f"no ack for {allowed + late:.1f}s with {n} command(s) outstanding"
+                self._relay_lost(why, "ack_timeout", kill=True)
+            elif not len(self._acks) and self._clock.now() - self._acks.progress >= (
+                self._heartbeat
+            ):
+                self.heartbeats_sent += 1
+                self._write([Pending("version", kind=Kind.HEARTBEAT)])
+                await self._drain_quietly()
 
     # ------------------------------------------------------------------ supervision
 
     def _argv(self) -> list[str]:
+        """Before every spawn the file is written again from the config in force: a file
+        corrupted, edited or removed while ExaBGP ran never survives a restart."""
         assert self._config is not None
+        assert self._rendered is not None
+        try:
+            self._write_config(self._config, self._rendered)
+        except SpeakerError as e:
+            raise OSError(str(e)) from None
         conf = self._config.node.runtime_dir / CONFIG_NAME
         return process.exabgp_argv(self._exabgp, conf, self._netns)
 

@@ -22,6 +22,7 @@ import base64
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,11 +123,21 @@ def ensure_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+def _move_aside(path: Path) -> None:
+    """Something that is not a file sits where ours goes (a directory left by hand or a
+    bad restore): keep it, renamed, instead of failing to start over it."""
+    if path.is_dir() and not path.is_symlink():
+        os.replace(path, path.with_name(f"{path.name}.broken-{time.time_ns()}"))
+
+
 def write_private(path: Path, text: str) -> None:
-    """Atomically replace ``path`` with ``text``, mode 0600 from the first byte."""
+    """Atomically replace ``path`` with ``text``, mode 0600 from the first byte. The file
+    is only ever generated: whatever was there (corrupt, edited, a directory) is replaced."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _move_aside(tmp)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
+    _move_aside(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)

@@ -2,8 +2,18 @@
 
 The speaker (exabgp.py) owns the API channel and the route state; this module owns the
 process. The speaker tells it when the API relay connected (``connected()``) and asks it to
-replace a process it no longer trusts (``restart(why)``); the supervisor calls ``on_exit``
-after every exit it did not cause through ``stop()``, then waits the backoff and spawns again.
+replace a process it no longer trusts (``restart(why, reason)``); the supervisor calls
+``on_exit`` after every exit it did not cause through ``stop()``, then waits the backoff and
+spawns again. Every restart is counted under one of :data:`REASONS` (a bounded label).
+
+Start: there is no fixed "connect within N s" kill. Until its API relay connects, ExaBGP is
+judged by progress: its (and its children's) CPU time advancing or a line printed. Only a
+process that made no progress for ``stall_timeout`` seconds is killed (``start_stalled``), so
+a slow start on a loaded node or a cold cache is left alone. ``start_limit`` is a last-resort
+ceiling for a process that keeps busy but never connects.
+
+Backoff: 0.5 s doubling to 30 s, back to 0.5 s once a process had been *connected* for
+``stable_after`` seconds (the time it took to start does not count as a good run).
 """
 
 from __future__ import annotations
@@ -22,6 +32,16 @@ from . import process
 log = logging.getLogger("bgplb.bgp")
 exa_log = logging.getLogger("bgplb.exabgp")
 
+REASONS = (
+    "exited",  # it exited or crashed on its own
+    "spawn_failed",  # it could not be started at all
+    "start_stalled",  # started, made no progress and never connected its API
+    "relay_lost",  # its API relay closed or a write to it failed
+    "ack_timeout",  # commands or the heartbeat not acknowledged within the deadline
+    "withdraw_refused",  # a withdraw kept being refused: a fresh ExaBGP holds nothing
+    "reload_failed",  # a reload was not acknowledged: back to the last good config
+)
+
 
 def exabgp_binary() -> str:
     local = Path(sys.executable).parent / "exabgp"
@@ -38,23 +58,31 @@ class Supervisor:
         scrub: Callable[[str], str],
         on_exit: Callable[[int | str], None],
         *,
-        connect_timeout: float,
+        stall_timeout: float,
         stop_timeout: float,
         backoff: tuple[float, float, float],
+        start_limit: float = 600.0,
+        start_tick: float = 1.0,
     ) -> None:
         self._clock = clock
         self._argv = argv
         self._scrub = scrub
         self._on_exit = on_exit
-        self._connect_timeout = connect_timeout
+        self._stall_timeout = stall_timeout
+        self._start_limit = start_limit
+        self._start_tick = start_tick
         self._stop_timeout = stop_timeout
         self._backoff = backoff
         self._proc: asyncio.subprocess.Process | None = None
-        self._connected = False
+        self._connected_at: float | None = None
+        self._output_seen = False
+        self._reason: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self._stopping = False
         self.restarts = 0
+        self.restart_reasons: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self.last_wait = 0.0  # the last backoff waited (status, tests)
 
     @property
     def proc(self) -> asyncio.subprocess.Process | None:
@@ -69,16 +97,19 @@ class Supervisor:
 
     def connected(self) -> None:
         """The API relay of the current process connected."""
-        self._connected = True
+        self._connected_at = self._clock.now()
 
-    def restart(self, why: str) -> None:
-        """Replace the running process (SIGTERM, SIGKILL after the grace); no-op when stopping."""
+    def restart(self, why: str, reason: str, *, kill: bool = False) -> None:
+        """Replace the running process: SIGTERM, SIGKILL after the grace (at once with
+        ``kill``: a wedged or stopped process never acts on SIGTERM). No-op when stopping."""
+        assert reason in REASONS, reason
         proc = self._proc
         if proc is not None and proc.returncode is None and not self._stopping:
-            log.warning("exabgp: %s; restarting exabgp", why)
-            task: asyncio.Task[object] = asyncio.ensure_future(
-                process.terminate(proc, self._stop_timeout)
-            )
+            if self._reason is None:
+                self._reason = reason
+            log.warning("exabgp: %s; restarting exabgp (%s)", why, reason)
+            grace = 0.0 if kill else self._stop_timeout
+            task: asyncio.Task[object] = asyncio.ensure_future(process.terminate(proc, grace))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -97,14 +128,25 @@ class Supervisor:
     async def _supervise(self) -> None:
         delay = self._backoff[0]
         while not self._stopping:
-            started = self._clock.now()
+            self._reason = None
+            self._connected_at = None
             code = await self._run_once()
             if self._stopping:
                 return
+            healthy = self._clock.now() - self._connected_at if self._connected_at else 0.0
+            reason = self._reason or ("spawn_failed" if isinstance(code, str) else "exited")
             self.restarts += 1
+            self.restart_reasons[reason] += 1
             self._on_exit(code)
-            wait, delay = process.backoff(delay, self._clock.now() - started, *self._backoff)
-            log.warning("exabgp exited with %s; restart #%d in %.2fs", code, self.restarts, wait)
+            wait, delay = process.backoff(delay, healthy, *self._backoff)
+            self.last_wait = wait
+            log.warning(
+                "exabgp exited with %s (%s); restart #%d in %.2fs",
+                code,
+                reason,
+                self.restarts,
+                wait,
+            )
             await self._clock.sleep(wait)
 
     async def _run_once(self) -> int | str:
@@ -113,11 +155,12 @@ class Supervisor:
         except OSError as e:
             return f"spawn failed: {e}"
         self._proc = proc
-        self._connected = False
         log.info("exabgp started (pid %s)", proc.pid)
         assert proc.stdout is not None
-        forward = asyncio.create_task(process.forward_output(proc.stdout, exa_log, self._scrub))
-        watchdog = asyncio.create_task(self._connect_watchdog(proc))
+        forward = asyncio.create_task(
+            process.forward_output(proc.stdout, exa_log, self._scrub, self._on_output)
+        )
+        watchdog = asyncio.create_task(self._start_watch(proc))
         try:
             return await proc.wait()
         finally:
@@ -126,8 +169,27 @@ class Supervisor:
                 await asyncio.wait_for(forward, 1.0)
             self._proc = None
 
-    async def _connect_watchdog(self, proc: asyncio.subprocess.Process) -> None:
-        await self._clock.sleep(self._connect_timeout)
-        if not self._connected and proc.returncode is None:
-            log.warning("exabgp api relay did not connect; restarting exabgp")
-            await process.terminate(proc, self._stop_timeout)
+    def _on_output(self) -> None:
+        self._output_seen = True
+
+    async def _start_watch(self, proc: asyncio.subprocess.Process) -> None:
+        """Until the API connects: kill only a process that stopped making progress."""
+        started = progress = self._clock.now()
+        ticks = process.cpu_ticks(proc.pid)
+        self._output_seen = False
+        while self._connected_at is None and proc.returncode is None:
+            await self._clock.sleep(self._start_tick)
+            now = self._clock.now()
+            if self._connected_at is not None or proc.returncode is not None:
+                return
+            seen = process.cpu_ticks(proc.pid)
+            if seen != ticks or self._output_seen:
+                progress, ticks, self._output_seen = now, seen, False
+            if now - progress >= self._stall_timeout:
+                why = f"no progress for {now - progress:.0f}s and its API did not connect"
+            elif now - started >= self._start_limit:
+                why = f"its API did not connect within {self._start_limit:.0f}s"
+            else:
+                continue
+            self.restart(why, "start_stalled", kill=True)
+            return
