@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 
 from ..clock import Clock, SystemClock
@@ -29,18 +29,13 @@ from ..config import Config
 from ..model import PeerKey, PeerState, PeerStatus, Route, RouteSet
 from . import commands, events, process, render
 from .base import SpeakerError, Supervision
-from .channel import AckDeadline, AckQueue, Kind, Pending
+from .channel import AckDeadline, Kind, Pending
+from .link import ApiLink
 from .retry import RetryBook
 from .scrub import Scrubber
 from .supervisor import Supervisor, exabgp_binary
 
 log = logging.getLogger("bgplb.bgp")
-# Opt-in timing hook for bench/ (BGPLB_TIMING_LOG=1): one debug line per API write, emitted
-# even when the agent logs at info, so benchmarks can time check result -> API command.
-timing_log = logging.getLogger("bgplb.timing")
-if os.environ.get("BGPLB_TIMING_LOG"):
-    timing_log.setLevel(logging.DEBUG)
-
 SOCKET_NAME = "api.sock"
 CONFIG_NAME = "exabgp.conf"
 
@@ -85,14 +80,19 @@ class ExaBGPSpeaker:
             stop_timeout=stop_timeout,
             backoff=(backoff_initial, backoff_max, stable_after),
         )
-        self._deadline = ack_deadline or AckDeadline()
-        self._heartbeat = heartbeat
+        self._link = ApiLink(
+            self._clock,
+            self._supervisor,
+            io_timeout=io_timeout,
+            deadline=ack_deadline or AckDeadline(),
+            heartbeat=heartbeat,
+            on_connect=self._on_connect,
+            on_ack=self._on_ack,
+            on_state=self._on_state,
+        )
         self._retry_delay = retry_delay
         self._retries = RetryBook(max_retries)
-        self.ack_timeouts = 0
         self.command_retries = 0
-        self.heartbeats_sent = 0
-        self.commands_sent = 0
         self.commands_failed = 0
         self._config: Config | None = None
         self._rendered: render.Rendered | None = None
@@ -101,9 +101,7 @@ class ExaBGPSpeaker:
         self._wanted: dict[PeerKey, frozenset[Route]] = {}
         self._sent: dict[PeerKey, frozenset[Route]] = {}
         self._status: dict[PeerKey, PeerStatus] = {}
-        self._acks = AckQueue(self._clock.now)
         self._retry_due = False
-        self._writer: asyncio.StreamWriter | None = None
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self._stopping = False
@@ -119,10 +117,10 @@ class ExaBGPSpeaker:
             raise SpeakerError(f"runtime_dir too long for a unix socket: {path}")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        self._server = await asyncio.start_unix_server(self._on_relay, path=str(path))
+        self._server = await asyncio.start_unix_server(self._link.serve, path=str(path))
         os.chmod(path, 0o600)
         self._supervisor.start()
-        self._spawn_task(self._watch())
+        self._spawn_task(self._link.watch())
 
     async def reconfigure(self, config: Config) -> None:
         """All or nothing (see ``base.Speaker.reconfigure``): nothing of ours switches
@@ -132,7 +130,7 @@ class ExaBGPSpeaker:
         reset = {k for k, b in rendered.blocks.items() if old is None or old.blocks.get(k) != b}
         removed = set(self._status) - set(rendered.blocks)
         self._write_config(config, rendered)
-        if (reset or removed) and self._writer is not None:
+        if (reset or removed) and self._link.connected:
             log.info(
                 "exabgp reload: new/changed peers %s, removed %s", sorted(reset), sorted(removed)
             )
@@ -158,7 +156,7 @@ class ExaBGPSpeaker:
             await self._sync()
 
     async def _reload(self) -> None:
-        reply = self._write(
+        reply = self._link.write(
             [Pending("reload", reply=self._loop().create_future(), kind=Kind.RELOAD)]
         )
         try:
@@ -166,7 +164,7 @@ class ExaBGPSpeaker:
         except TimeoutError:
             # It may be reloading or wedged: restart it on the old file (put back by the
             # caller; every spawn rewrites the file from the config in force).
-            self._relay_lost("the reload was not acknowledged", "reload_failed", kill=True)
+            self._link.lost("the reload was not acknowledged", "reload_failed", kill=True)
             raise SpeakerError("exabgp did not acknowledge the reload") from None
         if not ok:  # ExaBGP rolls a refused reload back: its old config stays in force
             raise SpeakerError("exabgp refused the reload")
@@ -194,11 +192,16 @@ class ExaBGPSpeaker:
 
     def supervision(self) -> Supervision:
         return Supervision(
-            ack_timeouts=self.ack_timeouts,
+            ack_timeouts=self._link.ack_timeouts,
             command_retries=self.command_retries,
             commands_refused=self.commands_failed,
             restart_reasons=dict(self._supervisor.restart_reasons),
         )
+
+    @property
+    def commands_sent(self) -> int:
+        """Route and reload commands written (the agent's bgplb_speaker_commands_total)."""
+        return self._link.commands_sent
 
     @property
     def pid(self) -> int | None:
@@ -211,17 +214,16 @@ class ExaBGPSpeaker:
         self._wanted = {k: frozenset() for k in self._status}
         try:
             await self._sync()
-            await asyncio.wait_for(self._acks.idle.wait(), self._io_timeout)
+            await asyncio.wait_for(self._link.acks.idle.wait(), self._io_timeout)
         except (SpeakerError, TimeoutError) as e:
             log.warning("exabgp: withdraw before stop incomplete: %s", e)
-        self._stopping = True
+        self._stopping = self._link.stopping = True
         await self._supervisor.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
             self._server.close()
-        if self._writer is not None:
-            self._writer.close()
+        self._link.close()
         with contextlib.suppress(FileNotFoundError):
             self._socket_path().unlink()
         for key in self._status:
@@ -264,35 +266,9 @@ class ExaBGPSpeaker:
     def _loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
 
-    def _write(self, items: Iterable[Pending]) -> list[asyncio.Future[bool]]:
-        """Queue commands on the relay without waiting (pipelining); acks are counted later."""
-        items = list(items)
-        if self._writer is None or not items:
-            return []
-        self._writer.write("".join(i.text + "\n" for i in items).encode())
-        self._acks.extend(items)
-        self.commands_sent += sum(1 for i in items if i.kind is not Kind.HEARTBEAT)
-        if timing_log.isEnabledFor(logging.DEBUG):
-            timing_log.debug(
-                "exabgp api: %d command(s) written",
-                len(items),
-                extra={"event": "speaker_commands_written", "first": items[0].text[:200]},
-            )
-        return [i.reply for i in items if i.reply is not None]
-
-    async def _drain(self) -> None:
-        writer = self._writer
-        if writer is None:
-            return
-        try:
-            await asyncio.wait_for(writer.drain(), self._io_timeout)
-        except (TimeoutError, ConnectionError) as e:
-            self._relay_lost(f"write to exabgp failed: {e!r}", "relay_lost")
-            raise SpeakerError(f"exabgp API write failed: {e!r}") from None
-
     async def _sync(self) -> None:
         """Send each peer the diff between what ExaBGP holds and what we want."""
-        if self._writer is None:
+        if not self._link.connected:
             return
         items: list[Pending] = []
         held: dict[PeerKey, frozenset[Route]] = {}
@@ -311,30 +287,23 @@ class ExaBGPSpeaker:
                     bad.add(r)
             held[key] = wanted.get(key, frozenset()) - bad
         self._sent.update(held)
-        self._write(items)
-        await self._drain()
+        self._link.write(items)
+        await self._link.drain()
 
     def _resend(self, key: PeerKey) -> None:
         """A session came up: announce everything ExaBGP holds for it again (idempotent)."""
         routes = commands.ordered(self._sent.get(key, frozenset()))
-        self._write(Pending(commands.announce(key, r), key, r) for r in routes)
+        self._link.write(Pending(commands.announce(key, r), key, r) for r in routes)
 
     # ------------------------------------------------------------------ receiving
 
-    def _on_line(self, line: str) -> None:
-        event = events.parse_line(line)
-        if isinstance(event, events.Ack):
-            self._on_ack(event.ok)
-        elif isinstance(event, events.StateEvent):
-            self._on_state(event)
-        elif event.text:
-            log.debug("exabgp: %s", event.text[:500])
+    def _on_connect(self) -> None:
+        """A fresh ExaBGP's API connected: it holds nothing; send it the whole set."""
+        self._sent = {}
+        self._retries.reset()
+        self._spawn_task(self._sync_quietly())
 
-    def _on_ack(self, ok: bool) -> None:
-        item = self._acks.ack(ok)
-        if item is None:
-            log.warning("exabgp: unexpected ack %s", "done" if ok else "error")
-            return
+    def _on_ack(self, item: Pending, ok: bool) -> None:
         if not ok:
             self.commands_failed += 1
             log.warning("exabgp refused: %s", item.text)
@@ -364,7 +333,7 @@ class ExaBGPSpeaker:
                 )
                 return
         elif not retry:
-            self._relay_lost(f"exabgp keeps refusing {item.text!r}", "withdraw_refused")
+            self._link.lost(f"exabgp keeps refusing {item.text!r}", "withdraw_refused")
             return
         elif all(r.prefix != route.prefix for r in sent):
             self._sent[peer] = sent | {route}  # ExaBGP may still hold it: withdraw again
@@ -386,7 +355,7 @@ class ExaBGPSpeaker:
         self._status[event.peer] = self._peer_status(event.peer, event.state, reason)
         if event.state is PeerState.UP:
             self._resend(event.peer)
-            self._spawn_task(self._drain_quietly())
+            self._spawn_task(self._link.drain_quietly())
         if event.state is not old.state:
             level = logging.WARNING if event.state is PeerState.DOWN else logging.INFO
             log.log(
@@ -405,83 +374,16 @@ class ExaBGPSpeaker:
     def _peer_status(self, key: PeerKey, state: PeerState, reason: str = "") -> PeerStatus:
         return PeerStatus(key=key, state=state, reason=reason, since=self._clock.now())
 
-    async def _drain_quietly(self) -> None:
-        with contextlib.suppress(SpeakerError):
-            await self._drain()
-
     def _spawn_task(self, coro: Coroutine[object, None, object]) -> None:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # ------------------------------------------------------------------ the relay link
-
-    async def _on_relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        proc = self._supervisor.proc
-        try:
-            hello = await asyncio.wait_for(reader.readline(), self._io_timeout)
-        except (TimeoutError, OSError, ValueError):
-            hello = b""
-        if proc is None or hello.split() != [b"hello", str(proc.pid).encode()] or self._writer:
-            log.warning("exabgp relay: unexpected connection %r, closed", hello[:40])
-            writer.close()
-            return
-        self._writer = writer
-        self._supervisor.connected()
-        self._sent = {}
-        self._acks.forget()
-        self._retries.reset()
-        log.info("exabgp api connected (pid %s)", proc.pid)
-        self._spawn_task(self._sync_quietly())
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                self._on_line(line.decode("utf-8", errors="replace"))
-        except (OSError, ValueError) as e:
-            log.warning("exabgp relay read failed: %r", e)
-        finally:
-            if self._writer is writer:
-                self._relay_lost("the api relay closed", "relay_lost")
-            writer.close()
 
     async def _sync_quietly(self) -> None:
         try:
             await self._sync()
         except SpeakerError as e:
             log.warning("exabgp: resync failed: %s", e)
-
-    def _relay_lost(self, why: str, reason: str, *, kill: bool = False) -> None:
-        """Without the relay we can neither steer nor observe ExaBGP: restart it (ExaBGP
-        would keep announcing what it holds, and a respawned relay gets no state replay).
-        Also the way out when ExaBGP cannot be trusted any more (``reason``)."""
-        self._writer = None
-        self._acks.forget()
-        if not self._stopping:
-            self._supervisor.restart(why, reason, kill=kill)
-
-    async def _watch(self) -> None:
-        """The ack deadline and the heartbeat: a wedged or stopped ExaBGP is killed and
-        replaced, whether commands were waiting or the channel was idle."""
-        tick = max(0.05, min(0.5, self._deadline.base / 4, self._heartbeat / 2))
-        while not self._stopping:
-            await self._clock.sleep(tick)
-            if self._writer is None or self._stopping:
-                continue
-            late = self._acks.overdue(self._deadline)
-            if late > 0:
-                self.ack_timeouts += 1
-                n = len(self._acks)
-                allowed = self._deadline.allowed(n)
-                why = f"no ack for {allowed + late:.1f}s with {n} command(s) outstanding"
-                self._relay_lost(why, "ack_timeout", kill=True)
-            elif not len(self._acks) and self._clock.now() - self._acks.progress >= (
-                self._heartbeat
-            ):
-                self.heartbeats_sent += 1
-                self._write([Pending("version", kind=Kind.HEARTBEAT)])
-                await self._drain_quietly()
 
     # ------------------------------------------------------------------ supervision
 
@@ -499,7 +401,7 @@ class ExaBGPSpeaker:
 
     def _on_exit(self, code: int | str) -> None:
         """ExaBGP exited (the supervisor restarts it): nothing is held, every peer is down."""
-        self._writer = None
+        self._link.reset()
         self._sent = {}
         for key in self._status:
             self._status[key] = self._peer_status(
