@@ -23,6 +23,7 @@ class Supervision:
     command_retries: int = 0  # refused commands sent again
     commands_refused: int = 0  # "error" acks
     restart_reasons: Mapping[str, int] = field(default_factory=dict)
+    last_backoff_seconds: float = 0.0  # the wait before the latest restart
 
 
 class Speaker(Protocol):

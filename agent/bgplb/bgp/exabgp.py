@@ -196,6 +196,7 @@ class ExaBGPSpeaker:
             command_retries=self.command_retries,
             commands_refused=self.commands_failed,
             restart_reasons=dict(self._supervisor.restart_reasons),
+            last_backoff_seconds=self._supervisor.last_wait,
         )
 
     @property
