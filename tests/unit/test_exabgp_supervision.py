@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bgplb.bgp.base import SpeakerError
+from bgplb.bgp.base import SpeakerError, Supervision
 from bgplb.bgp.channel import AckDeadline
 from bgplb.bgp.exabgp import ExaBGPSpeaker
+from bgplb.bgp.supervisor import REASONS
+from bgplb.metrics import Metrics
 from bgplb.model import PeerState
 from tests.harness.netns import tempdir
 
@@ -266,3 +268,35 @@ async def test_refused_reload_leaves_the_old_config_in_force(
         assert s.advertised()[PEER] == routes(2)
     finally:
         await s.stop()
+
+
+class _Supervised:
+    def __init__(self) -> None:
+        self.sup = Supervision()
+
+    def restarts(self) -> int:
+        return sum(self.sup.restart_reasons.values())
+
+    def supervision(self) -> Supervision:
+        return self.sup
+
+
+def test_metrics_follow_the_supervision_totals() -> None:
+    m = Metrics()
+    sp = _Supervised()
+    m.set_speaker(sp)
+    sample = m.registry.get_sample_value
+    assert sample("bgplb_speaker_ack_timeouts_total") == 0.0
+    reasons = dict.fromkeys(REASONS, 0) | {"ack_timeout": 2, "exited": 1}
+    sp.sup = Supervision(
+        ack_timeouts=2, command_retries=3, commands_refused=4, restart_reasons=reasons
+    )
+    m.set_speaker(sp)
+    m.set_speaker(sp)  # totals, not increments: a second look adds nothing
+    assert sample("bgplb_speaker_ack_timeouts_total") == 2.0
+    assert sample("bgplb_speaker_command_retries_total") == 3.0
+    assert sample("bgplb_speaker_commands_refused_total") == 4.0
+    by_reason = "bgplb_speaker_restarts_by_reason_total"
+    assert sample(by_reason, {"reason": "ack_timeout"}) == 2.0
+    assert sample(by_reason, {"reason": "start_stalled"}) == 0.0
+    assert sample("bgplb_speaker_restarts_total") == 3.0
