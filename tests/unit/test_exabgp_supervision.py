@@ -300,3 +300,19 @@ def test_metrics_follow_the_supervision_totals() -> None:
     assert sample(by_reason, {"reason": "ack_timeout"}) == 2.0
     assert sample(by_reason, {"reason": "start_stalled"}) == 0.0
     assert sample("bgplb_speaker_restarts_total") == 3.0
+
+
+async def test_a_crash_is_counted_as_exited_not_as_a_lost_relay(env: Env) -> None:
+    s = speaker()
+    await up(env, s)
+    try:
+        for i in range(1, 4):
+            old = s.pid
+            assert old is not None
+            os.kill(old, signal.SIGKILL)
+            await until(lambda old=old: s.pid not in (None, old))
+            await until(lambda: s.peers()[PEER].state is PeerState.UP)
+            assert s.supervision().restart_reasons["exited"] == i
+        assert s.supervision().restart_reasons["relay_lost"] == 0
+    finally:
+        await s.stop()

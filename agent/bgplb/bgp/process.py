@@ -113,6 +113,16 @@ def cpu_ticks(pid: int) -> int | None:
     return total
 
 
+def exited(pid: int) -> bool:
+    """True once ``pid`` is dead or a zombie (exited, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in (b"Z", b"X")
+
+
 async def forward_output(
     stream: asyncio.StreamReader,
     logger: logging.Logger,

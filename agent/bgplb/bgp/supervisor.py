@@ -105,6 +105,8 @@ class Supervisor:
         assert reason in REASONS, reason
         proc = self._proc
         if proc is not None and proc.returncode is None and not self._stopping:
+            if reason == "relay_lost" and process.exited(proc.pid):
+                return  # it died on its own (its relay died with it): "exited"
             if self._reason is None:
                 self._reason = reason
             log.warning("exabgp: %s; restarting exabgp (%s)", why, reason)
