@@ -64,15 +64,20 @@ SpeakerFactory = Callable[..., Awaitable[tuple[ExaBGPSpeaker, Config]]]
 
 @pytest.fixture
 async def speaker_factory() -> AsyncIterator[SpeakerFactory]:
-    """``await speaker_factory(bl, n, peers=None, v6=False)`` -> (started speaker, config)."""
+    """``await speaker_factory(bl, n, peers=None, v6=False, **speaker_kw)`` -> (started
+    speaker, config); ``speaker_kw`` go to ``ExaBGPSpeaker``."""
     made: list[tuple[ExaBGPSpeaker, Path]] = []
 
     async def make(
-        bl: BgpLab, n: int, peers: list[dict[str, Any]] | None = None, v6: bool = False
+        bl: BgpLab,
+        n: int,
+        peers: list[dict[str, Any]] | None = None,
+        v6: bool = False,
+        **speaker_kw: Any,
     ) -> tuple[ExaBGPSpeaker, Config]:
         rundir = tempdir("run")
         config = make_config(rundir, bl.lb_v4(n), bl.lb_as, peers or lb_peers(bl, n, v6=v6))
-        speaker = ExaBGPSpeaker(netns=bl.lb_ns[n - 1])
+        speaker = ExaBGPSpeaker(netns=bl.lb_ns[n - 1], **speaker_kw)
         made.append((speaker, rundir))
         await speaker.start(config, lambda: None)
         return speaker, config

@@ -6,6 +6,12 @@ are pipelined (all written at once) and acks are counted as they come back, matc
 to what was sent. ``_sent`` mirrors what ExaBGP holds per peer; ``set_routes`` sends only the
 diff to it. Everything is re-sent when a peer comes up (ExaBGP event ``state: up``), when a
 reload added or changed a peer, and after ExaBGP (re)starts. See docs/bgp.md.
+
+Supervision of the channel: acks have a deadline that scales with the queue
+(``channel.AckDeadline``), an idle channel is probed with ``version`` every ``heartbeat``
+seconds, and a refused command is retried a bounded number of times (``retry.RetryBook``).
+A missed deadline or a withdraw that keeps being refused restarts ExaBGP (kill, respawn,
+re-send the whole set); the supervisor (supervisor.py) owns the process.
 """
 
 from __future__ import annotations
@@ -14,33 +20,24 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 
 from ..clock import Clock, SystemClock
 from ..config import Config
 from ..model import PeerKey, PeerState, PeerStatus, Route, RouteSet
 from . import commands, events, process, render
-from .base import SpeakerError
-from .channel import AckQueue, Pending
+from .base import SpeakerError, Supervision
+from .channel import AckDeadline, Kind, Pending
+from .link import ApiLink
+from .retry import RetryBook
+from .scrub import Scrubber
+from .supervisor import Supervisor, exabgp_binary
 
 log = logging.getLogger("bgplb.bgp")
-exa_log = logging.getLogger("bgplb.exabgp")
-# Opt-in timing hook for bench/ (BGPLB_TIMING_LOG=1): one debug line per API write, emitted
-# even when the agent logs at info, so benchmarks can time check result -> API command.
-timing_log = logging.getLogger("bgplb.timing")
-if os.environ.get("BGPLB_TIMING_LOG"):
-    timing_log.setLevel(logging.DEBUG)
-
 SOCKET_NAME = "api.sock"
 CONFIG_NAME = "exabgp.conf"
-
-
-def _exabgp_binary() -> str:
-    local = Path(sys.executable).parent / "exabgp"
-    return str(local) if local.exists() else (shutil.which("exabgp") or "exabgp")
 
 
 class ExaBGPSpeaker:
@@ -56,19 +53,46 @@ class ExaBGPSpeaker:
         stop_timeout: float = 3.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
-        stable_after: float = 60.0,
+        stable_after: float = 30.0,
+        ack_deadline: AckDeadline | None = None,
+        heartbeat: float = 5.0,
+        max_retries: int = 3,
+        retry_delay: float = 1.0,
+        stall_timeout: float | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
+        self._scrubber = Scrubber()
         self._netns = netns
-        self._exabgp = list(exabgp) if exabgp else [_exabgp_binary()]
+        self._exabgp = list(exabgp) if exabgp else [exabgp_binary()]
         self._io_timeout = io_timeout
-        # How long a started ExaBGP may take to connect its API relay. Slow machines (the lab's
-        # TCG VM: Python start-up takes tens of seconds) raise it: BGPLB_EXABGP_CONNECT_TIMEOUT.
+        # How long a starting ExaBGP may go without any progress (CPU, output) before it is
+        # killed; a start that progresses is never cut short. BGPLB_EXABGP_CONNECT_TIMEOUT
+        # (the lab's TCG VM) raises it.
         env_connect = os.environ.get("BGPLB_EXABGP_CONNECT_TIMEOUT", "")
-        self._connect_timeout = float(env_connect) if env_connect else 3 * io_timeout
-        self._stop_timeout = stop_timeout
-        self._backoff = (backoff_initial, backoff_max, stable_after)
-        self.commands_sent = 0
+        if stall_timeout is None:
+            stall_timeout = float(env_connect) if env_connect else 3 * io_timeout
+        self._supervisor = Supervisor(
+            self._clock,
+            self._argv,
+            self._scrubber.scrub,
+            self._on_exit,
+            stall_timeout=stall_timeout,
+            stop_timeout=stop_timeout,
+            backoff=(backoff_initial, backoff_max, stable_after),
+        )
+        self._link = ApiLink(
+            self._clock,
+            self._supervisor,
+            io_timeout=io_timeout,
+            deadline=ack_deadline or AckDeadline(),
+            heartbeat=heartbeat,
+            on_connect=self._on_connect,
+            on_ack=self._on_ack,
+            on_state=self._on_state,
+        )
+        self._retry_delay = retry_delay
+        self._retries = RetryBook(max_retries)
+        self.command_retries = 0
         self.commands_failed = 0
         self._config: Config | None = None
         self._rendered: render.Rendered | None = None
@@ -77,13 +101,9 @@ class ExaBGPSpeaker:
         self._wanted: dict[PeerKey, frozenset[Route]] = {}
         self._sent: dict[PeerKey, frozenset[Route]] = {}
         self._status: dict[PeerKey, PeerStatus] = {}
-        self._acks = AckQueue()
-        self._writer: asyncio.StreamWriter | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._retry_due = False
         self._server: asyncio.AbstractServer | None = None
-        self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
-        self._restarts = 0
         self._stopping = False
 
     # ------------------------------------------------------------------ Speaker protocol
@@ -97,18 +117,31 @@ class ExaBGPSpeaker:
             raise SpeakerError(f"runtime_dir too long for a unix socket: {path}")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        self._server = await asyncio.start_unix_server(self._on_relay, path=str(path))
+        self._server = await asyncio.start_unix_server(self._link.serve, path=str(path))
         os.chmod(path, 0o600)
-        self._supervisor = asyncio.create_task(self._supervise(), name="exabgp-supervisor")
+        self._supervisor.start()
+        self._spawn_task(self._link.watch())
 
     async def reconfigure(self, config: Config) -> None:
+        """All or nothing (see ``base.Speaker.reconfigure``): nothing of ours switches
+        before ExaBGP acknowledged the reload; on failure the old file is put back."""
         old = self._rendered
-        old_keys = set(self._status)
-        self._install_config(config)
-        assert self._rendered is not None
-        new_blocks = self._rendered.blocks
-        reset = {k for k, b in new_blocks.items() if old is None or old.blocks.get(k) != b}
-        removed = old_keys - set(new_blocks)
+        rendered, secrets = self._prepare(config)
+        reset = {k for k, b in rendered.blocks.items() if old is None or old.blocks.get(k) != b}
+        removed = set(self._status) - set(rendered.blocks)
+        self._write_config(config, rendered)
+        if (reset or removed) and self._link.connected:
+            log.info(
+                "exabgp reload: new/changed peers %s, removed %s", sorted(reset), sorted(removed)
+            )
+            try:
+                await self._reload()
+            except SpeakerError:
+                if old is not None and self._config is not None:
+                    with contextlib.suppress(SpeakerError):
+                        self._write_config(self._config, old)
+                raise
+        self._config, self._rendered, self._secrets = config, rendered, secrets
         for key in removed:
             self._status.pop(key, None)
             self._wanted.pop(key, None)
@@ -117,27 +150,31 @@ class ExaBGPSpeaker:
         for key in reset:
             if key not in self._status or self._status[key].state is not PeerState.UP:
                 self._status[key] = self._idle_status(key)
-        if not reset and not removed:
-            return
-        log.info("exabgp reload: new/changed peers %s, removed %s", sorted(reset), sorted(removed))
-        if self._writer is None:
-            return  # not running: the next start reads the new file
-        reply = self._write([Pending("reload", reply=self._loop().create_future())])
+        if reset or removed:
+            # ExaBGP reloads at the top of its next loop turn, before it reads more
+            # commands, so anything we write from now on already sees the new neighbors.
+            await self._sync()
+
+    async def _reload(self) -> None:
+        reply = self._link.write(
+            [Pending("reload", reply=self._loop().create_future(), kind=Kind.RELOAD)]
+        )
         try:
             ok = await asyncio.wait_for(asyncio.shield(reply[0]), self._io_timeout)
         except TimeoutError:
+            # It may be reloading or wedged: restart it on the old file (put back by the
+            # caller; every spawn rewrites the file from the config in force).
+            self._link.lost("the reload was not acknowledged", "reload_failed", kill=True)
             raise SpeakerError("exabgp did not acknowledge the reload") from None
-        if not ok:
+        if not ok:  # ExaBGP rolls a refused reload back: its old config stays in force
             raise SpeakerError("exabgp refused the reload")
-        # ExaBGP reloads at the top of its next loop turn, before it reads more commands,
-        # so anything we write from now on already sees the new neighbors.
-        await self._sync()
 
     async def set_routes(self, routes: RouteSet) -> None:
         known = set(self._status)
         for key in set(routes) - known:
             log.debug("routes for unknown peer %s ignored", key)
         self._wanted = commands.unique({k: routes.get(k, frozenset()) for k in known})
+        self._retries.follow(self._wanted)
         await self._sync()
 
     def advertised(self) -> RouteSet:
@@ -151,12 +188,26 @@ class ExaBGPSpeaker:
         return dict(self._status)
 
     def restarts(self) -> int:
-        return self._restarts
+        return self._supervisor.restarts
+
+    def supervision(self) -> Supervision:
+        return Supervision(
+            ack_timeouts=self._link.ack_timeouts,
+            command_retries=self.command_retries,
+            commands_refused=self.commands_failed,
+            restart_reasons=dict(self._supervisor.restart_reasons),
+            last_backoff_seconds=self._supervisor.last_wait,
+        )
+
+    @property
+    def commands_sent(self) -> int:
+        """Route and reload commands written (the agent's bgplb_speaker_commands_total)."""
+        return self._link.commands_sent
 
     @property
     def pid(self) -> int | None:
         """ExaBGP's pid while it runs (for status pages and tests)."""
-        return self._proc.pid if self._proc is not None else None
+        return self._supervisor.pid
 
     async def stop(self) -> None:
         if self._stopping or self._config is None:
@@ -164,23 +215,16 @@ class ExaBGPSpeaker:
         self._wanted = {k: frozenset() for k in self._status}
         try:
             await self._sync()
-            await asyncio.wait_for(self._acks.idle.wait(), self._io_timeout)
+            await asyncio.wait_for(self._link.acks.idle.wait(), self._io_timeout)
         except (SpeakerError, TimeoutError) as e:
             log.warning("exabgp: withdraw before stop incomplete: %s", e)
-        self._stopping = True
-        if self._proc is not None:
-            code = await process.terminate(self._proc, self._stop_timeout)
-            log.info("exabgp stopped (exit %s)", code)
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        self._stopping = self._link.stopping = True
+        await self._supervisor.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
             self._server.close()
-        if self._writer is not None:
-            self._writer.close()
+        self._link.close()
         with contextlib.suppress(FileNotFoundError):
             self._socket_path().unlink()
         for key in self._status:
@@ -190,111 +234,119 @@ class ExaBGPSpeaker:
     # ------------------------------------------------------------------ config
 
     def _install_config(self, config: Config) -> None:
+        rendered, secrets = self._prepare(config)
+        self._write_config(config, rendered)
+        self._config, self._rendered, self._secrets = config, rendered, secrets
+
+    def _prepare(self, config: Config) -> tuple[render.Rendered, dict[PeerKey, str]]:
+        """Render (reads the MD5 key files); switches nothing. New keys are scrubbed from
+        ExaBGP's output from now on (it may print the new file before we commit)."""
         try:
             secrets = render.read_secrets(config)
             relay = [sys.executable, "-m", "bgplb.bgp.relay", str(self._socket_path(config))]
             rendered = render.render(config, relay, secrets)
+        except (render.RenderError, OSError) as e:
+            raise SpeakerError(f"cannot render exabgp config: {e}") from e
+        self._scrubber.add(secrets.values())
+        return rendered, secrets
+
+    def _write_config(self, config: Config, rendered: render.Rendered) -> None:
+        try:
             render.ensure_dir(config.node.runtime_dir)
             render.write_private(config.node.runtime_dir / CONFIG_NAME, rendered.text)
-        except (render.RenderError, OSError) as e:
+        except OSError as e:
             raise SpeakerError(f"cannot write exabgp config: {e}") from e
-        self._config, self._rendered, self._secrets = config, rendered, secrets
 
     def _socket_path(self, config: Config | None = None) -> Path:
         cfg = config or self._config
         assert cfg is not None
         return cfg.node.runtime_dir / SOCKET_NAME
 
-    def _scrub(self, text: str) -> str:
-        """ExaBGP's log line as we log it: secrets hidden, known harmless advice dropped."""
-        if "environment file missing" in text or "exabgp env >" in text:
-            return ""
-        for secret in self._secrets.values():
-            text = text.replace(secret, "<md5 secret>")
-        if "md5-password" in text:
-            return text.split("md5-password", 1)[0] + "md5-password <hidden>"
-        return text
-
     # ------------------------------------------------------------------ sending
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
 
-    def _write(self, items: Iterable[Pending]) -> list[asyncio.Future[bool]]:
-        """Queue commands on the relay without waiting (pipelining); acks are counted later."""
-        items = list(items)
-        if self._writer is None or not items:
-            return []
-        self._writer.write("".join(i.text + "\n" for i in items).encode())
-        self._acks.extend(items)
-        self.commands_sent += len(items)
-        if timing_log.isEnabledFor(logging.DEBUG):
-            timing_log.debug(
-                "exabgp api: %d command(s) written",
-                len(items),
-                extra={"event": "speaker_commands_written", "first": items[0].text[:200]},
-            )
-        return [i.reply for i in items if i.reply is not None]
-
-    async def _drain(self) -> None:
-        writer = self._writer
-        if writer is None:
-            return
-        try:
-            await asyncio.wait_for(writer.drain(), self._io_timeout)
-        except (TimeoutError, ConnectionError) as e:
-            self._relay_lost(f"write to exabgp failed: {e!r}")
-            raise SpeakerError(f"exabgp API write failed: {e!r}") from None
-
     async def _sync(self) -> None:
         """Send each peer the diff between what ExaBGP holds and what we want."""
-        if self._writer is None:
+        if not self._link.connected:
             return
         items: list[Pending] = []
         held: dict[PeerKey, frozenset[Route]] = {}
-        diffs = commands.diff(self._sent, self._wanted, self._status)
+        wanted = {k: rs - self._retries.held_back(k) for k, rs in self._wanted.items()}
+        diffs = commands.diff(self._sent, wanted, self._status)
         for key, d in diffs.items():
             bad: set[Route] = set()
-            items += [Pending(commands.withdraw(key, r), key) for r in d.withdraw]
+            items += [
+                Pending(commands.withdraw(key, r), key, r, kind=Kind.WITHDRAW) for r in d.withdraw
+            ]
             for r in d.announce:
                 try:
                     items.append(Pending(commands.announce(key, r), key, r))
                 except commands.CommandError as e:
                     log.error("route %s for %s not sent: %s", r.prefix, key, e)
                     bad.add(r)
-            held[key] = self._wanted.get(key, frozenset()) - bad
+            held[key] = wanted.get(key, frozenset()) - bad
         self._sent.update(held)
-        self._write(items)
-        await self._drain()
+        self._link.write(items)
+        await self._link.drain()
 
     def _resend(self, key: PeerKey) -> None:
         """A session came up: announce everything ExaBGP holds for it again (idempotent)."""
         routes = commands.ordered(self._sent.get(key, frozenset()))
-        self._write(Pending(commands.announce(key, r), key, r) for r in routes)
+        self._link.write(Pending(commands.announce(key, r), key, r) for r in routes)
 
     # ------------------------------------------------------------------ receiving
 
-    def _on_line(self, line: str) -> None:
-        event = events.parse_line(line)
-        if isinstance(event, events.Ack):
-            self._on_ack(event.ok)
-        elif isinstance(event, events.StateEvent):
-            self._on_state(event)
-        elif event.text:
-            log.debug("exabgp: %s", event.text[:500])
+    def _on_connect(self) -> None:
+        """A fresh ExaBGP's API connected: it holds nothing; send it the whole set."""
+        self._sent = {}
+        self._retries.reset()
+        self._spawn_task(self._sync_quietly())
 
-    def _on_ack(self, ok: bool) -> None:
-        item = self._acks.ack(ok)
-        if item is None:
-            log.warning("exabgp: unexpected ack %s", "done" if ok else "error")
+    def _on_ack(self, item: Pending, ok: bool) -> None:
+        if not ok:
+            self.commands_failed += 1
+            log.warning("exabgp refused: %s", item.text)
+        if item.route is None:
             return
         if ok:
+            self._retries.accepted(item.peer, item.route)
+        else:
+            self._on_refused(item, item.route)
+
+    def _on_refused(self, item: Pending, route: Route) -> None:
+        """Retry a refused announce/withdraw a bounded number of times; then give the
+        announce up, and restart ExaBGP for a withdraw (see retry.py)."""
+        peer = item.peer
+        sent = self._sent.get(peer, frozenset())
+        if peer not in self._status:
+            return  # the peer is gone (reload): nothing to retry
+        retry = self._retries.refused(peer, route)
+        if item.kind is Kind.ANNOUNCE:
+            if route in sent:  # not held by ExaBGP after all
+                self._sent[peer] = sent - {route}
+            if not retry:
+                self._retries.give_up(peer, route)
+                log.error(
+                    "exabgp keeps refusing %s; given up until the route changes or exabgp restarts",
+                    item.text,
+                )
+                return
+        elif not retry:
+            self._link.lost(f"exabgp keeps refusing {item.text!r}", "withdraw_refused")
             return
-        self.commands_failed += 1
-        log.warning("exabgp refused: %s", item.text)
-        if item.route is not None and item.route in self._sent.get(item.peer, frozenset()):
-            # Not held by ExaBGP after all: forget it, so the next set_routes retries it.
-            self._sent[item.peer] = self._sent[item.peer] - {item.route}
+        elif all(r.prefix != route.prefix for r in sent):
+            self._sent[peer] = sent | {route}  # ExaBGP may still hold it: withdraw again
+        self.command_retries += 1
+        if not self._retry_due:  # one retry pass for all refusals of the moment
+            self._retry_due = True
+            self._spawn_task(self._retry_later())
+
+    async def _retry_later(self) -> None:
+        await self._clock.sleep(self._retry_delay)
+        self._retry_due = False
+        await self._sync_quietly()
 
     def _on_state(self, event: events.StateEvent) -> None:
         if event.peer not in self._status:
@@ -304,7 +356,7 @@ class ExaBGPSpeaker:
         self._status[event.peer] = self._peer_status(event.peer, event.state, reason)
         if event.state is PeerState.UP:
             self._resend(event.peer)
-            self._spawn_task(self._drain_quietly())
+            self._spawn_task(self._link.drain_quietly())
         if event.state is not old.state:
             level = logging.WARNING if event.state is PeerState.DOWN else logging.INFO
             log.log(
@@ -323,44 +375,10 @@ class ExaBGPSpeaker:
     def _peer_status(self, key: PeerKey, state: PeerState, reason: str = "") -> PeerStatus:
         return PeerStatus(key=key, state=state, reason=reason, since=self._clock.now())
 
-    async def _drain_quietly(self) -> None:
-        with contextlib.suppress(SpeakerError):
-            await self._drain()
-
     def _spawn_task(self, coro: Coroutine[object, None, object]) -> None:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # ------------------------------------------------------------------ the relay link
-
-    async def _on_relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        proc = self._proc
-        try:
-            hello = await asyncio.wait_for(reader.readline(), self._io_timeout)
-        except (TimeoutError, OSError, ValueError):
-            hello = b""
-        if proc is None or hello.split() != [b"hello", str(proc.pid).encode()] or self._writer:
-            log.warning("exabgp relay: unexpected connection %r, closed", hello[:40])
-            writer.close()
-            return
-        self._writer = writer
-        self._sent = {}
-        self._acks.forget()
-        log.info("exabgp api connected (pid %s)", proc.pid)
-        self._spawn_task(self._sync_quietly())
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                self._on_line(line.decode("utf-8", errors="replace"))
-        except (OSError, ValueError) as e:
-            log.warning("exabgp relay read failed: %r", e)
-        finally:
-            if self._writer is writer:
-                self._relay_lost("the api relay closed")
-            writer.close()
 
     async def _sync_quietly(self) -> None:
         try:
@@ -368,60 +386,26 @@ class ExaBGPSpeaker:
         except SpeakerError as e:
             log.warning("exabgp: resync failed: %s", e)
 
-    def _relay_lost(self, why: str) -> None:
-        """Without the relay we can neither steer nor observe ExaBGP: restart it (ExaBGP
-        would keep announcing what it holds, and a respawned relay gets no state replay)."""
-        self._writer = None
-        self._acks.forget()
-        proc = self._proc
-        if proc is not None and proc.returncode is None and not self._stopping:
-            log.warning("exabgp: %s; restarting exabgp", why)
-            self._spawn_task(process.terminate(proc, self._stop_timeout))
-
     # ------------------------------------------------------------------ supervision
 
-    async def _supervise(self) -> None:
-        delay = self._backoff[0]
-        while not self._stopping:
-            started = self._clock.now()
-            code = await self._run_once()
-            if self._stopping:
-                return
-            self._restarts += 1
-            self._writer = None
-            self._sent = {}
-            for key in self._status:
-                self._status[key] = self._peer_status(
-                    key, PeerState.DOWN, f"exabgp exited ({code}), restarting"
-                )
-            wait, delay = process.backoff(delay, self._clock.now() - started, *self._backoff)
-            log.warning("exabgp exited with %s; restart #%d in %.2fs", code, self._restarts, wait)
-            self._wake()
-            await self._clock.sleep(wait)
-
-    async def _run_once(self) -> int | str:
+    def _argv(self) -> list[str]:
+        """Before every spawn the file is written again from the config in force: a file
+        corrupted, edited or removed while ExaBGP ran never survives a restart."""
+        assert self._config is not None
+        assert self._rendered is not None
         try:
-            assert self._config is not None
-            conf = self._config.node.runtime_dir / CONFIG_NAME
-            argv = process.exabgp_argv(self._exabgp, conf, self._netns)
-            proc = await process.spawn(argv, process.exabgp_env())
-        except OSError as e:
-            return f"spawn failed: {e}"
-        self._proc = proc
-        log.info("exabgp started (pid %s)", proc.pid)
-        assert proc.stdout is not None
-        forward = asyncio.create_task(process.forward_output(proc.stdout, exa_log, self._scrub))
-        watchdog = asyncio.create_task(self._connect_watchdog(proc))
-        try:
-            return await proc.wait()
-        finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(forward, 1.0)
-            self._proc = None
+            self._write_config(self._config, self._rendered)
+        except SpeakerError as e:
+            raise OSError(str(e)) from None
+        conf = self._config.node.runtime_dir / CONFIG_NAME
+        return process.exabgp_argv(self._exabgp, conf, self._netns)
 
-    async def _connect_watchdog(self, proc: asyncio.subprocess.Process) -> None:
-        await self._clock.sleep(self._connect_timeout)
-        if self._writer is None and proc.returncode is None:
-            log.warning("exabgp api relay did not connect; restarting exabgp")
-            await process.terminate(proc, self._stop_timeout)
+    def _on_exit(self, code: int | str) -> None:
+        """ExaBGP exited (the supervisor restarts it): nothing is held, every peer is down."""
+        self._link.reset()
+        self._sent = {}
+        for key in self._status:
+            self._status[key] = self._peer_status(
+                key, PeerState.DOWN, f"exabgp exited ({code}), restarting"
+            )
+        self._wake()

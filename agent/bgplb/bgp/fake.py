@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from ..config import Config
 from ..eventlog import EventLog
 from ..model import PeerKey, PeerState, PeerStatus, Route, RouteSet
-from .base import SpeakerError
+from .base import SpeakerError, Supervision
 
 SOURCE = "speaker"
 
@@ -74,6 +74,9 @@ class FakeSpeaker:
 
     def restarts(self) -> int:
         return self._restarts
+
+    def supervision(self) -> Supervision:
+        return Supervision(restart_reasons={"exited": self._restarts})
 
     async def stop(self) -> None:
         self.wanted = {}

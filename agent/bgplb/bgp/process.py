@@ -79,33 +79,79 @@ async def spawn(argv: Sequence[str], env: Mapping[str, str]) -> asyncio.subproce
 
 
 def backoff(
-    delay: float, uptime: float, initial: float, maximum: float, stable_after: float
+    delay: float, healthy_for: float, initial: float, maximum: float, stable_after: float
 ) -> tuple[float, float]:
     """(wait now, delay for the next failure): doubling up to ``maximum``, back to ``initial``
-    once the process had run for ``stable_after`` seconds."""
-    wait = initial if uptime >= stable_after else delay
+    once the process had been healthy (its API connected) for ``stable_after`` seconds. Time
+    spent starting does not count: on a slow node a long start is not a stable run."""
+    wait = initial if healthy_for >= stable_after else delay
     return wait, min(wait * 2, maximum)
 
 
+def cpu_ticks(pid: int) -> int | None:
+    """CPU time (clock ticks) used by ``pid`` and its live descendants, from /proc: the
+    cheap "is it doing anything" signal for a process that has not connected yet (a wrapper
+    that runs ExaBGP as its child counts through the child). None once ``pid`` is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    total = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tasks = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                children = f.read().split()
+        except OSError:
+            continue
+        for child in children:
+            total += cpu_ticks(int(child)) or 0
+    return total
+
+
+def exited(pid: int) -> bool:
+    """True once ``pid`` is dead or a zombie (exited, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in (b"Z", b"X")
+
+
 async def forward_output(
-    stream: asyncio.StreamReader, logger: logging.Logger, scrub: Callable[[str], str]
+    stream: asyncio.StreamReader,
+    logger: logging.Logger,
+    scrub: Callable[[str], str],
+    on_line: Callable[[], None] = lambda: None,
 ) -> None:
-    """Every line ExaBGP prints goes to ``logger`` at WARNING, secrets scrubbed."""
+    """Every line ExaBGP prints goes to ``logger`` at WARNING, secrets scrubbed; ``on_line``
+    is called for each (a sign of life while it starts)."""
     while True:
         try:
             line = await stream.readline()
         except (ValueError, OSError):  # an over-long line or a closed pipe
+            on_line()
             continue
         if not line:
             return
+        on_line()
         text = scrub(line.decode("utf-8", errors="replace").rstrip())
         if text:
             logger.warning("%s", text)
 
 
 async def terminate(proc: asyncio.subprocess.Process, grace: float) -> int:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps. Returns the exit code."""
-    if proc.returncode is None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds (at once with ``grace`` 0: a stopped or
+    wedged process never acts on SIGTERM); always reaps. Returns the exit code."""
+    if proc.returncode is None and grace <= 0:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    elif proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,16 @@ def ensure_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+def _move_aside(path: Path) -> None:
+    """Something that is not a file sits where ours goes (a directory left by hand or a
+    bad restore): keep it, renamed, instead of failing to start over it."""
+    if path.is_dir() and not path.is_symlink():
+        os.replace(path, path.with_name(f"{path.name}.broken-{time.time_ns()}"))
+
+
 def write_private(path: Path, text: str) -> None:
-    """Atomically replace ``path`` with ``text``, mode 0600 from the first byte. Whatever was
-    there (a corrupt or hand-edited file) is regenerated: the file is never read back."""
+    """Atomically replace ``path`` with ``text``, mode 0600 from the first byte. The file
+    is only ever generated: whatever was there (corrupt, edited, a directory) is replaced."""
+    _move_aside(path.with_name(f".{path.name}.{os.getpid()}.tmp"))  # statefile's tmp name
+    _move_aside(path)
     write_atomic(path, text, mode=0o600)

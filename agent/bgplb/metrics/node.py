@@ -86,6 +86,27 @@ class Metrics(ServiceMetrics):
         self.speaker_restarts = Counter(
             "bgplb_speaker_restarts", "Restarts of the BGP speaker process.", registry=r
         )
+        # ExaBGP supervision (bgp/base.py Supervision), followed by set_speaker
+        self.speaker_restarts_by_reason = Counter(
+            "bgplb_speaker_restarts_by_reason",
+            "Restarts of the BGP speaker process by reason (bgp/supervisor.py REASONS).",
+            ["reason"],
+            registry=r,
+        )
+        self.speaker_ack_timeouts = Counter(
+            "bgplb_speaker_ack_timeouts",
+            "Times the speaker missed its ack deadline or a heartbeat (it was restarted).",
+            registry=r,
+        )
+        self.speaker_command_retries = Counter(
+            "bgplb_speaker_command_retries", "Refused speaker commands sent again.", registry=r
+        )
+        self.speaker_commands_refused = Counter(
+            "bgplb_speaker_commands_refused",
+            "Speaker commands answered with an error.",
+            registry=r,
+        )
+        self._supervision_seen: dict[str, int] = {}
         self.reconcile_duration = Histogram(
             "bgplb_reconcile_duration_seconds",
             "Duration of a reconcile pass.",
@@ -187,6 +208,23 @@ class Metrics(ServiceMetrics):
         total = speaker.restarts()
         self.speaker_restarted(total - self._speaker_restarts_seen)
         self._speaker_restarts_seen = max(total, self._speaker_restarts_seen)
+        supervision = getattr(speaker, "supervision", None)
+        if supervision is None:
+            return
+        sup = supervision()
+        followed = [
+            (f"reason:{k}", v, self.speaker_restarts_by_reason.labels(k))
+            for k, v in sup.restart_reasons.items()
+        ]
+        followed += [
+            ("ack_timeouts", sup.ack_timeouts, self.speaker_ack_timeouts),
+            ("command_retries", sup.command_retries, self.speaker_command_retries),
+            ("commands_refused", sup.commands_refused, self.speaker_commands_refused),
+        ]
+        for key, total, counter in followed:  # counters follow the speaker's own totals
+            seen = self._supervision_seen.get(key, 0)
+            counter.inc(max(total - seen, 0))
+            self._supervision_seen[key] = max(total, seen)
 
     # ------------------------------------------------------------------ agent
 
