@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import (
     Check,
@@ -35,6 +36,14 @@ class ResolvedCheck:
     check: Check
     address: IPAddress | None = None
     port: int | None = None
+
+    def same_target(self, other: ResolvedCheck) -> bool:
+        """Both probe the same thing the same way; only timing fields may differ
+        (:meth:`~bgplb.config.CheckBase.probe_identity`)."""
+        return self.identity() == other.identity()
+
+    def identity(self) -> tuple[Any, ...]:
+        return (self.key, self.address, self.port, self.check.probe_identity())
 
     @property
     def interval(self) -> float:
