@@ -70,6 +70,7 @@ def build_status(agent: Agent) -> StatusResponse:
             PrerequisiteStatus(name=p.name, ok=p.ok, detail=p.detail, fix=p.fix)
             for p in agent.prerequisites
         ],
+        last_reload=agent.last_reload,
     )
 
 
