@@ -22,7 +22,7 @@ from bgplb.model import Decision, Reason
 from bgplb.reload import probe_checks
 from bgplb.status import ReloadResult
 
-from .fixtures import EBGP_PEER, ebgp_peer, ipvs_service, tcp_check
+from .fixtures import EBGP_PEER, ebgp_peer, ipvs_service, port, real_server, tcp_check
 from .test_agent import VIP, Harness, raw_config, write
 
 WEB_CHECK = {"interval": 1.0, "fast_interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 3}
@@ -414,4 +414,37 @@ async def test_an_unreadable_md5_file_refuses_the_reload(tmp_path: Path) -> None
     assert not result.ok
     assert "md5_password_file" in result.errors[0]
     assert h.agent.config is before
+    await h.stop()
+
+
+async def test_a_changed_target_port_of_real_servers_never_withdraws(tmp_path: Path) -> None:
+    """The service's target port changed: every real server's checks get a new key (their
+    ``address:port``); they are target changes of the old ones, not new DOWN checks."""
+
+    def raw_with(target_port: int) -> dict[str, Any]:
+        raw = raw_config(tmp_path)
+        servers = [
+            real_server(a, checks=[tcp_check("tcp", **WEB_CHECK)])
+            for a in ("192.0.2.10", "192.0.2.11")
+        ]
+        raw["services"][0] = ipvs_service(
+            "web",
+            vips=(str(VIP),),
+            ports=[port(80, target_port=target_port)],
+            real_servers=servers,
+        )
+        return raw
+
+    h = Harness(tmp_path, raw_with(8080))
+    h.agent = h.new_agent()
+    await h.start()
+    await h.until(lambda: VIP in h.announced())
+    await h.clock.advance(3.0)
+    write(h.path, raw_with(8081))
+    mark = len(h.log.events)
+    assert (await h.agent.reload()).ok
+    await never_withdrawn(h, 4.0)
+    vip_always_in_set_routes(h, mark)
+    targets = {k.target for k in h.agent.health.snapshot()}
+    assert targets == {"192.0.2.10:8081", "192.0.2.11:8081"}
     await h.stop()

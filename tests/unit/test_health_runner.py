@@ -14,7 +14,7 @@ import pytest
 from bgplb.clock import FakeClock
 from bgplb.config import TcpCheck
 from bgplb.health.runner import BACKSTOP, STALL_GRACE, HealthRunner, splay
-from bgplb.health.targets import ResolvedCheck
+from bgplb.health.targets import ResolvedCheck, target_address
 from bgplb.health.tracker import CheckKey, CheckResult, CheckState
 from bgplb.model import CheckStatus
 
@@ -445,6 +445,31 @@ async def test_target_change_that_passes_stays_up_then_back_to_the_interval(h: H
     assert starts[2] - starts[1] == pytest.approx(0.25)
     assert starts[3] - starts[2] == pytest.approx(2.0)
     assert h.wakes == wakes
+
+
+def rs_spec(target: str, port: int, check: str = "c") -> ResolvedCheck:
+    tcp = TcpCheck.model_validate({"type": "tcp", "name": check})
+    address = ipaddress.ip_address(target_address(target))
+    return ResolvedCheck(CheckKey("web", target, check), tcp, address, port)
+
+
+async def test_a_real_server_whose_port_changed_is_a_target_change(h: Harness) -> None:
+    configure(h, rs_spec("10.0.0.5:80", 80), rs_spec("10.0.0.6:80", 80))
+    await h.clock.advance(3.0)
+    configure(h, rs_spec("10.0.0.5:81", 81), rs_spec("10.0.0.7:80", 80))
+    snap = h.runner.snapshot()
+    moved = snap[CheckKey("web", "10.0.0.5:81", "c")]
+    assert moved.status is UP
+    assert (moved.successes, moved.failures) == (0, 0)
+    assert snap[CheckKey("web", "10.0.0.7:80", "c")].status is DOWN  # another address: new
+    assert set(snap) == {CheckKey("web", "10.0.0.5:81", "c"), CheckKey("web", "10.0.0.7:80", "c")}
+
+
+def test_target_address_of_every_hostport_form() -> None:
+    assert target_address("10.0.0.5:80") == "10.0.0.5"
+    assert target_address("[2001:db8::5]:80") == "2001:db8::5"
+    assert target_address("2001:db8::5") == "2001:db8::5"
+    assert target_address("10.0.0.5") == "10.0.0.5"
 
 
 async def test_target_change_of_a_down_check_keeps_it_down_until_rise(h: Harness) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from ..clock import Clock, Timer
 from ..config import Config
 from .checks import CallbackProber, Cancel, Prober, RealProber, Starter
-from .targets import ResolvedCheck, resolve_checks
+from .targets import ResolvedCheck, resolve_checks, target_address
 from .tracker import INITIAL, CheckKey, CheckResult, CheckState, HealthSnapshot, advance
 
 log = logging.getLogger("bgplb.health")
@@ -125,6 +125,34 @@ def _retimed_due(old: _Entry, spec: ResolvedCheck, now: float) -> float:
     return max(now, min(old.due, last + interval))
 
 
+def _moved(
+    entries: Mapping[CheckKey, _Entry], specs: Mapping[CheckKey, ResolvedCheck]
+) -> dict[CheckKey, _Entry]:
+    """New real-server check keys that replace exactly one removed key of the same service,
+    check name and real server address (only the port in ``target`` changed)."""
+
+    def ident(key: CheckKey) -> tuple[str, str, str] | None:
+        if key.target is None:
+            return None
+        return key.service, key.check, target_address(key.target)
+
+    gone: dict[tuple[str, str, str], list[CheckKey]] = {}
+    for key in entries:
+        i = ident(key)
+        if i is not None and key not in specs:
+            gone.setdefault(i, []).append(key)
+    new: dict[tuple[str, str, str], list[CheckKey]] = {}
+    for key in specs:
+        i = ident(key)
+        if i is not None and key not in entries:
+            new.setdefault(i, []).append(key)
+    return {
+        keys[0]: entries[gone[i][0]]
+        for i, keys in new.items()
+        if len(keys) == 1 and len(gone.get(i, ())) == 1
+    }
+
+
 class HealthRunner:
     """Runs the checks of the current config; ``snapshot()`` is their state.
 
@@ -172,14 +200,18 @@ class HealthRunner:
         - the target changed (:meth:`ResolvedCheck.same_target` is false): the status is kept
           (UP stays UP), the counters restart, it is probed at once and at the fast interval
           until ``rise`` successes or ``fall`` failures in a row settle it;
+        - a real server whose port changed (its checks' keys change, e.g. the service's
+          target port changed): its checks are target changes of the old ones (same service,
+          check name and address; one old key for one new key);
         - a new key (a new check, a renamed service or check) starts DOWN, first probe within
           one interval; a removed one stops and is forgotten.
 
         Configuring wakes nobody: no status changes here."""
         now = self._clock.now()
         entries: dict[CheckKey, _Entry] = {}
+        moved = _moved(self._entries, specs)
         for key, spec in specs.items():
-            old = self._entries.get(key)
+            old = self._entries.get(key) or moved.get(key)
             if old is None:
                 entries[key] = _Entry(spec, INITIAL, due=now + splay(key, spec.interval))
             elif old.spec == spec:

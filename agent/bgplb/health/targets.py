@@ -75,6 +75,15 @@ def hostport(address: IPAddress, port: int | None) -> str:
     return f"{address}:{port}"
 
 
+def target_address(target: str) -> str:
+    """The address part of a :func:`hostport` string (``[v6]:port``, ``v4:port``, bare)."""
+    if target.startswith("["):
+        return target[1 : target.index("]")]
+    if target.count(":") == 1:
+        return target.split(":")[0]
+    return target
+
+
 def first_target_port(service: ServiceConfig) -> int | None:
     return service.ports[0].target if service.ports else None
 
