@@ -124,3 +124,37 @@ async def test_sighup_with_only_check_timing_changed_never_withdraws(
     web = next(s for s in status["services"] if s["name"] == "web")
     assert web["decision"] == "announce"
     assert agent.errors() == []
+
+
+async def test_reload_probe_refuses_a_broken_target_and_commits_a_good_one(
+    bgp_lab_factory, agent_factory: AgentFactory
+) -> None:  # type: ignore[no-untyped-def]
+    bl: BgpLab = bgp_lab_factory(n_lbs=1)
+    lb = bl.lb_v4(1)
+    agent, _ = agent_factory(bl, 1)
+    await wait_until(lambda: bl.router.fib(VIP) == [lb], 20)
+    check = agent.config["services"][0]["checks"][0]
+    check["port"] = 8081  # nothing listens there: a typo
+    agent.write_config()
+    res = await asyncio.to_thread(agent.cli, "reload", "--probe", check=False)
+    print(f"reload --probe (broken): exit {res.returncode}: {res.stderr.strip()}")
+    assert res.returncode == 2
+    assert "check web/http failed:" in res.stderr
+    status = agent.status()
+    assert status["last_reload"]["ok"] is False
+    checks = next(s for s in status["services"] if s["name"] == "web")["checks"]
+    assert checks[0]["status"] == "up"
+    await asyncio.sleep(2.0)  # the old check goes on: nothing switched
+    assert bl.router.fib(VIP) == [lb]
+    assert [e["event"] for e in agent.errors()] == ["config_reload_failed"]
+    metrics = agent.get("/metrics")
+    assert "bgplb_config_reload_success 0.0" in metrics
+
+    check["port"] = 8080
+    check["path"] = "/index.html"  # a changed target that works
+    agent.write_config()
+    res = await asyncio.to_thread(agent.cli, "reload", "--probe", check=False)
+    assert res.returncode == 0, res.stderr
+    assert "1 changed check(s) probed" in res.stdout
+    assert agent.status()["last_reload"]["ok"] is True
+    assert bl.router.fib(VIP) == [lb]
