@@ -17,14 +17,12 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from . import __version__
 from .admin import AdminStore
 from .bgp.base import Speaker
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, ConfigIssue, check_against_host, load_config
-from .config.offloop import load_config_async
 from .dataplane.base import Dataplane
 from .dataplane.prereq import Prerequisite, check_prerequisites
 from .health.checks import Prober
@@ -36,10 +34,11 @@ from .metrics import Metrics
 from .model import CheckStatus, DataplaneState
 from .policy import desired_state
 from .reconciler import PassResult, Reconciler
+from .reload import ReloadRefused, prepare_reload
 from .sdnotify import notify, watchdog_interval
 from .statefile import ADMIN, API_TOKEN, EXABGP_CONFIG, OWNERSHIP, FileHealth
-from .status import AgentControl, ReloadResult, StatusResponse
-from .status_view import build_status
+from .status import AgentControl, ReloadResult, ReloadStatus, StatusResponse
+from .status_view import ApiTokenLike, build_status
 
 log = logging.getLogger("bgplb.agent")
 
@@ -47,16 +46,6 @@ EXIT_CRASH = 1
 EXIT_CONFIG = 2
 
 Notify = Callable[[str], object]
-
-
-class ApiTokenLike(Protocol):
-    """``api.ApiToken`` (api.py is imported only when serving)."""
-
-    health: FileHealth
-    value: bytes | None
-    disabled: str  # why the mutating endpoints are disabled (when ``value`` is None)
-
-    def load(self, path: Path | None) -> str | None: ...
 
 
 class Agent(AgentControl):
@@ -105,6 +94,7 @@ class Agent(AgentControl):
         self._commands_seen = 0
         self.prerequisites: list[Prerequisite] = []
         self.loop_lag = LoopLagMonitor(self.metrics.event_loop_lag)
+        self.last_reload: ReloadStatus | None = None
 
     # ------------------------------------------------------------------ wiring
 
@@ -291,37 +281,84 @@ class Agent(AgentControl):
         if service is not None and self.config.service(service) is None:
             raise KeyError(service)
 
-    async def reload(self) -> ReloadResult:
+    async def reload(self, probe: bool = False) -> ReloadResult:
+        """Prepare, then switch all or nothing (one reload at a time). The reload runs to its
+        end even if the caller stops waiting (an API timeout): never half-applied."""
+        return await asyncio.shield(asyncio.ensure_future(self._serialized_reload(probe)))
+
+    async def _serialized_reload(self, probe: bool) -> ReloadResult:
         async with self._reload_lock:
-            result = await self._reload()
+            try:
+                result = await self._reload(probe)
+            except Exception as exc:  # a bug: still a clean failed reload, the old config stays
+                result = ReloadResult(ok=False, errors=[f"{type(exc).__name__}: {exc}"])
             token = self.api_token  # a fixed (or changed) token file is read again
             if token is not None and (secret := token.load(self.config.node.api.token_file)):
                 register_secret(secret)
+            self._reloaded(result)
             return result
 
-    async def _reload(self) -> ReloadResult:
+    async def _reload(self, probe: bool) -> ReloadResult:
         if self.config_path is None:
             return ReloadResult(ok=False, errors=["the agent was started without a file"])
-        try:
-            new = await load_config_async(self.config_path)  # parsed off the event loop
-        except ConfigError as err:
-            msgs = [str(e) for e in err.errors]
-            self.metrics.config_reloaded(False, self.clock.wall())
-            log_event(log, "config_reload_failed", level=logging.ERROR, errors=msgs)
-            return ReloadResult(ok=False, errors=msgs)
         old = self.config
-        changed = sorted(s.name for s in new.services if old.service(s.name) != s) + sorted(
-            s.name for s in old.services if new.service(s.name) is None
-        )
+        try:
+            prepared = await prepare_reload(
+                self.config_path,
+                old,
+                self.health.specs(),
+                self.health.prober,
+                host_issues=_host_issues if self.check_node else None,
+                probe=probe,
+            )
+        except ReloadRefused as refused:
+            return ReloadResult(
+                ok=False,
+                errors=refused.errors,
+                probed_checks=refused.probed,
+                failed_checks=refused.failed,
+            )
+        new = prepared.config
+        if new.peers != old.peers or new.node != old.node:
+            # the one step that can fail, before anything else switched
+            try:
+                await self.speaker.reconfigure(new)
+            except Exception as exc:
+                errors = [f"speaker: {exc}"]
+                try:
+                    await self.speaker.reconfigure(old)
+                except Exception as again:
+                    errors.append(f"speaker: restoring the previous peers failed: {again}")
+                return ReloadResult(ok=False, errors=errors)
         self.config = new
         self.health.configure(new)
         self.reconciler.set_config(new)
-        if new.peers != old.peers or new.node != old.node:
-            await self.speaker.reconfigure(new)
-        self.metrics.config_reloaded(True, self.clock.wall())
         self.metrics.set_drained(self.admin.state, new)
-        log_event(log, "config_reloaded", changed_services=changed)
-        return ReloadResult(ok=True, errors=[], changed_services=changed)
+        return ReloadResult(
+            ok=True,
+            changed_services=prepared.changed_services,
+            probed_checks=prepared.probed_checks,
+        )
+
+    def _reloaded(self, result: ReloadResult) -> None:
+        self.metrics.config_reloaded(result.ok, self.clock.wall())
+        self.last_reload = ReloadStatus(ok=result.ok, at=self.clock.wall(), errors=result.errors)
+        if result.ok:
+            log_event(
+                log,
+                "config_reloaded",
+                changed_services=result.changed_services,
+                probed_checks=result.probed_checks,
+            )
+            return
+        failed = [f"{f.check}: {f.error}" for f in result.failed_checks]
+        log_event(
+            log,
+            "config_reload_failed",
+            level=logging.ERROR,
+            errors=result.errors,
+            failed_checks=failed,
+        )
 
 
 # ---------------------------------------------------------------------- process entry
@@ -340,10 +377,17 @@ def _install_signals(agent: Agent) -> None:
     loop.add_signal_handler(signal.SIGINT, agent.request_stop)
     reloads: set[asyncio.Task[ReloadResult]] = set()
 
+    def _done(t: asyncio.Task[ReloadResult]) -> None:
+        reloads.discard(t)
+        if not t.cancelled() and t.exception() is not None:  # reload() catches; a bug if here
+            log_event(log, "config_reload_crashed", level=logging.ERROR, error=repr(t.exception()))
+
     def _hup() -> None:
+        if sum(1 for t in reloads if not t.done()) >= 2:
+            return  # one reload runs, one waits and will read the file after: enough
         t = loop.create_task(agent.reload())
         reloads.add(t)
-        t.add_done_callback(reloads.discard)
+        t.add_done_callback(_done)
 
     loop.add_signal_handler(signal.SIGHUP, _hup)
 

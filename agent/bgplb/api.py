@@ -127,6 +127,7 @@ class Endpoint:
     responses: Responses  # status -> body model; None = a body without a pydantic model
     mutating: bool = False
     media_type: str = "application/json"
+    query: tuple[dict[str, Any], ...] = ()  # OpenAPI parameter objects ("in": "query")
 
     def content(self, model: type[BaseModel] | None) -> dict[str, Any]:
         """The OpenAPI ``content`` object of one response."""
@@ -203,9 +204,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/api/v1/reload",
         "reload",
-        "Reload the config file (400: it is invalid)",
+        "Reload the config file, all or nothing (400: refused, the old config stays)",
         ((200, ReloadResult), (400, ReloadResult), *_AUTH_ERRORS),
         mutating=True,
+        query=(
+            {
+                "name": "probe",
+                "in": "query",
+                "required": False,
+                "description": "first probe every changed or new check once; refuse the "
+                "config (400, failed_checks) if one fails",
+                "schema": {"type": "boolean", "default": False},
+            },
+        ),
     ),
     Endpoint("GET", "/api/v1/openapi.json", "openapi", "This OpenAPI document", ((200, None),)),
 )
@@ -230,6 +241,8 @@ def openapi_document(endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> dict[str, A
                 "content": e.content(model),
             }
         op: dict[str, Any] = {"operationId": e.name, "summary": e.summary, "responses": responses}
+        if e.query:
+            op["parameters"] = list(e.query)
         if "{name}" in e.path:
             op["parameters"] = [
                 {
@@ -384,12 +397,30 @@ class _Handlers:
         )
 
     async def reload(self, request: web.Request) -> web.StreamResponse:
+        probe = _flag(request.query.getall("probe", []))
+        if probe is None:
+            bad = "probe must be true or false"
+            return _json(ReloadResult(ok=False, errors=[bad]), 400)
         try:
             async with asyncio.timeout(ACTION_TIMEOUT):
-                result = await self.control.reload()
+                result = await self.control.reload(probe=probe)
         except TimeoutError:
             return _error(503, "reload timed out", f"no answer within {ACTION_TIMEOUT:g} s")
         return _json(result, 200 if result.ok else 400)
+
+
+_TRUE = frozenset({"true", "1", "yes", ""})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def _flag(values: list[str]) -> bool | None:
+    """A boolean query parameter (absent: False); None when it is not one (or repeated)."""
+    if not values:
+        return False
+    if len(values) > 1:
+        return None
+    value = values[0].strip().lower()
+    return True if value in _TRUE else False if value in _FALSE else None
 
 
 def build_app(

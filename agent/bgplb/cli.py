@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--wait", action="store_true", help="return once withdrawn")
         if name == "status":
             c.add_argument("--json", action="store_true")
+        if name == "reload":
+            c.add_argument(
+                "--probe",
+                action="store_true",
+                help="probe the changed and new checks first; refuse the config if one fails",
+            )
         c.add_argument("--config", default=None, help="read the API address/token from here")
         c.add_argument("--api", default=None, help="API base URL (default from config)")
         c.add_argument("--token-file", default=None)

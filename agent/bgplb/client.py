@@ -106,7 +106,10 @@ def _error_text(err: urllib.error.HTTPError) -> str:
     except (OSError, ValueError):
         return err.reason if isinstance(err.reason, str) else "error"
     if isinstance(data, dict) and "errors" in data:  # a ReloadResult
-        return "; ".join(str(e) for e in data["errors"]) or "reload failed"
+        failed = data.get("failed_checks") or []
+        lines = [str(e) for e in data["errors"]]
+        lines += [f"check {f.get('check')} failed: {f.get('error')}" for f in failed]
+        return "; ".join(lines) or "reload failed"
     if isinstance(data, dict) and "error" in data:
         detail = data.get("detail")
         return f"{data['error']}: {detail}" if detail else str(data["error"])
@@ -215,9 +218,12 @@ def run_client_command(
             if cmd == "drain" and getattr(args, "wait", False):
                 _wait_withdrawn(target, service, out, sleep)
         elif cmd == "reload":
-            result = request(target, "POST", "/api/v1/reload", _token(target))
+            probe = bool(getattr(args, "probe", False))
+            path = "/api/v1/reload?probe=true" if probe else "/api/v1/reload"
+            result = request(target, "POST", path, _token(target))
             changed = ", ".join(result.get("changed_services", [])) or "none"
-            out.write(f"reloaded; changed services: {changed}\n")
+            probed = f"; {result.get('probed_checks', 0)} changed check(s) probed" if probe else ""
+            out.write(f"reloaded; changed services: {changed}{probed}\n")
         else:
             raise ClientError(f"unknown command {cmd}", EXIT_REFUSED)
     except ClientError as e:

@@ -111,12 +111,25 @@ class StateFileStatus(Frozen):
     errors: int = Field(default=0, ge=0, description="bad reads and failed writes since start")
 
 
+class ReloadStatus(Frozen):
+    """The outcome of the last reload (SIGHUP or API) since the agent started."""
+
+    ok: bool
+    at: float = Field(description="wall-clock time the reload finished")
+    errors: list[str] = Field(
+        default_factory=list, description="why it failed; the previous config stays in force"
+    )
+
+
 class StatusResponse(Frozen):
     node: NodeStatus
     services: list[ServiceStatus] = Field(default_factory=list)
     peers: list[PeerStatusModel] = Field(default_factory=list)
     prerequisites: list[PrerequisiteStatus] = Field(default_factory=list)
     state_files: list[StateFileStatus] = Field(default_factory=list)
+    last_reload: ReloadStatus | None = Field(
+        default=None, description="the last reload's outcome; null: none since the start"
+    )
 
     def service(self, name: str) -> ServiceStatus | None:
         return next((s for s in self.services if s.name == name), None)
@@ -140,10 +153,23 @@ class ActionResponse(Frozen):
     )
 
 
+class FailedCheck(Frozen):
+    """A changed or new check that failed its probe before a ``probe`` reload."""
+
+    check: str = Field(description="service[/real server]/check")
+    error: str
+
+
 class ReloadResult(Frozen):
     ok: bool
     errors: list[str] = Field(default_factory=list)
     changed_services: list[str] = Field(default_factory=list)
+    probed_checks: int = Field(
+        default=0, ge=0, description="changed or new checks probed before committing (probe)"
+    )
+    failed_checks: list[FailedCheck] = Field(
+        default_factory=list, description="probe reload: the changed checks that failed"
+    )
 
 
 class HealthResponse(Frozen):
@@ -168,4 +194,6 @@ class AgentControl(Protocol):
 
     async def undrain(self, service: str | None) -> str | None: ...
 
-    async def reload(self) -> ReloadResult: ...
+    async def reload(self, probe: bool = False) -> ReloadResult:
+        """Reload the config file, all or nothing. ``probe``: first probe the changed and new
+        checks once each and refuse (nothing switched) if any of them fails."""

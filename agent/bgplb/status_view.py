@@ -7,6 +7,7 @@ import the agent (which imports it).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from . import __version__
@@ -27,12 +28,14 @@ from .model import (
 )
 from .policy import ServiceDecision
 from .reconciler import AdminSource, HealthSource, PassResult
+from .statefile import FileHealth
 from .status import (
     CheckStatusModel,
     NodeStatus,
     PeerStatusModel,
     PrerequisiteStatus,
     RealServerStatus,
+    ReloadStatus,
     ServiceStatus,
     StateFileStatus,
     StatusResponse,
@@ -42,6 +45,23 @@ from .status import (
 class PassSource(Protocol):
     @property
     def last(self) -> PassResult | None: ...
+
+
+class AdminView(AdminSource, Protocol):
+    """``admin.AdminStore`` as the status reads it."""
+
+    persisted: bool  # False: a drain/undrain in force is not yet on disk
+    fail_safe: str | None  # why the agent drained the node itself
+
+
+class ApiTokenLike(Protocol):
+    """``api.ApiToken`` (api.py is imported only when serving)."""
+
+    health: FileHealth
+    value: bytes | None
+    disabled: str  # why the mutating endpoints are disabled (when ``value`` is None)
+
+    def load(self, path: Path | None) -> str | None: ...
 
 
 class StatusSource(Protocol):
@@ -54,7 +74,7 @@ class StatusSource(Protocol):
     @property
     def reconciler(self) -> PassSource: ...
     @property
-    def admin(self) -> AdminSource: ...
+    def admin(self) -> AdminView: ...
     @property
     def health(self) -> HealthSource: ...
     @property
@@ -63,7 +83,12 @@ class StatusSource(Protocol):
     def started_at(self) -> float: ...
     @property
     def prerequisites(self) -> Sequence[Prerequisite]: ...
+    @property
+    def api_token(self) -> ApiTokenLike | None: ...
+    @property
+    def last_reload(self) -> ReloadStatus | None: ...
     def ready(self) -> bool: ...
+    def state_files(self) -> Mapping[str, FileHealth]: ...
 
 
 def build_status(agent: StatusSource) -> StatusResponse:
@@ -116,16 +141,15 @@ def build_status(agent: StatusSource) -> StatusResponse:
             )
             for name, h in agent.state_files().items()
         ],
+        last_reload=agent.last_reload,
     )
 
 
-def _mutating_api(agent: Agent) -> str | None:
+def _mutating_api(agent: StatusSource) -> str | None:
     token = agent.api_token
     if token is None:
         return None  # not serving (tests): nothing to say
-    return (
-        None if getattr(token, "value", None) is not None else str(getattr(token, "disabled", ""))
-    )
+    return None if token.value is not None else token.disabled
 
 
 def _service(

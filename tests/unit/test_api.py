@@ -19,7 +19,7 @@ from bgplb import api
 from bgplb.api import TokenError, build_app, build_metrics_app, load_token, serve
 from bgplb.logs import RedactingFilter, clear_secrets, json_formatter, register_secret
 from bgplb.metrics import Metrics
-from bgplb.status import ErrorResponse, ReloadResult, StatusResponse
+from bgplb.status import ErrorResponse, FailedCheck, ReloadResult, StatusResponse
 
 from .test_api_support import MD5_SECRET, TOKEN, FakeControl, a_pass, observed
 
@@ -228,6 +228,43 @@ async def test_reload_results(client: Client, control: FakeControl) -> None:
     resp = await client.post("/api/v1/reload", headers=AUTH)
     assert resp.status == 400
     assert (await resp.json())["errors"] == ["services[0].vips: required"]
+
+
+async def test_probe_reload_passes_the_flag_and_returns_the_failed_checks(
+    client: Client, control: FakeControl
+) -> None:
+    resp = await client.post("/api/v1/reload?probe=true", headers=AUTH)
+    assert resp.status == 200
+    await client.post("/api/v1/reload?probe=false", headers=AUTH)
+    await client.post("/api/v1/reload", headers=AUTH)
+    assert control.calls == [("reload", "probe"), ("reload", None), ("reload", None)]
+    failed = FailedCheck(check="web/tcp", error="connect: Connection refused")
+    control.reload_result = ReloadResult(
+        ok=False, errors=["1 of 1 changed check(s) failed"], probed_checks=1, failed_checks=[failed]
+    )
+    resp = await client.post("/api/v1/reload?probe=1", headers=AUTH)
+    assert resp.status == 400
+    assert ReloadResult.model_validate(await resp.json()).failed_checks == [failed]
+
+
+@pytest.mark.parametrize("query", ["probe=maybe", "probe=true&probe=false", "probe=%00"])
+async def test_a_bad_probe_flag_is_a_400_reload_result(
+    client: Client, control: FakeControl, query: str
+) -> None:
+    resp = await client.post(f"/api/v1/reload?{query}", headers=AUTH)
+    assert resp.status == 400
+    assert not ReloadResult.model_validate(await resp.json()).ok
+    assert control.calls == []
+
+
+def test_openapi_documents_the_probe_parameter() -> None:
+    op = api.openapi_document()["paths"]["/api/v1/reload"]["post"]
+    assert [(p["name"], p["in"], p["schema"]["type"]) for p in op["parameters"]] == [
+        ("probe", "query", "boolean")
+    ]
+    schemas = api.openapi_document()["components"]["schemas"]
+    assert "failed_checks" in schemas["ReloadResult"]["properties"]
+    assert "last_reload" in schemas["StatusResponse"]["properties"]
 
 
 # --------------------------------------------------------------------------- secrets

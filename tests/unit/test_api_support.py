@@ -180,8 +180,10 @@ class FakeControl:
         else:
             self.drained.discard(service)
 
-    async def reload(self) -> ReloadResult:
+    async def reload(self, probe: bool = False) -> ReloadResult:
         await self._act("reload", None)
+        if probe:
+            self.calls[-1] = ("reload", "probe")
         return self.reload_result
 
 

@@ -20,7 +20,7 @@ from bgplb.cli import _parser
 from bgplb.client import DEFAULT_API, resolve_target, run_client_command
 from bgplb.metrics import Metrics
 from bgplb.model import Decision
-from bgplb.status import ReloadResult
+from bgplb.status import FailedCheck, ReloadResult
 
 from .test_api_support import TOKEN, FakeControl
 
@@ -106,6 +106,27 @@ async def test_unknown_service_and_failed_reload(
     code, _, err = await run("reload", *tf)
     assert code == 2
     assert "peers: at least one peer" in err
+
+
+async def test_reload_probe_prints_what_failed_and_exits_non_zero(
+    base: str, control: FakeControl, token_file: Path
+) -> None:
+    tf = ["--api", base, "--token-file", str(token_file)]
+    control.reload_result = ReloadResult(ok=True, changed_services=["web"], probed_checks=2)
+    code, out, _ = await run("reload", "--probe", *tf)
+    assert code == 0
+    assert "changed services: web; 2 changed check(s) probed" in out
+    control.reload_result = ReloadResult(
+        ok=False,
+        errors=["1 of 2 changed check(s) failed their probe"],
+        probed_checks=2,
+        failed_checks=[FailedCheck(check="web/http", error="connect: Connection refused")],
+    )
+    code, out, err = await run("reload", "--probe", *tf)
+    assert code == 2
+    assert out == ""
+    assert "check web/http failed: connect: Connection refused" in err
+    assert control.calls == [("reload", "probe"), ("reload", "probe")]
 
 
 async def test_drain_wait_polls_until_withdrawn(

@@ -14,7 +14,7 @@ import pytest
 from bgplb.clock import FakeClock
 from bgplb.config import TcpCheck
 from bgplb.health.runner import BACKSTOP, STALL_GRACE, HealthRunner, splay
-from bgplb.health.targets import ResolvedCheck
+from bgplb.health.targets import ResolvedCheck, target_address
 from bgplb.health.tracker import CheckKey, CheckResult, CheckState
 from bgplb.model import CheckStatus
 
@@ -135,6 +135,15 @@ class Harness:
 
     def state(self, check: str = "c") -> CheckState:
         return self.runner.snapshot()[CheckKey("web", None, check)]
+
+    async def until_result(
+        self, pred: Callable[[CheckState], bool], limit: float, check: str = "c"
+    ) -> None:
+        """Advance until ``pred(state of check)`` holds."""
+        end = self.clock.now() + limit
+        while not pred(self.state(check)):
+            assert self.clock.now() < end, f"{check}: condition not reached within {limit}s"
+            await self.clock.advance(0.01)
 
     async def until(
         self, check: str, status: CheckStatus, limit: float, step: float = 0.01
@@ -303,27 +312,178 @@ async def test_fast_interval_while_falling(h: Harness) -> None:
     assert h.prober.starts["c"][-1] - h.prober.starts["c"][-2] == pytest.approx(2.0)
 
 
-async def test_reconfigure_keeps_unchanged_and_resets_changed_checks(h: Harness) -> None:
-    configure(h, spec("same"), spec("changed"), spec("removed"))
+async def test_reconfigure_keeps_unchanged_starts_new_down_and_forgets_removed(
+    h: Harness,
+) -> None:
+    configure(h, spec("same"), spec("removed"))
     await h.until("same", UP, 2.0)
-    await h.until("changed", UP, 2.0)
     same_before = h.state("same")
     removed_probes = len(h.prober.starts["removed"])
     wakes = h.wakes
-    configure(h, spec("same"), spec("changed", timeout=0.5), spec("new"))
+    configure(h, spec("same"), spec("new"))
     snap = h.runner.snapshot()
     assert snap[CheckKey("web", None, "same")] is same_before
-    assert snap[CheckKey("web", None, "changed")].status is DOWN
     assert snap[CheckKey("web", None, "new")].status is DOWN
     assert CheckKey("web", None, "removed") not in snap
     assert h.wakes == wakes  # configure itself wakes nobody
     await h.clock.advance(3.0)
     assert len(h.prober.starts["removed"]) == removed_probes
     assert h.state("new").status is UP
-    assert h.state("changed").status is UP
     # the unchanged check kept its grid
     same = h.prober.starts["same"]
     assert all((b - a) == pytest.approx(D.interval) for a, b in itertools.pairwise(same[3:]))
+
+
+async def test_a_renamed_service_is_a_new_service(h: Harness) -> None:
+    configure(h, spec("c", service="web"))
+    await h.until("c", UP, 2.0)
+    configure(h, spec("c", service="www"))
+    snap = h.runner.snapshot()
+    assert list(snap) == [CheckKey("www", None, "c")]
+    assert snap[CheckKey("www", None, "c")].status is DOWN
+
+
+async def test_timing_change_keeps_state_and_counters(h: Harness) -> None:
+    """The defect of issue 13: a timing change restarted the check DOWN (a withdraw)."""
+    configure(h, spec(interval=1.0, fall=3))
+    await h.until("c", UP, 3.0)
+    h.prober.mode["c"] = "once"  # one failure: UP with failures=1
+    await h.until_result(lambda s: s.failures == 1, 3.0)
+    before = h.state()
+    wakes = h.wakes
+    configure(h, spec(interval=0.5, timeout=0.4, fast_interval=0.2, rise=2, fall=3))
+    assert h.state() is before  # same state object: status, counters, last result
+    for _ in range(300):
+        await h.clock.advance(0.01)
+        assert h.state().status is UP
+    assert h.wakes == wakes
+
+
+async def test_shorter_interval_does_not_wait_out_the_old_one(h: Harness) -> None:
+    configure(h, spec(interval=10.0, fast_interval=0.25, timeout=0.8))
+    await h.until("c", UP, 12.0)
+    await h.clock.advance(10.0)  # steady: probes 10 s apart
+    last = h.prober.starts["c"][-1]
+    await h.clock.advance(last + 1.0 - h.clock.now())  # 1 s after the last probe
+    changed_at = h.clock.now()
+    configure(h, spec(interval=2.0, fast_interval=0.25, timeout=0.8))
+    await h.clock.advance(0.01)
+    # the next probe: last + 2 s (the new interval), not last + 10 s
+    await h.clock.advance(last + 2.0 + 0.05 - h.clock.now())
+    starts = h.prober.starts["c"]
+    assert starts[-1] == pytest.approx(last + 2.0, abs=0.02), (last, changed_at, starts[-3:])
+    await h.clock.advance(4.0)
+    starts = h.prober.starts["c"]
+    assert starts[-1] - starts[-2] == pytest.approx(2.0)
+    assert h.state().status is UP
+
+
+async def test_longer_interval_applies_from_the_next_probe(h: Harness) -> None:
+    configure(h, spec(interval=1.0))
+    await h.until("c", UP, 3.0)
+    await h.clock.advance(2.0)
+    last = h.prober.starts["c"][-1]
+    configure(h, spec(interval=5.0))
+    await h.clock.advance(last + 1.0 + 0.05 - h.clock.now())
+    assert h.prober.starts["c"][-1] == pytest.approx(last + 1.0)  # the old deadline stands
+    await h.clock.advance(5.0)
+    starts = h.prober.starts["c"]
+    assert starts[-1] - starts[-2] == pytest.approx(5.0)  # then the new interval
+
+
+async def test_a_lower_fall_applies_to_the_next_result(h: Harness) -> None:
+    configure(h, spec(interval=1.0, fast_interval=1.0, fall=5))
+    await h.until("c", UP, 5.0)
+    h.prober.mode["c"] = "dead"
+    await h.until_result(lambda s: s.failures == 2, 3.0)
+    assert h.state().status is UP
+    configure(h, spec(interval=1.0, fast_interval=1.0, fall=3))
+    assert h.state().failures == 2  # counters kept
+    await h.until_result(lambda s: s.failures == 3, 2.0)
+    assert h.state().status is DOWN
+
+
+async def test_target_change_keeps_up_probes_at_once_and_falls_after_fall_failures(
+    h: Harness,
+) -> None:
+    configure(h, spec(interval=5.0, fast_interval=0.25, fall=3, port=80))
+    await h.until("c", UP, 10.0)
+    await h.clock.advance(1.0)
+    probes = len(h.prober.starts["c"])
+    wakes = h.wakes
+    h.prober.mode["c"] = "dead"  # the new port is closed
+    changed = h.clock.now()
+    configure(h, spec(interval=5.0, fast_interval=0.25, fall=3, port=81))
+    state = h.state()
+    assert state.status is UP
+    assert (state.successes, state.failures) == (0, 0)
+    await h.clock.advance(0.01)
+    assert len(h.prober.starts["c"]) == probes + 1  # probed at once
+    assert h.prober.starts["c"][-1] == pytest.approx(changed)
+    assert h.state().status is UP  # one failure is not `fall`
+    down_at = await h.until("c", DOWN, 2.0)
+    starts = h.prober.starts["c"][probes:]
+    assert len(starts) == 3  # exactly `fall` failures in a row
+    assert all(b - a == pytest.approx(0.25) for a, b in itertools.pairwise(starts))
+    assert down_at == pytest.approx(changed + 0.5)
+    assert h.wakes == wakes + 1
+
+
+async def test_target_change_that_passes_stays_up_then_back_to_the_interval(h: Harness) -> None:
+    configure(h, spec(interval=2.0, fast_interval=0.25, rise=3))
+    await h.until("c", UP, 5.0)
+    await h.clock.advance(3.0)
+    probes = len(h.prober.starts["c"])
+    wakes = h.wakes
+    configure(h, spec(interval=2.0, fast_interval=0.25, rise=3, address="127.0.0.2"))
+    for _ in range(600):
+        await h.clock.advance(0.01)
+        assert h.state().status is UP
+    starts = h.prober.starts["c"][probes:]
+    # at once, then fast until `rise` successes confirm the new target, then the interval
+    assert starts[1] - starts[0] == pytest.approx(0.25)
+    assert starts[2] - starts[1] == pytest.approx(0.25)
+    assert starts[3] - starts[2] == pytest.approx(2.0)
+    assert h.wakes == wakes
+
+
+def rs_spec(target: str, port: int, check: str = "c") -> ResolvedCheck:
+    tcp = TcpCheck.model_validate({"type": "tcp", "name": check})
+    address = ipaddress.ip_address(target_address(target))
+    return ResolvedCheck(CheckKey("web", target, check), tcp, address, port)
+
+
+async def test_a_real_server_whose_port_changed_is_a_target_change(h: Harness) -> None:
+    configure(h, rs_spec("10.0.0.5:80", 80), rs_spec("10.0.0.6:80", 80))
+    await h.clock.advance(3.0)
+    configure(h, rs_spec("10.0.0.5:81", 81), rs_spec("10.0.0.7:80", 80))
+    snap = h.runner.snapshot()
+    moved = snap[CheckKey("web", "10.0.0.5:81", "c")]
+    assert moved.status is UP
+    assert (moved.successes, moved.failures) == (0, 0)
+    assert snap[CheckKey("web", "10.0.0.7:80", "c")].status is DOWN  # another address: new
+    assert set(snap) == {CheckKey("web", "10.0.0.5:81", "c"), CheckKey("web", "10.0.0.7:80", "c")}
+
+
+def test_target_address_of_every_hostport_form() -> None:
+    assert target_address("10.0.0.5:80") == "10.0.0.5"
+    assert target_address("[2001:db8::5]:80") == "2001:db8::5"
+    assert target_address("2001:db8::5") == "2001:db8::5"
+    assert target_address("10.0.0.5") == "10.0.0.5"
+
+
+async def test_target_change_of_a_down_check_keeps_it_down_until_rise(h: Harness) -> None:
+    h.prober.mode["c"] = "dead"
+    configure(h, spec(port=80))
+    await h.clock.advance(3.0)
+    assert h.state().status is DOWN
+    h.prober.mode["c"] = "ok"
+    configure(h, spec(port=81))
+    assert h.state().status is DOWN
+    up_at = await h.until("c", UP, 2.0)
+    starts = h.prober.starts["c"]
+    assert up_at == pytest.approx(starts[-1])
+    assert starts[-1] - starts[-3] == pytest.approx(2 * 0.25)  # rise = 3, fast
 
 
 async def test_configure_before_run_then_run() -> None:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 
+from pydantic import TypeAdapter
+
 from bgplb.clock import FakeClock
+from bgplb.config import Check, CheckBase
 from bgplb.health.runner import HealthRunner
-from bgplb.health.targets import hostport, real_server_target, resolve_checks
+from bgplb.health.targets import (
+    ResolvedCheck,
+    hostport,
+    real_server_target,
+    resolve_check,
+    resolve_checks,
+)
 from bgplb.health.tracker import CheckKey
 from tests.unit.fixtures import (
     ROUTER_ID,
@@ -127,3 +136,47 @@ def test_runner_configure_uses_the_config() -> None:
 class _NeverProber:
     async def probe(self, target: object) -> str | None:
         raise AssertionError("not run in this test")
+
+
+TIMING = {"interval": 7.0, "fast_interval": 0.5, "timeout": 3.0, "rise": 5, "fall": 4}
+TARGET_CHANGES = [
+    ("http", {"port": 81}),
+    ("http", {"path": "/other"}),
+    ("http", {"host": "example.org"}),
+    ("http", {"expect_status": [204]}),
+    ("http", {"body_match": "ok"}),
+    ("http", {"verify_tls": False}),
+    ("http", {"address": "192.0.2.9"}),
+    ("http", {"source_address": "192.0.2.8"}),
+    ("tcp", {"port": 81}),
+    ("tcp", {"watch_connection": True}),
+    ("icmp", {"addresses": ["192.0.2.2"]}),
+    ("icmp", {"require": "all"}),
+    ("exec", {"argv": ["/bin/false"]}),
+    ("exec", {"env": {"A": "2"}}),
+]
+BASE = {
+    "http": {"type": "http", "name": "c", "port": 80},
+    "tcp": {"type": "tcp", "name": "c", "port": 80},
+    "icmp": {"type": "icmp", "name": "c", "addresses": ["192.0.2.1"]},
+    "exec": {"type": "exec", "name": "c", "argv": ["/bin/true"], "env": {"A": "1"}},
+}
+
+
+def _resolved(raw: dict[str, object]) -> ResolvedCheck:
+    check = TypeAdapter(Check).validate_python(raw)
+    return resolve_check(CheckKey("web", None, "c"), check, ip("192.0.2.1"), 80)
+
+
+def test_timing_fields_are_not_part_of_the_target() -> None:
+    for raw in BASE.values():
+        assert _resolved(raw).same_target(_resolved({**raw, **TIMING}))
+    assert {"interval", "fast_interval", "timeout", "rise", "fall"} == CheckBase.TIMING_FIELDS
+
+
+def test_every_other_field_is_part_of_the_target() -> None:
+    for kind, change in TARGET_CHANGES:
+        raw = BASE[kind]
+        assert not _resolved(raw).same_target(_resolved({**raw, **change})), (kind, change)
+    http = BASE["http"]
+    assert not _resolved(http).same_target(_resolved({**http, "type": "https"}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -138,6 +138,16 @@ class PeerConfig(Strict):
 
 
 class CheckBase(Strict):
+    """Fields common to every check. They fall in two kinds, split here and nowhere else:
+    *timing* fields (:attr:`TIMING_FIELDS`: how often, how long, how many) and everything
+    else, the *target* (what is probed and what counts as a pass: see :meth:`probe_identity`).
+    A reload that changes only timing keeps a check's state and counters; one that changes the
+    target keeps its status but re-verifies it (health/runner.py, docs/config.md)."""
+
+    TIMING_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"interval", "fast_interval", "timeout", "rise", "fall"}
+    )
+
     name: str | None = None  # defaults to the check type; must be unique within its owner
     interval: float = Field(default=1.0, gt=0, le=3600)
     fast_interval: float | None = Field(default=0.25, gt=0, le=3600)  # while a state changes
@@ -149,6 +159,11 @@ class CheckBase(Strict):
     @property
     def label(self) -> str:
         return self.name or self.type  # type: ignore[attr-defined]
+
+    def probe_identity(self) -> dict[str, Any]:
+        """What this check probes and how it judges the answer: every field but the timing
+        ones (type, address, port, path, host, expected status, body_match, argv, ...)."""
+        return self.model_dump(exclude=set(self.TIMING_FIELDS))
 
     @field_validator("name")
     @classmethod

@@ -25,12 +25,12 @@ import logging
 import math
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..clock import Clock, Timer
 from ..config import Config
 from .checks import CallbackProber, Cancel, Prober, RealProber, Starter
-from .targets import ResolvedCheck, resolve_checks
+from .targets import ResolvedCheck, resolve_checks, target_address
 from .tracker import INITIAL, CheckKey, CheckResult, CheckState, HealthSnapshot, advance
 
 log = logging.getLogger("bgplb.health")
@@ -82,6 +82,13 @@ class _Entry:
     flight: int = 0  # callback-driven checks: which probe a result belongs to
     poked_at: float = -math.inf  # the last probe a dropped watch started (``_poke``)
     stopped: bool = False
+    verifying: bool = False  # the target changed on reload: fast interval until settled
+
+    def next_interval(self) -> float:
+        """The interval after the current result: fast while the state is changing or a
+        changed target is being verified."""
+        fast = self.state.changing or self.verifying
+        return self.spec.fast_interval if fast else self.spec.interval
 
     @property
     def started(self) -> bool:
@@ -107,6 +114,46 @@ class _Entry:
         if self.probing_since is not None:
             return self.probing_since + self.spec.timeout + BACKSTOP
         return self.due
+
+
+def _retimed_due(old: _Entry, spec: ResolvedCheck, now: float) -> float:
+    """When a check whose timing changed probes next: at its old deadline, or earlier when
+    the new interval says so (a 10 s -> 1 s change does not wait out the old 10 s). A probe
+    in flight is abandoned with the old entry, so it is repeated at once."""
+    if old.probing_since is not None:
+        return now
+    last = old.due - old.next_interval()  # the previous deadline
+    fast = old.state.changing or old.verifying
+    interval = spec.fast_interval if fast else spec.interval
+    return max(now, min(old.due, last + interval))
+
+
+def _moved(
+    entries: Mapping[CheckKey, _Entry], specs: Mapping[CheckKey, ResolvedCheck]
+) -> dict[CheckKey, _Entry]:
+    """New real-server check keys that replace exactly one removed key of the same service,
+    check name and real server address (only the port in ``target`` changed)."""
+
+    def ident(key: CheckKey) -> tuple[str, str, str] | None:
+        if key.target is None:
+            return None
+        return key.service, key.check, target_address(key.target)
+
+    gone: dict[tuple[str, str, str], list[CheckKey]] = {}
+    for key in entries:
+        i = ident(key)
+        if i is not None and key not in specs:
+            gone.setdefault(i, []).append(key)
+    new: dict[tuple[str, str, str], list[CheckKey]] = {}
+    for key in specs:
+        i = ident(key)
+        if i is not None and key not in entries:
+            new.setdefault(i, []).append(key)
+    return {
+        keys[0]: entries[gone[i][0]]
+        for i, keys in new.items()
+        if len(keys) == 1 and len(gone.get(i, ())) == 1
+    }
 
 
 class HealthRunner:
@@ -149,16 +196,38 @@ class HealthRunner:
         self.configure_checks(resolve_checks(config))
 
     def configure_checks(self, specs: Mapping[CheckKey, ResolvedCheck]) -> None:
-        """A check whose key and spec are unchanged keeps its state and schedule; a new or
-        changed one starts DOWN, first probe within one interval; a removed one stops."""
+        """Switch to ``specs`` (a reload: docs/config.md, "Reloading"). Per key:
+
+        - unchanged spec: untouched (state, schedule, probe in flight);
+        - only timing fields changed (:attr:`~bgplb.config.CheckBase.TIMING_FIELDS`): state
+          and counters kept; the new timing applies from the next probe, which a shorter
+          interval brings forward (never later than the old schedule);
+        - the target changed (:meth:`ResolvedCheck.same_target` is false): the status is kept
+          (UP stays UP), the counters restart, it is probed at once and at the fast interval
+          until ``rise`` successes or ``fall`` failures in a row settle it;
+        - a real server whose port changed (its checks' keys change, e.g. the service's
+          target port changed): its checks are target changes of the old ones (same service,
+          check name and address; one old key for one new key);
+        - a new key (a new check, a renamed service or check) starts DOWN, first probe within
+          one interval; a removed one stops and is forgotten.
+
+        Configuring wakes nobody: no status changes here."""
         now = self._clock.now()
         entries: dict[CheckKey, _Entry] = {}
+        moved = _moved(self._entries, specs)
         for key, spec in specs.items():
-            old = self._entries.get(key)
-            if old is not None and old.spec == spec:
-                entries[key] = old
-            else:
+            old = self._entries.get(key) or moved.get(key)
+            if old is None:
                 entries[key] = _Entry(spec, INITIAL, due=now + splay(key, spec.interval))
+            elif old.spec == spec:
+                entries[key] = old
+            elif old.spec.same_target(spec):
+                entries[key] = _Entry(
+                    spec, old.state, due=_retimed_due(old, spec, now), verifying=old.verifying
+                )
+            else:
+                state = replace(old.state, successes=0, failures=0)
+                entries[key] = _Entry(spec, state, due=now, verifying=True)
         for key, old in self._entries.items():
             if entries.get(key) is not old:
                 old.stop()
@@ -166,6 +235,11 @@ class HealthRunner:
         self._entries = entries
         if self._running:
             self._start_tasks()
+
+    @property
+    def prober(self) -> Prober:
+        """The prober the checks use (a probe reload probes the new checks with it)."""
+        return self._prober
 
     def snapshot(self) -> HealthSnapshot:
         return types.MappingProxyType({k: e.state for k, e in self._entries.items()})
@@ -351,10 +425,11 @@ class HealthRunner:
         finished = self._clock.now()
         result = CheckResult(error is None, finished, finished - started, error)
         self._record(entry, result)
-        spec = entry.spec
-        interval = spec.fast_interval if entry.state.changing else spec.interval
+        spec, state = entry.spec, entry.state
+        if entry.verifying and (state.successes >= spec.rise or state.failures >= spec.fall):
+            entry.verifying = False  # the changed target is confirmed (or went down)
         # absolute deadlines; after an overrun start at once and skip the missed ticks
-        entry.due = max(entry.due + interval, finished)
+        entry.due = max(entry.due + entry.next_interval(), finished)
 
     def _record(self, entry: _Entry, result: CheckResult) -> None:
         key, before = entry.spec.key, entry.state

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import (
     Check,
@@ -35,6 +36,14 @@ class ResolvedCheck:
     check: Check
     address: IPAddress | None = None
     port: int | None = None
+
+    def same_target(self, other: ResolvedCheck) -> bool:
+        """Both probe the same thing the same way; only timing fields may differ
+        (:meth:`~bgplb.config.CheckBase.probe_identity`)."""
+        return self.identity() == other.identity()
+
+    def identity(self) -> tuple[Any, ...]:
+        return (self.key, self.address, self.port, self.check.probe_identity())
 
     @property
     def interval(self) -> float:
@@ -64,6 +73,15 @@ def hostport(address: IPAddress, port: int | None) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         return f"[{address}]:{port}"
     return f"{address}:{port}"
+
+
+def target_address(target: str) -> str:
+    """The address part of a :func:`hostport` string (``[v6]:port``, ``v4:port``, bare)."""
+    if target.startswith("["):
+        return target[1 : target.index("]")]
+    if target.count(":") == 1:
+        return target.split(":")[0]
+    return target
 
 
 def first_target_port(service: ServiceConfig) -> int | None:

@@ -1,0 +1,152 @@
+"""A reload prepared before anything switches: ``Agent.reload`` then commits it all or nothing.
+
+:func:`prepare_reload` loads and validates the new file, runs the host checks the agent runs at
+start, reads the peers' MD5 secret files (and registers them, and the API token, for log
+redaction: a rotated secret is redacted from the reload on), renders the speaker's config
+without writing it and, for a ``probe`` reload, probes every changed or new check once. Any
+problem raises :class:`ReloadRefused`; nothing here changes the running agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, ConfigError, ConfigIssue
+from .config.offloop import load_config_async
+from .health.checks import Prober
+from .health.runner import BACKSTOP
+from .health.targets import ResolvedCheck, resolve_checks
+from .health.tracker import CheckKey
+from .logs import register_secret
+from .status import FailedCheck
+
+PROBE_CONCURRENCY = 64  # probes of a probe reload in flight at once
+PROBE_BUDGET = 20.0  # seconds for all of them (the API waits 30 s for a reload)
+SOCKET_PATH_MAX = 100  # bytes of a unix socket path (the speaker's relay socket)
+
+HostIssues = Callable[[Config], Awaitable[list[ConfigIssue]]]
+
+
+class ReloadRefused(Exception):
+    """The new config cannot be committed; ``errors`` say why."""
+
+    def __init__(
+        self, errors: Sequence[str], failed: Sequence[FailedCheck] = (), probed: int = 0
+    ) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)
+        self.failed = list(failed)
+        self.probed = probed
+
+
+@dataclass(frozen=True)
+class PreparedReload:
+    config: Config
+    changed_services: list[str]
+    probed_checks: int = 0
+
+
+def changed_services(old: Config, new: Config) -> list[str]:
+    """Services added or changed, then services removed (a renamed one is both)."""
+    return sorted(s.name for s in new.services if old.service(s.name) != s) + sorted(
+        s.name for s in old.services if new.service(s.name) is None
+    )
+
+
+def changed_checks(
+    current: Mapping[CheckKey, ResolvedCheck], new: Mapping[CheckKey, ResolvedCheck]
+) -> list[ResolvedCheck]:
+    """The new config's checks that are new or differ in any field (target or timing)."""
+    return [spec for key, spec in new.items() if current.get(key) != spec]
+
+
+async def prepare_reload(
+    path: Path,
+    current: Config,
+    current_checks: Mapping[CheckKey, ResolvedCheck],
+    prober: Prober,
+    *,
+    host_issues: HostIssues | None = None,
+    probe: bool = False,
+) -> PreparedReload:
+    try:
+        new = await load_config_async(path)  # parsed off the event loop
+    except ConfigError as err:
+        raise ReloadRefused([str(e) for e in err.errors]) from None
+    if host_issues is not None:
+        try:
+            issues = await host_issues(new)
+        except OSError as exc:
+            issues = [ConfigIssue("", f"cannot list the host's links: {exc}")]
+        if issues:
+            raise ReloadRefused([str(i) for i in issues])
+    secrets = speaker_secrets(new)
+    for secret in secrets:
+        register_secret(secret)
+    probed = 0
+    if probe:
+        specs = changed_checks(current_checks, resolve_checks(new))
+        probed = len(specs)
+        failed = await probe_checks(specs, prober)
+        if failed:
+            errors = [f"{len(failed)} of {probed} changed check(s) failed their probe"]
+            raise ReloadRefused(errors, failed, probed)
+    return PreparedReload(new, changed_services(current, new), probed)
+
+
+def speaker_secrets(config: Config) -> list[str]:
+    """The MD5 secrets of ``config``'s peers, after rendering the speaker's config with them
+    (not written): what ``speaker.reconfigure`` would fail on is found before anything
+    switches."""
+    from .bgp import render
+    from .bgp.exabgp import SOCKET_NAME
+
+    socket = config.node.runtime_dir / SOCKET_NAME
+    if len(str(socket)) > SOCKET_PATH_MAX:
+        raise ReloadRefused([f"node.runtime_dir: too long for a unix socket: {socket}"])
+    try:
+        secrets = render.read_secrets(config)
+        render.render(config, [sys.executable, "-m", "bgplb.bgp.relay", str(socket)], secrets)
+    except ValueError as exc:  # RenderError, or a secret that is not UTF-8
+        raise ReloadRefused([f"peers: {exc}"]) from None
+    return sorted(set(secrets.values()))
+
+
+async def probe_checks(
+    specs: Sequence[ResolvedCheck],
+    prober: Prober,
+    *,
+    concurrency: int = PROBE_CONCURRENCY,
+    budget: float = PROBE_BUDGET,
+) -> list[FailedCheck]:
+    """Probe each check once (``concurrency`` at a time, each bounded by its timeout, all by
+    ``budget``); the failures, in config order. A check not probed in time has failed."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(spec: ResolvedCheck) -> str | None:
+        async with gate:
+            try:
+                async with asyncio.timeout(spec.timeout + BACKSTOP):
+                    return await prober.probe(spec)
+            except TimeoutError:
+                return f"timeout after {spec.timeout:g}s (prober overran)"
+            except Exception as exc:
+                return f"probe crashed: {type(exc).__name__}: {exc}"
+
+    tasks = [asyncio.create_task(one(s), name=f"reload probe {s.key}") for s in specs]
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, timeout=budget)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    failed = []
+    for spec, task in zip(specs, tasks, strict=True):
+        error = task.result() if task in done else f"not probed within {budget:g}s"
+        if error is not None:
+            failed.append(FailedCheck(check=str(spec.key), error=error))
+    return failed
