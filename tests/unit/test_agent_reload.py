@@ -323,17 +323,21 @@ async def test_sighup_storm_is_serialized_and_a_crash_is_logged(
     running = 0
     most = 0
     calls = 0
+    finished = 0
     gate = asyncio.Event()
     real = h.agent._reload
 
     async def slow(probe: bool) -> ReloadResult:
-        nonlocal running, most, calls
+        nonlocal running, most, calls, finished
         running += 1
         calls += 1
         most = max(most, running)
         await gate.wait()
-        running -= 1
-        return await real(probe)
+        try:
+            return await real(probe)  # parses in a child process: real time, not the clock
+        finally:
+            running -= 1
+            finished += 1
 
     h.agent._reload = slow  # type: ignore[method-assign]
     _install_signals(h.agent)
@@ -344,7 +348,10 @@ async def test_sighup_storm_is_serialized_and_a_crash_is_logged(
             await asyncio.sleep(0.01)
         gate.set()
         await h.clock.advance(1.0)
-        for _ in range(20):
+        async with asyncio.timeout(60):
+            while finished < calls or calls < 2:
+                await asyncio.sleep(0.05)
+        for _ in range(20):  # a third reload, if one was wrongly queued, would start now
             await asyncio.sleep(0.01)
         assert most == 1  # serialized
         assert calls == 2  # one ran, one queued behind it; the rest were redundant
@@ -374,8 +381,9 @@ async def test_a_reload_abandoned_by_its_caller_still_completes(tmp_path: Path) 
     task = asyncio.create_task(h.agent.reload())
     await asyncio.sleep(0)
     task.cancel()
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(60):  # the file is parsed in a child process: real time
+        while h.agent.last_reload is None:
+            await asyncio.sleep(0.05)
     assert h.agent.config.service("new") is not None
     assert h.agent.last_reload is not None
     assert h.agent.last_reload.ok
