@@ -45,10 +45,14 @@ def _go(value: float) -> str:
     return str(floatToGoString(value))  # type: ignore[no-untyped-call]
 
 
-def _num(value: float) -> str:
-    if value.is_integer() and abs(value) < 1e15:
+def number_text(value: float) -> str:
+    """A sample value as prometheus_client writes it (``floatToGoString``)."""
+    if float(value).is_integer() and abs(value) < 1e15:
         return f"{int(value)}.0"  # what floatToGoString gives for whole numbers, faster
     return _go(value)
+
+
+_num = number_text
 
 
 class Family(Generic[V]):

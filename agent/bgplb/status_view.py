@@ -19,10 +19,12 @@ from .health.tracker import CheckKey, CheckState
 from .model import (
     CheckStatus,
     Decision,
+    IPAddress,
     ObservedDataplane,
     PeerKey,
     PeerState,
     PeerStatus,
+    RealServerSpec,
     Reason,
     RouteSet,
 )
@@ -100,13 +102,17 @@ def build_status(agent: StatusSource) -> StatusResponse:
     admin = agent.admin.state
     snapshot = agent.health.snapshot()
     advertised = agent.speaker.advertised()
+    # grouped once: per service, each lookup below is then O(own items), not O(all)
+    checks = _by_service(snapshot)
+    routes = _routes_by_service(advertised)
+    real_servers = _real_servers_by_vip(last.observed if last else None)
     services = [
         _service(
             svc,
             decisions.get(svc.name),
-            snapshot,
-            advertised,
-            last.observed if last else None,
+            checks.get(svc.name, []),
+            routes.get(svc.name, {}),
+            real_servers,
             drained=svc.name in admin.drained,
             wall_offset=wall - now,
         )
@@ -152,25 +158,51 @@ def _mutating_api(agent: StatusSource) -> str | None:
     return None if token.value is not None else token.disabled
 
 
+def _by_service(
+    snapshot: Mapping[CheckKey, CheckState],
+) -> dict[str, list[tuple[CheckKey, CheckState]]]:
+    out: dict[str, list[tuple[CheckKey, CheckState]]] = {}
+    for key, state in sorted(snapshot.items()):
+        out.setdefault(key.service, []).append((key, state))
+    return out
+
+
+def _routes_by_service(advertised: RouteSet) -> dict[str, dict[PeerKey, list[str]]]:
+    """Per service, per peer (in peer order), the sorted prefixes advertised."""
+    out: dict[str, dict[PeerKey, list[str]]] = {}
+    for peer, rs in sorted(advertised.items()):
+        for r in rs:
+            if r.service:
+                out.setdefault(r.service, {}).setdefault(peer, []).append(str(r.prefix))
+    for per_peer in out.values():
+        for prefixes in per_peer.values():
+            prefixes.sort()
+    return out
+
+
+RealServersByVip = dict[IPAddress, list[RealServerSpec]]
+
+
+def _real_servers_by_vip(observed: ObservedDataplane | None) -> RealServersByVip | None:
+    if observed is None:
+        return None
+    out: RealServersByVip = {}
+    for rs in sorted(observed.owned.real_servers, key=lambda r: str(r.key)):  # v4 + v6 mix
+        out.setdefault(rs.key.service.vip, []).append(rs)
+    return out
+
+
 def _service(
     svc: ServiceConfig,
     decision: ServiceDecision | None,
-    snapshot: Mapping[CheckKey, CheckState],
-    advertised: RouteSet,
-    observed: ObservedDataplane | None,
+    snapshot: Sequence[tuple[CheckKey, CheckState]],
+    routes: Mapping[PeerKey, list[str]],
+    real_servers: RealServersByVip | None,
     *,
     drained: bool,
     wall_offset: float,
 ) -> ServiceStatus:
-    checks = [
-        _check(key, state, wall_offset)
-        for key, state in sorted(snapshot.items())
-        if key.service == svc.name
-    ]
-    routes = {
-        peer: sorted(str(r.prefix) for r in rs if r.service == svc.name)
-        for peer, rs in sorted(advertised.items())
-    }
+    checks = [_check(key, state, wall_offset) for key, state in snapshot]
     return ServiceStatus(
         name=svc.name,
         mode=svc.mode,
@@ -180,8 +212,8 @@ def _service(
         vips=list(svc.vips),
         drained=drained,
         checks=checks,
-        real_servers=_real_servers(svc, observed, checks),
-        routes={peer: prefixes for peer, prefixes in routes.items() if prefixes},
+        real_servers=_real_servers(svc, real_servers, checks),
+        routes=dict(routes),
     )
 
 
@@ -201,17 +233,15 @@ def _check(key: CheckKey, state: CheckState, wall_offset: float) -> CheckStatusM
 
 
 def _real_servers(
-    svc: ServiceConfig, observed: ObservedDataplane | None, checks: Sequence[CheckStatusModel]
+    svc: ServiceConfig, by_vip: RealServersByVip | None, checks: Sequence[CheckStatusModel]
 ) -> list[RealServerStatus]:
     """Real servers as the kernel has them (weights), with their health from the checks."""
-    if observed is None:
+    if by_vip is None:
         return []
-    vips = set(svc.vips)
+    mine = [rs for vip in dict.fromkeys(svc.vips) for rs in by_vip.get(vip, ())]
     down = {c.target for c in checks if c.target is not None and c.status is CheckStatus.DOWN}
     seen: dict[tuple[str, int], RealServerStatus] = {}
-    for rs in sorted(observed.owned.real_servers, key=lambda r: str(r.key)):  # v4 + v6 mix
-        if rs.key.service.vip not in vips:
-            continue
+    for rs in sorted(mine, key=lambda r: str(r.key)):  # v4 + v6 mix, as before
         ident = (str(rs.key.address), rs.key.port)
         healthy = str(rs.key) not in down
         prev = seen.get(ident)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..exposition import number_text as _num
 from ..model import IPVSCounters, ObservedDataplane
 
 DataplaneSource = Callable[[], ObservedDataplane | None]
@@ -97,11 +98,56 @@ def _families(
     yield from (active, inactive, conns, packets, octets)
 
 
-class Fixed:
-    """Families already built, in the shape ``generate_latest`` takes (``collect()``)."""
+_KINDS = (  # (IPVSCounters field = name suffix, type, help, the fields per direction)
+    ("active_connections", "gauge", "IPVS active connections per {}.", None),
+    ("inactive_connections", "gauge", "IPVS inactive connections per {}.", None),
+    ("connections", "counter", "IPVS connections scheduled per {}.", None),
+    ("packets", "counter", "IPVS packets per {} and direction.", ("packets_in", "packets_out")),
+    ("bytes", "counter", "IPVS bytes per {} and direction.", ("bytes_in", "bytes_out")),
+)
 
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
 
-    def collect(self) -> list[Metric]:
-        return self.families
+def render(observed: ObservedDataplane | None, per_real_server: bool, openmetrics: bool) -> str:
+    """The IPVS families as exposition text, what prometheus_client writes for
+    :meth:`IPVSCollector.families` (same lines, label names sorted) at a fraction of its cost:
+    ~21,000 lines at 1,000 IPVS services with two real servers each."""
+    if observed is None:
+        return ""
+    out: list[str] = []
+    vs = [
+        (f'port="{k.port}",protocol="{k.protocol!s}",vip="{k.vip!s}"', c)
+        for k, c in sorted(observed.service_counters.items(), key=_by_text)
+    ]
+    _render_rows(out, "bgplb_ipvs", "virtual service", vs, openmetrics)
+    if per_real_server:
+        rs = [
+            (
+                f'port="{k.service.port}",protocol="{k.service.protocol!s}",'
+                f'real_server="{k!s}",vip="{k.service.vip!s}"',
+                c,
+            )
+            for k, c in sorted(observed.real_server_counters.items(), key=_by_text)
+        ]
+        _render_rows(out, "bgplb_ipvs_real_server", "real server", rs, openmetrics)
+    return "".join(out)
+
+
+def _render_rows(
+    out: list[str],
+    prefix: str,
+    what: str,
+    rows: list[tuple[str, IPVSCounters]],
+    openmetrics: bool,
+) -> None:
+    for suffix, kind, doc, fields in _KINDS:
+        name = f"{prefix}_{suffix}"
+        sample = f"{name}_total" if kind == "counter" else name
+        family = name if openmetrics or kind != "counter" else sample
+        out.append(f"# HELP {family} {doc.format(what)}\n# TYPE {family} {kind}\n")
+        if fields is None:
+            out.extend(f"{sample}{{{labels}}} {_num(getattr(c, suffix))}\n" for labels, c in rows)
+            continue
+        for labels, c in rows:
+            for direction, field in zip(("in", "out"), fields, strict=True):
+                value = _num(getattr(c, field))
+                out.append(f'{sample}{{direction="{direction}",{labels}}} {value}\n')

@@ -24,7 +24,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_gener
 from .. import __version__
 from ..exposition import FastSnapshot
 from ..model import ObservedDataplane, PeerKey, PeerState, PeerStatus
-from .ipvs import DataplaneSource, Fixed, IPVSCollector
+from .ipvs import DataplaneSource, IPVSCollector
+from .ipvs import render as render_ipvs
 from .services import ConfigLike, ServiceMetrics
 
 if TYPE_CHECKING:  # types only: metrics must not pull the core in at import time
@@ -266,12 +267,11 @@ class Scrape:
 
     def render(self, openmetrics: bool = False) -> bytes:
         """The ``/metrics`` body: the Prometheus text format, or OpenMetrics 1.0."""
-        ipvs = Fixed(self.ipvs.families(self.observed))
+        ipvs = render_ipvs(self.observed, self.ipvs.per_real_server, openmetrics)
         if not openmetrics:
-            return generate_latest(self.base) + generate_latest(ipvs) + self.fast.render().encode()
-        parts = [bytes(om_generate_latest(x)) for x in (self.base, ipvs)]  # type: ignore[no-untyped-call]
-        body = b"".join(p.removesuffix(b"# EOF\n") for p in parts)
-        return body + self.fast.render(openmetrics=True).encode() + b"# EOF\n"
+            return generate_latest(self.base) + (ipvs + self.fast.render()).encode()
+        head = bytes(om_generate_latest(self.base)).removesuffix(b"# EOF\n")  # type: ignore[no-untyped-call]
+        return head + (ipvs + self.fast.render(openmetrics=True)).encode() + b"# EOF\n"
 
 
 def _discard(metric: Gauge | Counter | Histogram, labels: tuple[str, ...]) -> None:
