@@ -18,7 +18,7 @@ from tests.harness.netns import run
 pytestmark = pytest.mark.bgp
 
 VIP = "10.99.0.1/32"
-GRACE = 60.0
+GRACE = 120.0  # an exit well before it can only come from the second SIGTERM
 
 
 async def test_a_second_sigterm_ends_the_shutdown_grace(
@@ -42,7 +42,7 @@ async def test_a_second_sigterm_ends_the_shutdown_grace(
         f"the agent exited {took:.2f} s later"
     )
     assert code == 0
-    assert took < 10.0
+    assert took < 30.0  # ~2 s idle, 5.4 s at load 11 on 2 vCPUs (stopping ExaBGP)
     events = [x.get("event") for x in agent.log_lines()]
     assert "shutdown_grace_ended" in events
     assert events.index("shutdown_grace_ended") < events.index("agent_stopped")

@@ -14,7 +14,7 @@ from bgplb.clock import SystemClock
 from bgplb.config import TcpCheck
 from bgplb.health.runner import HealthRunner
 from bgplb.health.targets import ResolvedCheck
-from bgplb.health.tracker import CheckKey, CheckResult
+from bgplb.health.tracker import INITIAL, CheckKey, CheckResult
 from bgplb.metrics import Metrics
 from bgplb.model import CheckStatus
 from tests.unit.test_health_runner import Harness, configure, spec
@@ -136,3 +136,18 @@ async def test_a_drop_within_an_interval_of_the_last_probed_one_waits_for_the_sc
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_the_watch_counter_goes_with_its_check() -> None:
+    metrics = Metrics()
+    key = CheckKey("web", "192.0.2.10:80", "http")
+    metrics.set_check_states({key: INITIAL})
+    metrics.watch_lost(key, True)
+    metrics.watch_lost(key, False)
+    metrics.watch_lost(key, False)
+    text = metrics.exposition().decode()
+    labels = 'service="web",target="192.0.2.10:80",check="http"'
+    assert f'bgplb_check_watch_lost_total{{{labels},action="probed"}} 1.0' in text
+    assert f'bgplb_check_watch_lost_total{{{labels},action="skipped"}} 2.0' in text
+    metrics.set_check_states({})  # the check was removed by a reload
+    assert "bgplb_check_watch_lost_total{" not in metrics.exposition().decode()
