@@ -214,3 +214,37 @@ async def test_a_steady_observe_reuses_the_dump_until_an_event_or_our_own_change
     gone = await dataplane.observe()  # before its event is read: dumped all the same
     assert dataplane._dumps.dumps == dumps + 2
     assert AddressSpec("eps", ip("10.99.0.6")) not in gone.owned.addresses
+
+
+async def test_a_corrupt_record_is_rebuilt_and_matching_ipvs_services_adopted(
+    topology: Topology, dataplane: NetlinkDataplane, state_dir: Path
+) -> None:
+    """Issue 13: a corrupt record no longer turns our IPVS services into conflicts."""
+    want = service_state("delta", ["10.99.0.4"], [(80, 8080), (443, 8443)], [topology.node_v4])
+    await converge(dataplane, want)
+    await dataplane.close()
+    (state_dir / RECORD_NAME).write_text("{torn write")
+    changed = VirtualServiceKey(ip("10.99.0.4"), 443, Protocol.TCP)
+    desired = DataplaneState(  # :443 now wants another scheduler: not exactly ours, not adopted
+        want.links,
+        want.addresses,
+        frozenset(
+            VirtualServiceSpec(s.key, "wlc") if s.key == changed else s for s in want.services
+        ),
+        want.real_servers,
+    )
+
+    rebuilt = NetlinkDataplane(state_dir, netns=topology.node, timeout=20.0)
+    rebuilt.set_desired_source(lambda: desired)
+    try:
+        assert rebuilt.record_health.problem is not None
+        observed = await rebuilt.observe()
+        assert observed.owned.links == want.links
+        assert observed.owned.addresses == want.addresses
+        assert observed.owned.service_keys() == want.service_keys() - {changed}
+        assert {r.key.service for r in observed.owned.real_servers} == observed.owned.service_keys()
+        assert observed.foreign_services == {changed}
+        assert rebuilt.record.services == want.service_keys() - {changed}
+        assert rebuilt.record_health.errors == 1
+    finally:
+        await rebuilt.close()
