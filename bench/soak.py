@@ -25,6 +25,7 @@ every ``--sample-every`` s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -62,6 +63,38 @@ TOKEN = "bench-token"
 BASE_TIMING: dict[str, Any] = {}  # the config defaults: interval 1, fast 0.25, timeout 0.8, 3/2
 ALT_TIMING: dict[str, Any] = {"interval": 1.5, "timeout": 0.6}
 DRAIN_DELAY = 2.0  # the test harness's node.drain_delay (bench.lab's base_config)
+
+
+AUTOGROUP_NICE = -15  # what `make soak`'s `nice -n -15` means, for the kernel's autogroups
+
+
+def boost(pid: int) -> None:
+    """Give ``pid``'s autogroup (its session) the nice of ``make soak``. With autogroup
+    scheduling on (kernel.sched_autogroup_enabled=1, as here) a task's nice only counts inside
+    its session: the agent at nice -15 shared one session's fair share with everything else
+    in it, ~12 % of a core at load 16, and never announced 1,000 services."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(f"{AUTOGROUP_NICE}\n")
+
+
+class SoakAgent(BenchAgent):
+    """``BenchAgent`` in a session (so an autogroup) of its own, boosted: the driver, the
+    checker and its parsing of 2.6 MB scrapes stay out of the agent's share."""
+
+    def start(self) -> None:
+        popen = subprocess.Popen
+
+        def own_session(*args: Any, **kw: Any) -> Any:
+            subprocess.Popen = popen  # type: ignore[misc]  # only the agent's own Popen
+            proc = popen(*args, **kw, start_new_session=True)
+            boost(proc.pid)
+            return proc
+
+        subprocess.Popen = own_session  # type: ignore[assignment,misc]
+        try:
+            super().start()
+        finally:
+            subprocess.Popen = popen  # type: ignore[misc]
 
 
 class Soak:
@@ -277,9 +310,10 @@ class Soak:
     def run(self) -> dict[str, Any]:
         a = self.args
         backends = start_soak_backends(self.ns, self.address, len(self.names))
-        self.agent: BenchAgent = make_agent(
-            self.bl, 1, self.services(), drain_delay=DRAIN_DELAY, resync_interval=10.0
-        )
+        agent = make_agent(self.bl, 1, self.services(), drain_delay=DRAIN_DELAY)
+        self.agent = SoakAgent(agent.ns, agent.workdir, agent.config)
+        for pid in [backends.pid, *self.bl.router.pids.values()]:
+            boost(pid)
         self.http, self.scrape_http = NsHttp(self.ns), NsHttp(self.ns)
         monitor: FibMonitor | None = None
         threads: list[threading.Thread] = []
