@@ -25,7 +25,6 @@ every ``--sample-every`` s.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -52,29 +51,18 @@ from .soak_watch import (
     FibMonitor,
     LoopThread,
     NsHttp,
+    Scraper,
     Scrapes,
+    boost,
     fib_vips,
     rib_vips,
     sample_processes,
-    scrape_once,
 )
 
 TOKEN = "bench-token"
 BASE_TIMING: dict[str, Any] = {}  # the config defaults: interval 1, fast 0.25, timeout 0.8, 3/2
 ALT_TIMING: dict[str, Any] = {"interval": 1.5, "timeout": 0.6}
 DRAIN_DELAY = 2.0  # the test harness's node.drain_delay (bench.lab's base_config)
-
-
-AUTOGROUP_NICE = -15  # what `make soak`'s `nice -n -15` means, for the kernel's autogroups
-
-
-def boost(pid: int) -> None:
-    """Give ``pid``'s autogroup (its session) the nice of ``make soak``. With autogroup
-    scheduling on (kernel.sched_autogroup_enabled=1, as here) a task's nice only counts inside
-    its session: the agent at nice -15 shared one session's fair share with everything else
-    in it, ~12 % of a core at load 16, and never announced 1,000 services."""
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/autogroup").write_text(f"{AUTOGROUP_NICE}\n")
 
 
 class SoakAgent(BenchAgent):
@@ -112,8 +100,9 @@ class Soak:
         self.checker = Checker(self.truth)
         self.health_settle = health_settle([BASE_TIMING, ALT_TIMING], args.margin)
         self.drain_settle = DRAIN_DELAY + args.margin
-        self.scrapes = Scrapes()
         self.loop_thread = LoopThread()
+        self.scraper: Scraper | None = None
+        self.scrapes = Scrapes()  # the scraper's, once it runs
         self.samples: list[dict[str, Any]] = []
         self.actions: list[dict[str, Any]] = []
         self.down_until: dict[str, float] = {}
@@ -294,9 +283,6 @@ class Soak:
         if len(bad) > 3:
             print(f"... and {len(bad) - 3} more", flush=True)
 
-    def scrape(self) -> None:
-        scrape_once(self.scrape_http, API_PORT, self.scrapes)
-
     def sample_loop_thread(self) -> None:
         self.loop_thread.sample(self.agent.pid)
 
@@ -314,7 +300,7 @@ class Soak:
         self.agent = SoakAgent(agent.ns, agent.workdir, agent.config)
         for pid in [backends.pid, *self.bl.router.pids.values()]:
             boost(pid)
-        self.http, self.scrape_http = NsHttp(self.ns), NsHttp(self.ns)
+        self.http = NsHttp(self.ns)
         monitor: FibMonitor | None = None
         threads: list[threading.Thread] = []
         try:
@@ -323,8 +309,9 @@ class Soak:
             to_fib = wait_fib(self.bl, len(self.base), t0, 180)
             print(f"all {len(self.base)} routes in r1's FIB after {to_fib} s", flush=True)
             monitor = FibMonitor(self.bl.router.ns, self.checker)
+            self.scraper = Scraper(self.ns, API_PORT, 1.0)
+            self.scrapes = self.scraper.scrapes
             threads = [
-                self.observe_loop(1.0, self.scrape),
                 self.observe_loop(a.rib_every, self.check_rib),
                 self.observe_loop(1.0, self.check_fib),
                 self.observe_loop(a.sample_every, self.sample),
@@ -366,7 +353,8 @@ class Soak:
             if monitor is not None:
                 monitor.close()
             self.http.close()
-            self.scrape_http.close()
+            if self.scraper is not None:
+                self.scraper.close()
             self.agent.kill()
             kill_pids(list(self.agent.exabgp_pids()))
             shutil.copy(self.agent.log_path, "/tmp/bench-agent-soak.log")
@@ -453,14 +441,19 @@ def main() -> None:
     ap.add_argument("--quiet-extra", type=float, default=10.0)
     ap.add_argument("--quiet-samples", type=int, default=10)
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--no-save", action="store_true", help="do not write results.json")
+    ap.add_argument(
+        "--no-save",
+        action="store_true",
+        help="a trial: no results.json records, raw data to raw/soak-trial.json",
+    )
     args = ap.parse_args()
     rev = commit()
-    with load_logged("soak"), bgp_lab(n_lbs=1) as bl:
+    name = "soak-trial" if args.no_save else "soak"  # a trial run keeps the record's raw data
+    with load_logged(name), bgp_lab(n_lbs=1) as bl:
         load0 = os.getloadavg()
         out = Soak(args, bl).run()
         out.update(commit=rev, load_start=load0, load_end=os.getloadavg())
-    save_raw("soak", out)
+    save_raw(name, out)
     recs = records(out)
     for r in recs:
         print(f"{r.metric}: {r.value} {r.unit} (goal {r.goal})", flush=True)
@@ -471,7 +464,8 @@ def main() -> None:
     print(f"by kind: {out['checker']['wrong_by_kind']}", flush=True)
     print(f"agent log warnings/errors: {out['agent_log']}", flush=True)
     if out["scrapes"]["ms"]:
-        print(f"scrape p50 {statistics.median(out['scrapes']['ms']):.0f} ms", flush=True)
+        p50 = statistics.median(out["scrapes"]["ms"])
+        print(f"{out['scrapes']['total']} scrapes, p50 {p50:.0f} ms", flush=True)
 
 
 if __name__ == "__main__":

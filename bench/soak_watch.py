@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import http.client
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -19,6 +20,8 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +105,9 @@ class Scrapes:
     tasks_at: float = 0.0
 
 
-def scrape_once(api: NsHttp, port: int, out: Scrapes) -> None:
-    r = api.request("GET", "127.0.0.1", port, "/metrics", timeout=10)
+def scrape_once(port: int, out: Scrapes) -> None:
+    """One ``GET /metrics`` (the caller is inside the namespace), parsed in full."""
+    r = _request("GET", "127.0.0.1", port, "/metrics", None, 10.0)
     out.total += 1
     out.ms.append(r.seconds * 1000)
     if r.status != 200:
@@ -122,6 +126,76 @@ def scrape_once(api: NsHttp, port: int, out: Scrapes) -> None:
         out.parse_failures += 1
         if len(out.failures) < 50:
             out.failures.append(f"{time.time():.3f} parse: {type(err).__name__}: {err}")
+
+
+def _scraper(ns: str, port: int, every: float, conn: Connection, stop: EventType) -> None:
+    """The scraper process: a session (autogroup) of its own, boosted like the agent, inside
+    the namespace; parsing a 2.6 MB body takes ~0.3 s of CPU, which a thread of the driver
+    could not do once a second beside the checker (97 scrapes in 30 min at load 17)."""
+    os.setsid()
+    boost(os.getpid())
+    enter_netns(ns)
+    out = Scrapes()
+    nxt = time.monotonic()
+    while not stop.is_set():
+        scrape_once(port, out)
+        conn.send(out)
+        out.ms, out.failures = [], []  # sent: the parent keeps them
+        nxt += every
+        stop.wait(max(0.0, nxt - time.monotonic()))
+    conn.close()
+
+
+class Scraper:
+    """``/metrics`` every ``every`` s from a process of its own; ``scrapes`` is kept up to
+    date by a thread reading what it sends."""
+
+    def __init__(self, ns: str, port: int, every: float = 1.0) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.scrapes = Scrapes()
+        self._stop = ctx.Event()
+        self._recv, send = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(
+            target=_scraper, args=(ns, port, every, send, self._stop), daemon=True
+        )
+        self.proc.start()
+        send.close()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        s = self.scrapes
+        while True:
+            try:
+                got: Scrapes = self._recv.recv()
+            except (EOFError, OSError):
+                return
+            s.total, s.non_200, s.no_answer = got.total, got.non_200, got.no_answer
+            s.parse_failures = got.parse_failures
+            s.ms += got.ms
+            s.failures += got.failures
+            if got.tasks_at > s.tasks_at:
+                s.tasks, s.tasks_at = got.tasks, got.tasks_at
+
+    def close(self) -> None:
+        self._stop.set()
+        self.proc.join(30)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.thread.join(10)
+
+
+AUTOGROUP_NICE = -15  # what `make soak`'s `nice -n -15` means, for the kernel's autogroups
+
+
+def boost(pid: int) -> None:
+    """Give ``pid``'s autogroup (its session) the nice of ``make soak``. With autogroup
+    scheduling on (kernel.sched_autogroup_enabled=1, as here) a task's nice only counts inside
+    its session: the agent at nice -15 shared one session's fair share with everything else
+    in it, ~12 % of a core at load 16, and never announced 1,000 services."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(f"{AUTOGROUP_NICE}\n")
 
 
 # --------------------------------------------------------------------------- processes
