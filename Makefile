@@ -157,3 +157,14 @@ bench: deps venv
 	nice -n -15 $(BIN)/python -m bench.scale
 	nice -n -15 $(BIN)/python -m bench.maintenance
 	$(BIN)/python -m bench.report
+
+# Soak (bench/soak.py; root, ~35 min; NOT part of `make test`): 30 min at 1,000 services with a
+# reload every 30 s, a drain/undrain every 60 s, flapping backends, /metrics every second and an
+# independent checker of r1's RIB. SOAK_ARGS='--duration 180 --services 200' for a short run.
+SOAK_ARGS ?=
+.PHONY: soak
+soak: deps venv
+	$(need_root)
+	@$(BIN)/python -m tests.harness.netns
+	@rc=0; nice -n -15 $(BIN)/python -m bench.soak $(SOAK_ARGS) || rc=$$?; \
+	  $(BIN)/python -m tests.harness.netns; $(BIN)/python -m bench.report; exit $$rc

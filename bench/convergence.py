@@ -64,20 +64,17 @@ class Case:
     services: int = 1
     goal_p50: str | None = None
     goal_p99: str | None = None
+    compare_p50: bool = False  # record the baseline's p50 beside ours (no goal: information)
 
 
 CASES = {
     c.name: c
     for c in (
         Case("baseline-killed-aggressive", "baseline", "killed", 0.1, {}),
-        Case(
-            "agent-killed-aggressive",
-            "agent",
-            "killed",
-            0.1,
-            AGGRESSIVE,
-            goal_p50="<= 0.9 x baseline p50",
-        ),
+        # No goal (issue 13): without watch_connection both tools wait for the same next
+        # probe, U(0, interval) after the kill, then pay the same ExaBGP+FRR; kept as
+        # information beside the baseline. The event-driven -watch case keeps the 0.9x goal.
+        Case("agent-killed-aggressive", "agent", "killed", 0.1, AGGRESSIVE, compare_p50=True),
         Case(
             "agent-killed-aggressive-watch",
             "agent",
@@ -279,7 +276,8 @@ def run_case(bl: BgpLab, case: Case, trials: int) -> dict[str, list[float]]:
 def records(case: Case, out: dict[str, list[float]], baseline_p50: float | None) -> list[Record]:
     bench = f"{BENCH}: {case.name}"
     goals = {k: v for k, v in (("p50", case.goal_p50), ("p99", case.goal_p99)) if v}
-    base = {"p50": baseline_p50} if baseline_p50 is not None and case.goal_p50 else {}
+    compare = case.goal_p50 or case.compare_p50
+    base = {"p50": baseline_p50} if baseline_p50 is not None and compare else {}
     recs = timing_records(bench, "stop -> FIB withdrawn", out["total"], COMMAND, goals, base)
     if out["detect"]:
         recs += timing_records(bench, "detection (stop -> check down)", out["detect"], COMMAND)
@@ -314,7 +312,7 @@ def main() -> None:
             save_raw(f"convergence-{case.name}", out)
             if case.name == "baseline-killed-aggressive":
                 baseline_p50 = stats(out["total"])["p50"]
-            elif case.goal_p50 and baseline_p50 is None:
+            elif (case.goal_p50 or case.compare_p50) and baseline_p50 is None:
                 baseline_p50 = _saved_baseline_p50()
             save(records(case, out, baseline_p50))
     sys.exit(0)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .lab import RAW, REPO, RESULTS
+from .reliability import load as load_reliability
 
 OUT = REPO / "bench" / "RESULTS.md"
 NOTES = REPO / "bench" / "NOTES.md"
@@ -19,7 +20,7 @@ NOTES = REPO / "bench" / "NOTES.md"
 
 def _cmd(*argv: str) -> str:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "?"
 
@@ -116,6 +117,55 @@ def tables(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+SUITES = (
+    ("faults", "fault injection (tests/faults: real agent + ExaBGP + FRR)"),
+    ("api", "API (schemathesis, auth, oversized, many connections)"),
+    ("fuzz", "fuzz (hypothesis: config loader, ExaBGP parser)"),
+)
+SOAK = "5 soak"
+
+
+def _n(v: Any) -> str:
+    if v is None:
+        return ""
+    return str(int(v)) if float(v).is_integer() else _fmt(float(v))
+
+
+def reliability(records: list[dict[str, Any]]) -> list[str]:
+    """The Reliability tables: suites from bench/raw/reliability-*.json, soak from records."""
+    out = [
+        "| suite | faults injected | survived | requests lost | wrong announcements | bad inputs"
+        " tried | 5xx | crashes | tests passed / failed | command | commit | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    known = [s for s, _ in SUITES]
+    extra = sorted(p.stem.removeprefix("reliability-") for p in RAW.glob("reliability-*.json"))
+    for suite, what in [*SUITES, *((s, s) for s in extra if s not in known)]:
+        d = load_reliability(suite)
+        if isinstance(d, str):
+            out.append(f"| {what} | {d} |  |  |  |  |  |  |  |  |  |  |")
+            continue
+        out.append(
+            f"| {what} | {_n(d.get('faults_injected'))} | {_n(d.get('survived'))}"
+            f" | {_n(d.get('requests_lost'))} | {_n(d.get('wrong_announcements'))}"
+            f" | {_n(d.get('bad_inputs'))} | {_n(d.get('server_errors'))}"
+            f" | {_n(d.get('crashes'))} | {d.get('passed', '?')} / {d.get('failed', '?')}"
+            f" | `{d.get('command', '?')}` | {d.get('commit', '?')}"
+            f" | {str(d.get('date', '?'))[:16]} |"
+        )
+    soak = [r for r in records if r["benchmark"].startswith(SOAK) and ":" not in r["metric"][5:]]
+    out += ["", "Soak (`make soak`; every figure is also in the Results tables):", ""]
+    if not soak:
+        return [*out, "not run"]
+    out += ["| run | figure | value | goal | met |", "|---|---|---|---|---|"]
+    for r in sorted(soak, key=lambda r: (r["benchmark"], r["goal"] is None, r["metric"])):
+        out.append(
+            f"| {r['benchmark']} | {r['metric'].removeprefix('soak: ')} | {_fmt(r['value'])}"
+            f" {r['unit']} | {r['goal'] or ''} | {_goal_met(r['goal'], r['value'], None)} |"
+        )
+    return out
+
+
 def main() -> None:
     records = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     text = [
@@ -132,6 +182,10 @@ def main() -> None:
         "",
         "## Results",
         *tables(records),
+        "",
+        "## Reliability",
+        "",
+        *reliability(records),
         "",
     ]
     if NOTES.exists():

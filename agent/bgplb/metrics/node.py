@@ -13,6 +13,7 @@ guard their own values with locks. :meth:`Metrics.exposition` does both on the c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import platform
 from collections.abc import Mapping
@@ -118,6 +119,15 @@ class Metrics(ServiceMetrics):
             "bgplb_reconcile_errors", "Errors met during reconcile passes.", registry=r
         )
         self.reconcile_runs = Counter("bgplb_reconcile_runs", "Reconcile passes run.", registry=r)
+        # Read at scrape time, from whichever thread renders: all_tasks(loop) copes with the
+        # task set changing while it copies it. The loop is the one set_observed_source ran on.
+        self.event_loop: asyncio.AbstractEventLoop | None = None
+        self.asyncio_tasks = Gauge(
+            "bgplb_asyncio_tasks", "Asyncio tasks not done on the agent's event loop.", registry=r
+        )
+        self.asyncio_tasks.set_function(
+            lambda: float(len(asyncio.all_tasks(self.event_loop))) if self.event_loop else 0.0
+        )
         self.reload_success = Gauge(
             "bgplb_config_reload_success", "1 if the last config (re)load succeeded.", registry=r
         )
@@ -172,6 +182,8 @@ class Metrics(ServiceMetrics):
     def set_observed_source(self, source: DataplaneSource | None) -> None:
         """Where the IPVS collector reads counters at scrape time (the last observation)."""
         self.ipvs.source = source
+        with contextlib.suppress(RuntimeError):  # called on the agent's loop (Agent.start)
+            self.event_loop = asyncio.get_running_loop()
 
     def set_drained(self, admin: AdminState, config: ConfigLike) -> None:
         """Operator drains: per configured service, and the node-wide flag."""

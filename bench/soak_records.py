@@ -1,0 +1,203 @@
+"""results.json records of a soak run (bench/soak.py's raw output -> ``Record``s).
+
+Baseline / end of RSS, FDs, threads and tasks come from the two quiet windows (same state:
+every backend up, nothing drained, the base config; churn stopped and settled): FDs, threads
+and tasks use the *minimum* of the window's samples (the persistent floor: a probe socket or
+a request task in flight at the sampling instant is not a leak), RSS the median.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from .lab import Record, timing_records
+
+COMMAND = "make soak (python -m bench.soak)"
+
+
+def _floor(samples: list[dict[str, Any]], key: str) -> float | None:
+    values = [s[key] for s in samples if s.get(key) is not None]
+    return min(values) if values else None
+
+
+def _median(samples: list[dict[str, Any]], key: str) -> float | None:
+    values = [s[key] for s in samples if s.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def records(out: dict[str, Any]) -> list[Record]:
+    a = out["args"]
+    bench = f"5 soak: {a['services']} services, {a['duration'] / 60:g} min"
+    command = f"{COMMAND}, commit {out['commit']}"
+    c, s = out["checker"], out["scrapes"]
+    base, end = out["baseline"], out["end"]
+    nq = len(end)
+
+    def rec(metric: str, unit: str, value: float | None, goal: str | None, trials: int) -> Record:
+        return Record(bench, f"soak: {metric}", unit, value, goal, None, trials, command)
+
+    rss0, rss1 = _median(base, "rss_kib"), _median(end, "rss_kib")
+    churn = [x for x in out["samples"] if x.get("phase") == "churn"]
+    rss_max = max((x["rss_kib"] for x in churn if x.get("rss_kib")), default=None)
+    tree0, tree1 = _median(base, "tree_rss_kib"), _median(end, "tree_rss_kib")
+    reloads = [x for x in out["actions"] if x["kind"] == "reload"]
+    api = [x for x in out["actions"] if "drain" in x["kind"] or x["kind"] == "reload"]
+    loads = [x["load1"] for x in out["samples"]]
+    mib = 1 / 1024
+    recs = [
+        rec(
+            "wrong route states (r1's RIB and FIB vs the truth, ~1 s samples, outside settle)",
+            "count",
+            c["wrong"],
+            "<= 0",
+            c["samples"],
+        ),
+        rec(
+            "wrong FIB changes (every r1 FIB add/delete of a VIP vs the truth)",
+            "count",
+            c["wrong_events"],
+            "<= 0",
+            c["events"],
+        ),
+        rec(
+            "(service, sample) pairs compared outside settle windows",
+            "count",
+            c["comparisons"],
+            None,
+            c["samples"],
+        ),
+        rec(
+            "agent RSS growth after warm-up (quiet end - quiet after warm-up, medians)",
+            "MiB",
+            None if rss0 is None or rss1 is None else (rss1 - rss0) * mib,
+            "<= 5",
+            nq,
+        ),
+        rec(
+            "agent RSS after warm-up (quiet, median)",
+            "MiB",
+            None if rss0 is None else rss0 * mib,
+            None,
+            len(base),
+        ),
+        rec(
+            "agent RSS max under churn - after warm-up",
+            "MiB",
+            None if rss_max is None or rss0 is None else (rss_max - rss0) * mib,
+            None,
+            len(churn),
+        ),
+        rec(
+            "agent+ExaBGP+relay RSS growth after warm-up (medians)",
+            "MiB",
+            None if tree0 is None or tree1 is None else (tree1 - tree0) * mib,
+            None,
+            nq,
+        ),
+        rec(
+            "open FDs, end - after warm-up (min of each quiet window)",
+            "count",
+            _diff(_floor(base, "fds"), _floor(end, "fds")),
+            "<= 0",
+            nq,
+        ),
+        rec(
+            "threads, end - after warm-up (min of each quiet window)",
+            "count",
+            _diff(_floor(base, "threads"), _floor(end, "threads")),
+            "<= 0",
+            nq,
+        ),
+        rec(
+            "asyncio tasks, end - after warm-up (min; bgplb_asyncio_tasks)",
+            "count",
+            _diff(_floor(base, "tasks"), _floor(end, "tasks")),
+            "<= 0",
+            nq,
+        ),
+        rec("open FDs after warm-up (min)", "count", _floor(base, "fds"), None, len(base)),
+        rec("threads after warm-up (min)", "count", _floor(base, "threads"), None, len(base)),
+        rec("asyncio tasks after warm-up (min)", "count", _floor(base, "tasks"), None, len(base)),
+        rec(
+            "/metrics scrapes not answered 200 (incl. no answer)",
+            "count",
+            s["non_200"] + s["no_answer"],
+            "<= 0",
+            s["total"],
+        ),
+        rec(
+            "/metrics scrapes prometheus_client's parser refused",
+            "count",
+            s["parse_failures"],
+            "<= 0",
+            s["total"],
+        ),
+        rec("reloads not ok", "count", sum(not x.get("ok") for x in reloads), None, len(reloads)),
+        rec(
+            "drain/undrain/reload API calls not answered 200",
+            "count",
+            sum(x.get("status") not in (None, 200) for x in api),
+            None,
+            len(api),
+        ),
+        rec(
+            "agent log lines at ERROR/CRITICAL",
+            "count",
+            sum(v for k, v in out["agent_log"].items() if not k.startswith("WARNING")),
+            None,
+            1,
+        ),
+        rec(
+            "agent log lines at WARNING",
+            "count",
+            sum(v for k, v in out["agent_log"].items() if k.startswith("WARNING")),
+            None,
+            1,
+        ),
+        rec(
+            "ExaBGP processes started (1: never restarted)", "count", out["exabgp_started"], None, 1
+        ),
+        rec(
+            "1-minute load average (mean of the samples)",
+            "load",
+            statistics.fmean(loads) if loads else None,
+            None,
+            len(loads),
+        ),
+        rec(
+            "1-minute load average (max of the samples)",
+            "load",
+            max(loads, default=None),
+            None,
+            len(loads),
+        ),
+    ]
+    recs.append(
+        rec(
+            "start -> all routes in r1's FIB (empty: not within 180 s)",
+            "s",
+            out["to_fib_s"],
+            None,
+            1,
+        )
+    )
+    lt = out["loop_thread"]["states"]
+    n_lt = sum(lt.values())
+    recs.append(
+        rec(
+            "agent's event-loop thread blocked in the kernel (D state), of 100 ms samples",
+            "%",
+            100 * lt.get("D", 0) / n_lt if n_lt else None,
+            None,
+            n_lt,
+        )
+    )
+    recs += timing_records(bench, "soak: /metrics scrape", s["ms"], command)
+    recs += timing_records(bench, "soak: reload API call", [x["s"] * 1000 for x in reloads],
+                           command)  # fmt: skip
+    return recs
