@@ -22,11 +22,13 @@ CONVERGE = 30.0
 
 
 async def one_lb(
-    bgp_lab_factory: Any, agent_factory: AgentFactory, **kw: Any
+    bgp_lab_factory: Any, agent_factory: AgentFactory, log_level: str = "debug", **kw: Any
 ) -> tuple[BgpLab, AgentProc, Backend]:
     """r1 + lb1 running the agent with ``web`` (VIP 10.99.0.1) up at the router."""
     bl: BgpLab = bgp_lab_factory(n_lbs=1)
-    agent, backend = agent_factory(bl, 1, **kw)
+    agent, backend = agent_factory(bl, 1, start=False, **kw)
+    agent.log_level = log_level
+    agent.start()
     await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], CONVERGE, interval=0.05)
     return bl, agent, backend
 

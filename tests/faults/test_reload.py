@@ -6,6 +6,7 @@ withdrawal counters for the agent's session) from before the fault until well af
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from typing import Any
 
@@ -122,3 +123,25 @@ async def test_sighup_storm_of_50_never_withdraws(
     assert len(agent.exabgp_pids()) == 1
     await wait_until(lambda: agent.status()["services"][0]["decision"] == "announce", 5)
     assert bl.router.fib(VIP) == [bl.lb_v4(1)]
+
+
+@pytest.mark.parametrize("fault", ["deleted", "unreadable"])
+async def test_config_file_gone_at_reload_fails_cleanly(
+    bgp_lab_factory: Any, agent_factory: AgentFactory, fault: str
+) -> None:
+    """The file is deleted, or cannot be read (a directory in its place: root reads any mode),
+    when the SIGHUP comes: the reload fails with the reason, routes are unchanged."""
+    bl, agent, _ = await one_lb(bgp_lab_factory, agent_factory)
+    agent.config_path.unlink()
+    if fault == "unreadable":
+        agent.config_path.mkdir()
+    try:
+        await _reload_keeps_route(bl, agent, expect_ok=False)
+        failed = agent.events("config_reload_failed")[-1]
+        assert str(agent.config_path) in json.dumps(failed), failed
+        assert agent.errors() == [failed]  # one clean line, no traceback
+    finally:
+        if agent.config_path.is_dir():
+            agent.config_path.rmdir()
+    agent.write_config()
+    assert (await sighup(agent))["event"] == "config_reloaded"
