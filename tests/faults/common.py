@@ -59,11 +59,16 @@ class Api:
         self.token = token
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
+        self.reconnects = 0
 
     def _connect(self) -> http.client.HTTPConnection:
         sock = create_socket(self.ns, socket.AF_INET, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(("127.0.0.1", API_PORT))
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(("127.0.0.1", API_PORT))
+        except BaseException:
+            sock.close()
+            raise
         conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=self.timeout)
         conn.sock = sock
         return conn
@@ -84,8 +89,12 @@ class Api:
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 # the server closed an idle keep-alive connection: one retry on a new one
                 self.close()
+                self.reconnects += 1
                 if attempt == 2:
                     raise
+            except BaseException:
+                self.close()
+                raise
         raise AssertionError("unreachable")
 
     def json(self, method: str, path: str) -> tuple[int, Any]:
