@@ -156,12 +156,14 @@ async def test_agent_sigkill_at_random_points_converges_to_desired(
                 print(f"  {action} cut off: {e!r}")
             finally:
                 api.close()
+        started = time.monotonic()
         agent.start()
+        up = time.monotonic() - started
         took = await _converged(bl, agent, backend_pid)
         done.append(f"{phase}@{delay:.2f}")
         print(
-            f"kill {i + 1}/{KILLS}: {phase} +{delay:.2f}s -> restarted, router has "
-            f"{sorted(_router_vips(bl))} after {took:.2f}s"
+            f"kill {i + 1}/{KILLS}: {phase} +{delay:.2f}s -> restarted (API up in {up:.1f}s), "
+            f"router has {sorted(_router_vips(bl))} {took:.2f}s later"
         )
     print(f"{KILLS} kills in {time.monotonic() - t0:.0f}s: {done}")
     assert agent.runs == 1 + KILLS + sum(d.startswith("pass") for d in done)
