@@ -19,6 +19,9 @@ from tests.harness.route_sampler import RouteSampler
 VIP = "10.99.0.1/32"
 # Generous: the machine runs other suites and VMs on 2 cores.
 CONVERGE = 30.0
+# The agent's API answering after its start (python imports, netlink): ~1 s idle, >20 s seen
+# at load 18 on 2 cores.
+START_TIMEOUT = 90.0
 
 
 async def one_lb(
@@ -28,6 +31,7 @@ async def one_lb(
     bl: BgpLab = bgp_lab_factory(n_lbs=1)
     agent, backend = agent_factory(bl, 1, start=False, **kw)
     agent.log_level = log_level
+    agent.start_timeout = START_TIMEOUT
     agent.start()
     await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], CONVERGE, interval=0.05)
     return bl, agent, backend

@@ -20,7 +20,7 @@ from tests.harness.agent_proc import AgentFactory, AgentProc, service
 from tests.harness.frr import BgpLab, pid_alive, wait_until
 from tests.harness.netns import ns_pids, run
 
-from .common import CONVERGE, Api
+from .common import CONVERGE, START_TIMEOUT, Api
 
 pytestmark = pytest.mark.faults
 
@@ -124,6 +124,7 @@ async def test_agent_sigkill_at_random_points_converges_to_desired(
     agent, backend = agent_factory(bl, 1, services=_services(bl, False), start=False)
     agent.config["node"]["drain_delay"] = 0
     agent.log_level = "info"
+    agent.start_timeout = START_TIMEOUT
     backend_pid = backend.proc.pid if backend.proc else None
     agent.start()
     await _converged(bl, agent, backend_pid)

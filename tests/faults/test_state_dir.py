@@ -23,7 +23,7 @@ from tests.harness.agent_proc import AgentFactory, AgentProc
 from tests.harness.frr import BgpLab, wait_until
 from tests.harness.netns import run
 
-from .common import CONVERGE, VIP, Api, one_lb
+from .common import CONVERGE, START_TIMEOUT, VIP, Api, one_lb
 
 pytestmark = pytest.mark.faults
 
@@ -129,6 +129,7 @@ async def test_unwritable_state_dir_drain_applied_in_memory(
     (defect 3). The route keeps flowing before and after."""
     bl: BgpLab = bgp_lab_factory(n_lbs=1)
     agent, _ = agent_factory(bl, 1, start=False)
+    agent.start_timeout = START_TIMEOUT
     with _tmpfs(_state_dir(agent), "64k") as state:
         agent.start()
         await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], CONVERGE, interval=0.05)
