@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 WORK := _work
 
-.PHONY: help deps venv vng lint fmt test test-unit test-kernel test-bgp demo clean
+.PHONY: help deps venv vng lint fmt test test-unit test-kernel test-bgp test-faults demo clean
 .PHONY: image config-disk test-image
 .PHONY: lab-up lab-down test-lab
 .PHONY: dashboards test-observability
@@ -13,7 +13,7 @@ WORK := _work
 help:
 	@echo "make demo   - bring the ECMP lab up and show bgp-lb at work"
 	@echo "make test   - install everything and run every test (lint, unit, kernel, BGP, image, observability, lab)"
-	@echo "make lint | test-unit | test-kernel | test-bgp"
+	@echo "make lint | test-unit | test-kernel | test-bgp | test-faults"
 	@echo "make lab-up [TOPO=containerlab/minimal.clab.yml] | lab-down | test-lab   (containerlab/README.md)"
 	@echo "make dashboards (regenerate dashboards/*.json) | test-observability   (docs/observability.md)"
 
@@ -72,6 +72,14 @@ test-bgp: deps venv
 	@if [ "$$(id -u)" != 0 ]; then echo "test-bgp needs root (network namespaces, FRR)"; exit 1; fi
 	@$(BIN)/python -m tests.harness.netns
 	@rc=0; timeout 600 $(BIN)/pytest -m bgp tests/bgp -ra -s -q || rc=$$?; \
+	  $(BIN)/python -m tests.harness.netns; exit $$rc
+
+# Fault injection (tests/faults): the real agent + ExaBGP + FRR in namespaces on the host, as
+# root; reloads, signals, ExaBGP/FRR/link faults, broken state_dir, agent SIGKILLs. ~5-8 min.
+test-faults: deps venv
+	@if [ "$$(id -u)" != 0 ]; then echo "test-faults needs root (network namespaces, FRR, mounts)"; exit 1; fi
+	@$(BIN)/python -m tests.harness.netns
+	@rc=0; timeout 900 $(BIN)/pytest -m faults tests/faults -p no:cacheprovider -ra -s -q || rc=$$?; \
 	  $(BIN)/python -m tests.harness.netns; exit $$rc
 
 # Appliance image (docs/image.md): Debian 12 + mkosi 14, one self-booting disk (BIOS/extlinux).
@@ -141,7 +149,7 @@ test-observability: deps venv
 # test-lab (the ECMP lab + Prometheus in one TCG VM, ~4 min idle) is the last step: on an idle
 # host 8/8; under heavy host load (load average > 5 on 2 cores) TCG stretches its timings past the
 # acceptance bounds (withdraw within fall x interval + 2 s, >= 20 requests/s): containerlab/README.md.
-test: deps venv lint test-unit test-kernel test-bgp test-image test-observability test-lab
+test: deps venv lint test-unit test-kernel test-bgp test-faults test-image test-observability test-lab
 
 clean:
 	rm -rf $(WORK) $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
