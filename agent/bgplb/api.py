@@ -286,9 +286,10 @@ class _Handlers:
                     "no API token is configured (node.api.token_file)",
                 )
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), self.token
-            ):
+            # Only HTTP's own whitespace around the token (str.strip() also dropped U+00A0
+            # and friends); surrogatepass: undecodable header bytes never raise (was a 500).
+            given_token = given.strip(" \t").encode("utf-8", "surrogatepass")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given_token, self.token):
                 return _error(
                     401,
                     "unauthorized",
