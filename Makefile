@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 WORK := _work
 
-.PHONY: help deps venv vng lint fmt test test-unit test-kernel test-bgp test-faults demo clean
+.PHONY: help deps venv vng lint fmt test test-unit test-api test-kernel test-bgp test-faults demo clean
 .PHONY: image config-disk test-image
 .PHONY: lab-up lab-down test-lab
 .PHONY: dashboards test-observability
@@ -13,7 +13,7 @@ WORK := _work
 help:
 	@echo "make demo   - bring the ECMP lab up and show bgp-lb at work"
 	@echo "make test   - install everything and run every test (lint, unit, kernel, BGP, image, observability, lab)"
-	@echo "make lint | test-unit | test-kernel | test-bgp | test-faults"
+	@echo "make lint | test-unit | test-api | test-kernel | test-bgp | test-faults"
 	@echo "make lab-up [TOPO=containerlab/minimal.clab.yml] | lab-down | test-lab   (containerlab/README.md)"
 	@echo "make dashboards (regenerate dashboards/*.json) | test-observability   (docs/observability.md)"
 
@@ -50,6 +50,12 @@ fmt: venv
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit
+
+# A real agent (fake dataplane + speaker) on a loopback port: schemathesis over its OpenAPI
+# document (with/without the token), near-miss tokens, oversized requests, 2,000 connections.
+# No root; ~1-2 min. The hypothesis fuzzers (config loader, ExaBGP lines) are in test-unit.
+test-api: venv
+	$(BIN)/pytest -q -p no:cacheprovider tests/api
 
 # Kernel tests (dummy links + IPVS): run directly if the running kernel has them, else in ONE
 # virtme-ng VM booting Debian's kernel from /boot under TCG. virtme-ng lives in its own venv.
@@ -149,7 +155,7 @@ test-observability: deps venv
 # test-lab (the ECMP lab + Prometheus in one TCG VM, ~4 min idle) is the last step: on an idle
 # host 8/8; under heavy host load (load average > 5 on 2 cores) TCG stretches its timings past the
 # acceptance bounds (withdraw within fall x interval + 2 s, >= 20 requests/s): containerlab/README.md.
-test: deps venv lint test-unit test-kernel test-bgp test-faults test-image test-observability test-lab
+test: deps venv lint test-unit test-api test-kernel test-bgp test-faults test-image test-observability test-lab
 
 clean:
 	rm -rf $(WORK) $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -334,7 +334,10 @@ class _Handlers:
             if token is None:
                 return _error(403, "mutating endpoints are disabled", self.token.disabled)
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+            # Only HTTP's own whitespace around the token (str.strip() also dropped U+00A0
+            # and friends); surrogatepass: undecodable header bytes never raise (was a 500).
+            given_token = given.strip(" \t").encode("utf-8", "surrogatepass")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given_token, token):
                 return _error(
                     401,
                     "unauthorized",

@@ -57,7 +57,7 @@ def parse_line(line: str) -> Event:
         return Other(text)
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's limit
         return Other(text)
     if not isinstance(obj, dict) or obj.get("type") != "state":
         return Other(text)

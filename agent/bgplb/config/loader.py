@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from .crosschecks import check_config
-from .issues import ConfigError, ConfigIssue, issues_from_validation
+from .issues import ConfigError, ConfigIssue, issues_from_validation, join_path
 from .schema import Config
 from .seed import convert_seed, is_seed_format, seed_issue
 
@@ -103,8 +103,45 @@ def read_config_data(path: str | Path) -> object:
     return decode(text, str(path), json_only=path.suffix.lower() == ".json")
 
 
+def _lone_surrogate(data: object) -> ConfigIssue | None:
+    """A string that is not valid Unicode: YAML's ``"\\ud800"`` escape (or JSON's) decodes to
+    a lone surrogate, which nothing downstream can encode. Iterative, so any depth is fine;
+    each container once, so YAML aliases (even one inside itself: ``&a [*a]``) are too."""
+    stack: list[tuple[tuple[int | str, ...], object]] = [((), data)]
+    seen: set[int] = set()
+    while stack:
+        path, node = stack.pop()
+        items: list[tuple[int | str, object]] = []
+        if isinstance(node, dict | list):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and not _encodable(key):
+                    return ConfigIssue(join_path(path), f"key {key!r} is not valid Unicode text")
+                items.append((key if isinstance(key, str | int) else repr(key), value))
+        elif isinstance(node, list):
+            items = list(enumerate(node))
+        elif isinstance(node, str) and not _encodable(node):
+            return ConfigIssue(join_path(path), f"{node!r} is not valid Unicode text")
+        stack.extend(((*path, k), v) for k, v in reversed(items))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse(data: object) -> ParsedConfig:
     """Validate decoded data (native or seed layout) into a :class:`ParsedConfig`."""
+    bad = _lone_surrogate(data)
+    if bad is not None:
+        raise ConfigError([bad])
     if data is None:
         raise ConfigError([ConfigIssue("", "the config is empty")])
     if not isinstance(data, dict):
