@@ -349,7 +349,7 @@ async def test_sighup_storm_is_serialized_and_a_crash_is_logged(
         gate.set()
         await h.clock.advance(1.0)
         async with asyncio.timeout(60):
-            while finished < calls or calls < 2:
+            while finished < calls or calls < 2:  # noqa: ASYNC110 - reloads in a child process
                 await asyncio.sleep(0.05)
         for _ in range(20):  # a third reload, if one was wrongly queued, would start now
             await asyncio.sleep(0.01)
@@ -382,7 +382,7 @@ async def test_a_reload_abandoned_by_its_caller_still_completes(tmp_path: Path) 
     await asyncio.sleep(0)
     task.cancel()
     async with asyncio.timeout(60):  # the file is parsed in a child process: real time
-        while h.agent.last_reload is None:
+        while h.agent.last_reload is None:  # noqa: ASYNC110 - a child process parses
             await asyncio.sleep(0.05)
     assert h.agent.config.service("new") is not None
     assert h.agent.last_reload is not None
