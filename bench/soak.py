@@ -364,7 +364,7 @@ class Soak:
 
 def summary(c: Checker) -> dict[str, Any]:
     def rows(ms: list[Any]) -> list[dict[str, Any]]:
-        return [vars(m) for m in ms[:200]]
+        return [vars(m) for m in ms[:2000]]
 
     return {
         "samples": c.samples,

@@ -13,13 +13,14 @@ def make() -> tuple[Truth, Checker]:
 
 
 def test_settled_disagreements_are_wrong_both_ways() -> None:
-    truth, checker = make()
+    _, checker = make()
     bad = checker.compare({"10.99.1.1", "10.99.1.3"}, time.time())  # b missing, x extra
     assert {(m.service, m.expected, m.seen) for m in bad} == {
         ("b", True, False),
         ("x", False, True),
     }
-    assert checker.wrong_total == 2 and checker.comparisons == 3
+    assert checker.wrong_total == 2
+    assert checker.comparisons == 3
 
 
 def test_no_verdict_inside_a_settle_window() -> None:
