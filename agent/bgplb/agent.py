@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import __version__
 from .admin import AdminStore
+from .apitoken import ApiToken
 from .bgp.base import Speaker
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, ConfigIssue, check_against_host, load_config
@@ -84,7 +85,7 @@ class Agent(AgentControl):
         self.reconciler = Reconciler(
             config, dataplane, speaker, self.health, self.admin, clock, on_pass=self._on_pass
         )
-        self.api_token: ApiTokenLike | None = None  # set by _serve
+        self.api_token: ApiToken | None = None  # set by _serve
         adopt = getattr(dataplane, "set_desired_source", None)
         if adopt is not None:  # a lost ownership record adopts what is exactly as desired
             adopt(self._desired_dataplane)
@@ -406,7 +407,7 @@ async def _host_issues(config: Config) -> list[ConfigIssue]:
 
 
 async def _serve(agent: Agent) -> int:
-    from .api import ApiToken, build_app, serve
+    from .api import build_app, serve
 
     issues = await _host_issues(agent.config)
     if issues:
