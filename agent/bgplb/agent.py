@@ -39,7 +39,7 @@ from .reload import ReloadRefused, prepare_reload
 from .sdnotify import notify, watchdog_interval
 from .statefile import ADMIN, API_TOKEN, EXABGP_CONFIG, OWNERSHIP, FileHealth
 from .status import AgentControl, ReloadResult, ReloadStatus, StatusResponse
-from .status_view import ApiTokenLike, build_status
+from .status_view import build_status
 
 log = logging.getLogger("bgplb.agent")
 
