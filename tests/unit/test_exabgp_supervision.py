@@ -316,3 +316,33 @@ async def test_a_crash_is_counted_as_exited_not_as_a_lost_relay(env: Env) -> Non
         assert s.supervision().restart_reasons["relay_lost"] == 0
     finally:
         await s.stop()
+
+
+async def test_an_unwritable_config_file_does_not_stop_the_agent(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full runtime_dir (ENOSPC on the rendered config) at start: start() returns, the
+    problem is in config_health, no ExaBGP runs; once the write works ExaBGP starts."""
+    from bgplb.bgp import render
+
+    real = render.write_private
+    full = True
+
+    def write(path: os.PathLike[str], text: str) -> None:
+        if full:
+            raise OSError(28, "No space left on device")
+        real(path, text)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(render, "write_private", write)
+    s = speaker()
+    try:
+        await s.start(cfg(env.rundir), env.wake)  # on 5a7e1fe: SpeakerError out of start()
+        assert s.config_health.problem is not None
+        assert "No space left on device" in s.config_health.problem
+        assert s.config_health.errors >= 1
+        assert s.pid is None
+        full = False
+        await until(lambda: s.peers()[PEER].state is PeerState.UP, 15)
+        assert s.config_health.problem is None
+    finally:
+        await s.stop()

@@ -27,6 +27,7 @@ from pathlib import Path
 from ..clock import Clock, SystemClock
 from ..config import Config
 from ..model import PeerKey, PeerState, PeerStatus, Route, RouteSet
+from ..statefile import FileHealth
 from . import commands, events, process, render
 from .base import SpeakerError, Supervision
 from .channel import AckDeadline, Kind, Pending
@@ -96,6 +97,8 @@ class ExaBGPSpeaker:
         self.commands_failed = 0
         self._config: Config | None = None
         self._rendered: render.Rendered | None = None
+        # the rendered ExaBGP config as a state file: status/metrics show a failed write
+        self.config_health = FileHealth()
         self._secrets: dict[PeerKey, str] = {}
         self._wake: Callable[[], None] = lambda: None
         self._wanted: dict[PeerKey, frozenset[Route]] = {}
@@ -234,9 +237,13 @@ class ExaBGPSpeaker:
     # ------------------------------------------------------------------ config
 
     def _install_config(self, config: Config) -> None:
+        """Render and write. A file that cannot be written (runtime_dir unwritable, full)
+        does not stop the agent: the failure is in ``config_health`` and every spawn writes
+        it again first (``_argv``), so ExaBGP starts once the disk allows."""
         rendered, secrets = self._prepare(config)
-        self._write_config(config, rendered)
         self._config, self._rendered, self._secrets = config, rendered, secrets
+        with contextlib.suppress(SpeakerError):  # logged and counted by _write_config
+            self._write_config(config, rendered)
 
     def _prepare(self, config: Config) -> tuple[render.Rendered, dict[PeerKey, str]]:
         """Render (reads the MD5 key files); switches nothing. New keys are scrubbed from
@@ -251,11 +258,18 @@ class ExaBGPSpeaker:
         return rendered, secrets
 
     def _write_config(self, config: Config, rendered: render.Rendered) -> None:
+        path = config.node.runtime_dir / CONFIG_NAME
+        self.config_health.path = path
         try:
             render.ensure_dir(config.node.runtime_dir)
-            render.write_private(config.node.runtime_dir / CONFIG_NAME, rendered.text)
+            render.write_private(path, rendered.text)
         except OSError as e:
+            problem = f"cannot write {path}: {e.strerror or e}; ExaBGP is not started until it can"
+            if self.config_health.problem != problem:
+                log.error("state_file_unwritable: %s", problem)
+            self.config_health.failed(problem)
             raise SpeakerError(f"cannot write exabgp config: {e}") from e
+        self.config_health.fine()
 
     def _socket_path(self, config: Config | None = None) -> Path:
         cfg = config or self._config
