@@ -49,13 +49,21 @@ fmt: venv
 	$(BIN)/ruff check --fix agent tests
 
 test-unit: venv
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q tests/unit --ignore-glob='tests/unit/test_fuzz_*'
 
 # A real agent (fake dataplane + speaker) on a loopback port: schemathesis over its OpenAPI
 # document (with/without the token), near-miss tokens, oversized requests, 2,000 connections.
 # No root; ~1-2 min. The hypothesis fuzzers (config loader, ExaBGP lines) are in test-unit.
+# Each suite's JUnit XML becomes bench/raw/reliability-<suite>.json (bench/reliability.py), the
+# Reliability table of bench/RESULTS.md; the fuzzers (tests/unit/test_fuzz_*) run here, not in test-unit.
+RELIABILITY = $(BIN)/python -m bench.reliability
 test-api: venv
-	$(BIN)/pytest -q -p no:cacheprovider tests/api
+	@mkdir -p $(WORK)
+	@rc=0; $(BIN)/pytest -q -p no:cacheprovider tests/unit/test_fuzz_*.py \
+	  --junitxml=$(WORK)/junit-fuzz.xml || rc=$$?; \
+	  $(RELIABILITY) fuzz $(WORK)/junit-fuzz.xml --command "make test-api" || true; \
+	  $(BIN)/pytest -q -p no:cacheprovider tests/api --junitxml=$(WORK)/junit-api.xml || rc=$$?; \
+	  $(RELIABILITY) api $(WORK)/junit-api.xml --command "make test-api" || true; exit $$rc
 
 # Kernel tests (dummy links + IPVS): run directly if the running kernel has them, else in ONE
 # virtme-ng VM booting Debian's kernel from /boot under TCG. virtme-ng lives in its own venv.
@@ -86,8 +94,11 @@ test-bgp: deps venv
 test-faults: deps venv
 	@if [ "$$(id -u)" != 0 ]; then echo "test-faults needs root (network namespaces, FRR, mounts)"; exit 1; fi
 	@$(BIN)/python -m tests.harness.netns
-	@rc=0; timeout 1500 $(BIN)/pytest -m faults tests/faults -p no:cacheprovider -ra -s -q || rc=$$?; \
-	  $(BIN)/python -m tests.harness.netns; exit $$rc
+	@mkdir -p $(WORK)
+	@rc=0; timeout 1500 $(BIN)/pytest -m faults tests/faults -p no:cacheprovider -ra -s -q \
+	  --junitxml=$(WORK)/junit-faults.xml || rc=$$?; \
+	  $(BIN)/python -m tests.harness.netns; \
+	  $(RELIABILITY) faults $(WORK)/junit-faults.xml --command "make test-faults" || true; exit $$rc
 
 # Appliance image (docs/image.md): Debian 12 + mkosi 14, one self-booting disk (BIOS/extlinux).
 # image/build.sh installs mkosi and its helpers with apt; outputs go to $(WORK)/image/.
