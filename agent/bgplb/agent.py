@@ -2,19 +2,17 @@
 
 Tasks: the health runner, the reconciler, the watchdog and the HTTP API. Signals: SIGTERM/SIGINT
 withdraw everything, wait ``shutdown_grace``, clean up (another SIGTERM/SIGINT meanwhile ends
-the grace at once); SIGHUP reloads the config file. A crashed internal task ends the agent with
-exit 1 after a best-effort withdraw.
+the grace at once); SIGHUP reloads the config file (handlers: signals.py). A crashed internal
+task ends the agent with exit 1 after a best-effort withdraw. The process entry (``bgp-lb run``:
+the real adapters, the host check, the API listeners) is entry.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib.metadata
 import logging
-import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,21 +20,23 @@ from . import __version__
 from .admin import AdminStore
 from .apitoken import ApiToken
 from .bgp.base import Speaker
-from .clock import Clock, SystemClock
-from .config import Config, ConfigError, ConfigIssue, check_against_host, load_config
+from .clock import Clock
+from .config import Config
 from .dataplane.base import Dataplane
 from .dataplane.prereq import Prerequisite, check_prerequisites
 from .health.checks import Prober
 from .health.runner import HealthRunner
 from .health.tracker import CheckKey, CheckResult, CheckState
-from .logs import log_event, register_secret, setup_logging
+from .hostlinks import host_issues
+from .logs import log_event, register_secret
 from .looplag import LoopLagMonitor
 from .metrics import Metrics
 from .model import CheckStatus, DataplaneState
 from .policy import desired_state
 from .reconciler import PassResult, Reconciler
 from .reload import ReloadRefused, prepare_reload
-from .sdnotify import notify, watchdog_interval
+from .sdnotify import notify
+from .signals import install_signals
 from .statefile import ADMIN, API_TOKEN, EXABGP_CONFIG, OWNERSHIP, FileHealth
 from .status import AgentControl, ReloadResult, ReloadStatus, StatusResponse
 from .status_view import build_status
@@ -309,7 +309,7 @@ class Agent(AgentControl):
                 old,
                 self.health.specs(),
                 self.health.prober,
-                host_issues=_host_issues if self.check_node else None,
+                host_issues=host_issues if self.check_node else None,
                 probe=probe,
             )
         except ReloadRefused as refused:
@@ -362,7 +362,7 @@ class Agent(AgentControl):
         )
 
 
-# ---------------------------------------------------------------------- process entry
+# ---------------------------------------------------------------------- the installed ExaBGP
 
 
 def _exabgp_version() -> str:
@@ -372,100 +372,5 @@ def _exabgp_version() -> str:
         return ""
 
 
-def _install_signals(agent: Agent) -> None:
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, agent.request_stop)
-    loop.add_signal_handler(signal.SIGINT, agent.request_stop)
-    reloads: set[asyncio.Task[ReloadResult]] = set()
-
-    def _done(t: asyncio.Task[ReloadResult]) -> None:
-        reloads.discard(t)
-        if not t.cancelled() and t.exception() is not None:  # reload() catches; a bug if here
-            log_event(log, "config_reload_crashed", level=logging.ERROR, error=repr(t.exception()))
-
-    def _hup() -> None:
-        if sum(1 for t in reloads if not t.done()) >= 2:
-            return  # one reload runs, one waits and will read the file after: enough
-        t = loop.create_task(agent.reload())
-        reloads.add(t)
-        t.add_done_callback(_done)
-
-    loop.add_signal_handler(signal.SIGHUP, _hup)
-
-
-async def _host_issues(config: Config) -> list[ConfigIssue]:
-    """Config problems only this host reveals (a non-dummy link named like a service...)."""
-    from .dataplane.rtnl import Rtnl
-
-    rtnl = Rtnl(None, 5.0)
-    await rtnl.open()
-    try:
-        links = await rtnl.links()
-    finally:
-        rtnl.close()
-    return check_against_host(config, {link.name: link.kind or "" for link in links})
-
-
-async def _serve(agent: Agent) -> int:
-    from .api import build_app, serve
-
-    issues = await _host_issues(agent.config)
-    if issues:
-        for issue in issues:
-            print(f"{agent.config_path}: {issue}", file=sys.stderr)
-        return EXIT_CONFIG
-
-    api = agent.config.node.api
-    token = ApiToken()  # a bad token file disables the mutating API, not the agent
-    if secret := token.load(api.token_file):
-        register_secret(secret)
-    agent.api_token = token
-    app = build_app(agent, agent.metrics, token)
-    runners = [await serve(app, api.listen, api.port)]
-    if api.metrics_listen is not None or api.metrics_port is not None:
-        from .api import build_metrics_app
-
-        runners.append(
-            await serve(
-                build_metrics_app(agent.metrics),
-                api.metrics_listen or api.listen,
-                api.metrics_port or api.port + 1,
-            )
-        )
-    _install_signals(agent)
-    try:
-        return await agent.run()
-    finally:
-        for r in runners:
-            await r.cleanup()
-
-
-def build_real_agent(config: Config, config_path: Path) -> Agent:
-    from .bgp.exabgp import ExaBGPSpeaker
-    from .dataplane.netlink import NetlinkDataplane
-
-    clock = SystemClock()
-    return Agent(
-        config,
-        dataplane=NetlinkDataplane(config.node.state_dir),
-        speaker=ExaBGPSpeaker(clock),
-        clock=clock,
-        config_path=config_path,
-        watchdog_seconds=watchdog_interval(),
-        check_node=True,
-    )
-
-
-def run_agent(args: argparse.Namespace) -> int:
-    path = Path(args.config)
-    try:
-        config = load_config(path)
-    except ConfigError as err:
-        for issue in err.errors:
-            print(f"{path}: {issue}", file=sys.stderr)
-        return EXIT_CONFIG
-    setup_logging(
-        args.log_format or config.node.log.format, args.log_level or config.node.log.level
-    )
-    agent = build_real_agent(config, path)
-    return asyncio.run(_serve(agent))
+# re-exported: the tests install the signal handlers from here
+_install_signals = install_signals

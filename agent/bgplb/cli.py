@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_config_command(args)
     if cmd == "run":
-        from .agent import run_agent
+        from .entry import run_agent
 
         return run_agent(args)
     if cmd == "check-node":

@@ -11,7 +11,8 @@ Supervision of the channel: acks have a deadline that scales with the queue
 (``channel.AckDeadline``), an idle channel is probed with ``version`` every ``heartbeat``
 seconds, and a refused command is retried a bounded number of times (``retry.RetryBook``).
 A missed deadline or a withdraw that keeps being refused restarts ExaBGP (kill, respawn,
-re-send the whole set); the supervisor (supervisor.py) owns the process.
+re-send the whole set); the supervisor (supervisor.py) owns the process, configfile.py its
+config file.
 """
 
 from __future__ import annotations
@@ -20,25 +21,22 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from pathlib import Path
 
 from ..clock import Clock, SystemClock
 from ..config import Config
 from ..model import PeerKey, PeerState, PeerStatus, Route, RouteSet
-from ..statefile import FileHealth
-from . import commands, events, process, render
+from . import commands, events, process
 from .base import SpeakerError, Supervision
 from .channel import AckDeadline, Kind, Pending
+from .configfile import SOCKET_NAME as SOCKET_NAME  # re-exported: reload.py
+from .configfile import ConfigFile
 from .link import ApiLink
 from .retry import RetryBook
 from .scrub import Scrubber
 from .supervisor import Supervisor, exabgp_binary
 
 log = logging.getLogger("bgplb.bgp")
-SOCKET_NAME = "api.sock"
-CONFIG_NAME = "exabgp.conf"
 
 
 class ExaBGPSpeaker:
@@ -95,11 +93,9 @@ class ExaBGPSpeaker:
         self._retries = RetryBook(max_retries)
         self.command_retries = 0
         self.commands_failed = 0
-        self._config: Config | None = None
-        self._rendered: render.Rendered | None = None
+        self._file = ConfigFile(self._scrubber)
         # the rendered ExaBGP config as a state file: status/metrics show a failed write
-        self.config_health = FileHealth()
-        self._secrets: dict[PeerKey, str] = {}
+        self.config_health = self._file.health
         self._wake: Callable[[], None] = lambda: None
         self._wanted: dict[PeerKey, frozenset[Route]] = {}
         self._sent: dict[PeerKey, frozenset[Route]] = {}
@@ -115,7 +111,7 @@ class ExaBGPSpeaker:
         self._wake = wake
         self._install_config(config)
         self._status = {p.key: self._idle_status(p.key) for p in config.peers}
-        path = self._socket_path()
+        path = self._file.socket_path()
         if len(str(path)) > 100:
             raise SpeakerError(f"runtime_dir too long for a unix socket: {path}")
         with contextlib.suppress(FileNotFoundError):
@@ -128,11 +124,11 @@ class ExaBGPSpeaker:
     async def reconfigure(self, config: Config) -> None:
         """All or nothing (see ``base.Speaker.reconfigure``): nothing of ours switches
         before ExaBGP acknowledged the reload; on failure the old file is put back."""
-        old = self._rendered
-        rendered, secrets = self._prepare(config)
+        old = self._file.rendered
+        rendered, secrets = self._file.prepare(config)
         reset = {k for k, b in rendered.blocks.items() if old is None or old.blocks.get(k) != b}
         removed = set(self._status) - set(rendered.blocks)
-        self._write_config(config, rendered)
+        self._file.write(config, rendered)
         if (reset or removed) and self._link.connected:
             log.info(
                 "exabgp reload: new/changed peers %s, removed %s", sorted(reset), sorted(removed)
@@ -140,11 +136,11 @@ class ExaBGPSpeaker:
             try:
                 await self._reload()
             except SpeakerError:
-                if old is not None and self._config is not None:
+                if old is not None and self._file.config is not None:
                     with contextlib.suppress(SpeakerError):
-                        self._write_config(self._config, old)
+                        self._file.write(self._file.config, old)
                 raise
-        self._config, self._rendered, self._secrets = config, rendered, secrets
+        self._file.commit(config, rendered, secrets)
         for key in removed:
             self._status.pop(key, None)
             self._wanted.pop(key, None)
@@ -213,7 +209,7 @@ class ExaBGPSpeaker:
         return self._supervisor.pid
 
     async def stop(self) -> None:
-        if self._stopping or self._config is None:
+        if self._stopping or self._file.config is None:
             return
         self._wanted = {k: frozenset() for k in self._status}
         try:
@@ -229,7 +225,7 @@ class ExaBGPSpeaker:
             self._server.close()
         self._link.close()
         with contextlib.suppress(FileNotFoundError):
-            self._socket_path().unlink()
+            self._file.socket_path().unlink()
         for key in self._status:
             self._status[key] = self._peer_status(key, PeerState.DOWN, "stopped")
         self._sent.clear()
@@ -237,44 +233,8 @@ class ExaBGPSpeaker:
     # ------------------------------------------------------------------ config
 
     def _install_config(self, config: Config) -> None:
-        """Render and write. A file that cannot be written (runtime_dir unwritable, full)
-        does not stop the agent: the failure is in ``config_health`` and every spawn writes
-        it again first (``_argv``), so ExaBGP starts once the disk allows."""
-        rendered, secrets = self._prepare(config)
-        self._config, self._rendered, self._secrets = config, rendered, secrets
-        with contextlib.suppress(SpeakerError):  # logged and counted by _write_config
-            self._write_config(config, rendered)
-
-    def _prepare(self, config: Config) -> tuple[render.Rendered, dict[PeerKey, str]]:
-        """Render (reads the MD5 key files); switches nothing. New keys are scrubbed from
-        ExaBGP's output from now on (it may print the new file before we commit)."""
-        try:
-            secrets = render.read_secrets(config)
-            relay = [sys.executable, "-m", "bgplb.bgp.relay", str(self._socket_path(config))]
-            rendered = render.render(config, relay, secrets)
-        except (render.RenderError, OSError) as e:
-            raise SpeakerError(f"cannot render exabgp config: {e}") from e
-        self._scrubber.add(secrets.values())
-        return rendered, secrets
-
-    def _write_config(self, config: Config, rendered: render.Rendered) -> None:
-        path = config.node.runtime_dir / CONFIG_NAME
-        self.config_health.path = path
-        try:
-            render.ensure_dir(config.node.runtime_dir)
-            render.write_private(path, rendered.text)
-        except OSError as e:
-            problem = f"cannot write {path}: {e.strerror or e}; ExaBGP is not started until it can"
-            if self.config_health.problem != problem:
-                log.error("state_file_unwritable: %s", problem)
-            self.config_health.failed(problem)
-            raise SpeakerError(f"cannot write exabgp config: {e}") from e
-        self.config_health.fine()
-
-    def _socket_path(self, config: Config | None = None) -> Path:
-        cfg = config or self._config
-        assert cfg is not None
-        return cfg.node.runtime_dir / SOCKET_NAME
+        """Render and write; a failed write does not stop the agent (configfile.py)."""
+        self._file.install(config)
 
     # ------------------------------------------------------------------ sending
 
@@ -382,7 +342,7 @@ class ExaBGPSpeaker:
         """Before any session event. A TCP MD5 key mismatch looks exactly like this forever:
         the kernel drops every segment silently, ExaBGP never even reports "connected"."""
         reason = "no session established yet"
-        if key in self._secrets:
+        if key in self._file.secrets:
             reason += " (TCP MD5 is on: a wrong key on either side keeps it here silently)"
         return self._peer_status(key, PeerState.IDLE, reason)
 
@@ -405,13 +365,10 @@ class ExaBGPSpeaker:
     def _argv(self) -> list[str]:
         """Before every spawn the file is written again from the config in force: a file
         corrupted, edited or removed while ExaBGP ran never survives a restart."""
-        assert self._config is not None
-        assert self._rendered is not None
         try:
-            self._write_config(self._config, self._rendered)
+            conf = self._file.rewrite()
         except SpeakerError as e:
             raise OSError(str(e)) from None
-        conf = self._config.node.runtime_dir / CONFIG_NAME
         return process.exabgp_argv(self._exabgp, conf, self._netns)
 
     def _on_exit(self, code: int | str) -> None:

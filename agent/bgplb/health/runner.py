@@ -20,34 +20,27 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
-import math
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 
-from ..clock import Clock, Timer
+from ..clock import Clock
 from ..config import Config
-from .checks import CallbackProber, Cancel, Prober, RealProber, Starter
-from .targets import ResolvedCheck, resolve_checks, target_address
-from .tracker import INITIAL, CheckKey, CheckResult, CheckState, HealthSnapshot, advance
+from .checks import CallbackProber, Prober, RealProber
+from .schedule import BACKSTOP as BACKSTOP  # re-exported: reload.py, tests
+from .schedule import Entry, carry_over
+from .schedule import splay as splay  # re-exported: tests
+from .targets import ResolvedCheck, resolve_checks
+from .tracker import CheckKey, CheckResult, CheckState, HealthSnapshot, advance
 
 log = logging.getLogger("bgplb.health")
 
 TICK = 0.5  # seconds between supervisor ticks (``last_progress``)
-BACKSTOP = 1.0  # extra seconds a prober may overrun its timeout before the runner cuts it
 STALL_GRACE = 2.0  # a check this late on its schedule means the runner is stuck
 LOG_EVERY = 60.0  # repeated identical errors are logged at most this often per key
 
 ResultHook = Callable[[CheckKey, CheckResult, CheckState], None]
 WatchHook = Callable[[CheckKey, bool], None]  # a watched connection dropped: probed at once?
-
-
-def splay(key: CheckKey, interval: float) -> float:
-    """A deterministic offset in ``[0, interval)`` spreading first probes."""
-    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
-    return interval * (int.from_bytes(digest, "big") / 2**64)
 
 
 class ErrorLimiter:
@@ -67,93 +60,6 @@ class ErrorLimiter:
 
     def forget(self, key: object) -> None:
         self._last.pop(key, None)
-
-
-@dataclass
-class _Entry:
-    spec: ResolvedCheck
-    state: CheckState
-    due: float  # deadline of the next probe
-    probing_since: float | None = None
-    task: asyncio.Task[None] | None = None
-    timer: Timer | None = None  # callback-driven checks: the next probe's start
-    start: Starter | None = None  # callback-driven checks: starts one probe
-    cancel: Cancel | None = None  # callback-driven checks: stops the probe in flight
-    flight: int = 0  # callback-driven checks: which probe a result belongs to
-    poked_at: float = -math.inf  # the last probe a dropped watch started (``_poke``)
-    stopped: bool = False
-    verifying: bool = False  # the target changed on reload: fast interval until settled
-
-    def next_interval(self) -> float:
-        """The interval after the current result: fast while the state is changing or a
-        changed target is being verified."""
-        fast = self.state.changing or self.verifying
-        return self.spec.fast_interval if fast else self.spec.interval
-
-    @property
-    def started(self) -> bool:
-        return self.task is not None or self.timer is not None or self.probing_since is not None
-
-    def stop(self) -> None:
-        """No more probes; the one in flight (if any) is abandoned, its result ignored."""
-        self.stopped = True
-        if self.task is not None:
-            self.task.cancel()
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.cancel is not None:
-            self.cancel()
-        if self.start is not None:
-            self.start.close()
-        self.task = self.timer = self.cancel = None
-        self.probing_since = None
-        self.flight += 1
-
-    def late_after(self) -> float:
-        """When this check is overdue (the runner is stuck if it is much later than this)."""
-        if self.probing_since is not None:
-            return self.probing_since + self.spec.timeout + BACKSTOP
-        return self.due
-
-
-def _retimed_due(old: _Entry, spec: ResolvedCheck, now: float) -> float:
-    """When a check whose timing changed probes next: at its old deadline, or earlier when
-    the new interval says so (a 10 s -> 1 s change does not wait out the old 10 s). A probe
-    in flight is abandoned with the old entry, so it is repeated at once."""
-    if old.probing_since is not None:
-        return now
-    last = old.due - old.next_interval()  # the previous deadline
-    fast = old.state.changing or old.verifying
-    interval = spec.fast_interval if fast else spec.interval
-    return max(now, min(old.due, last + interval))
-
-
-def _moved(
-    entries: Mapping[CheckKey, _Entry], specs: Mapping[CheckKey, ResolvedCheck]
-) -> dict[CheckKey, _Entry]:
-    """New real-server check keys that replace exactly one removed key of the same service,
-    check name and real server address (only the port in ``target`` changed)."""
-
-    def ident(key: CheckKey) -> tuple[str, str, str] | None:
-        if key.target is None:
-            return None
-        return key.service, key.check, target_address(key.target)
-
-    gone: dict[tuple[str, str, str], list[CheckKey]] = {}
-    for key in entries:
-        i = ident(key)
-        if i is not None and key not in specs:
-            gone.setdefault(i, []).append(key)
-    new: dict[tuple[str, str, str], list[CheckKey]] = {}
-    for key in specs:
-        i = ident(key)
-        if i is not None and key not in entries:
-            new.setdefault(i, []).append(key)
-    return {
-        keys[0]: entries[gone[i][0]]
-        for i, keys in new.items()
-        if len(keys) == 1 and len(gone.get(i, ())) == 1
-    }
 
 
 class HealthRunner:
@@ -182,7 +88,7 @@ class HealthRunner:
             prober if isinstance(prober, CallbackProber) else None
         )
         self._limiter = limiter or ErrorLimiter()
-        self._entries: dict[CheckKey, _Entry] = {}
+        self._entries: dict[CheckKey, Entry] = {}
         self._running = False
         self._crash: BaseException | None = None
         self.on_result: ResultHook | None = None
@@ -212,22 +118,7 @@ class HealthRunner:
           one interval; a removed one stops and is forgotten.
 
         Configuring wakes nobody: no status changes here."""
-        now = self._clock.now()
-        entries: dict[CheckKey, _Entry] = {}
-        moved = _moved(self._entries, specs)
-        for key, spec in specs.items():
-            old = self._entries.get(key) or moved.get(key)
-            if old is None:
-                entries[key] = _Entry(spec, INITIAL, due=now + splay(key, spec.interval))
-            elif old.spec == spec:
-                entries[key] = old
-            elif old.spec.same_target(spec):
-                entries[key] = _Entry(
-                    spec, old.state, due=_retimed_due(old, spec, now), verifying=old.verifying
-                )
-            else:
-                state = replace(old.state, successes=0, failures=0)
-                entries[key] = _Entry(spec, state, due=now, verifying=True)
+        entries = carry_over(self._entries, specs, self._clock.now())
         for key, old in self._entries.items():
             if entries.get(key) is not old:
                 old.stop()
@@ -308,10 +199,10 @@ class HealthRunner:
 
     # ------------------------------------------------------------------ callback-driven checks
 
-    def _arm(self, entry: _Entry) -> None:
+    def _arm(self, entry: Entry) -> None:
         entry.timer = self._clock.call_at(entry.due, self._fire, entry)
 
-    def _fire(self, entry: _Entry) -> None:
+    def _fire(self, entry: Entry) -> None:
         entry.timer = None
         if entry.stopped or entry.start is None:
             return
@@ -325,7 +216,7 @@ class HealthRunner:
         if entry.flight == flight and entry.probing_since is not None:  # not landed at once
             entry.cancel = cancel
 
-    def _landed(self, entry: _Entry, flight: int, error: str | Exception | None) -> None:
+    def _landed(self, entry: Entry, flight: int, error: str | Exception | None) -> None:
         started = entry.probing_since
         if flight != entry.flight or started is None or entry.stopped:
             return  # stopped, cut by the backstop, or a second call
@@ -340,7 +231,7 @@ class HealthRunner:
             if self._crash is None:
                 self._crash = exc
 
-    def _poke(self, entry: _Entry) -> None:
+    def _poke(self, entry: Entry) -> None:
         """The check's watched connection dropped (``watch_connection``): probe now, unless
         a probe is running (its result is on the way) or a drop started one less than an
         interval ago: a target that closes idle connections at once would otherwise spin
@@ -386,7 +277,7 @@ class HealthRunner:
 
     # ------------------------------------------------------------------ task-driven checks
 
-    async def _loop(self, entry: _Entry) -> None:
+    async def _loop(self, entry: Entry) -> None:
         spec, clock = entry.spec, self._clock
         while True:
             await clock.sleep(entry.due - clock.now())
@@ -420,7 +311,7 @@ class HealthRunner:
             )
         return error
 
-    def _finish(self, entry: _Entry, started: float, error: str | None) -> None:
+    def _finish(self, entry: Entry, started: float, error: str | None) -> None:
         entry.probing_since = None
         finished = self._clock.now()
         result = CheckResult(error is None, finished, finished - started, error)
@@ -431,7 +322,7 @@ class HealthRunner:
         # absolute deadlines; after an overrun start at once and skip the missed ticks
         entry.due = max(entry.due + entry.next_interval(), finished)
 
-    def _record(self, entry: _Entry, result: CheckResult) -> None:
+    def _record(self, entry: Entry, result: CheckResult) -> None:
         key, before = entry.spec.key, entry.state
         entry.state = after = advance(before, result, entry.spec.rise, entry.spec.fall)
         if result.error is not None and self._limiter.allow(key, result.error, result.time):

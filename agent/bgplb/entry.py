@@ -1,0 +1,84 @@
+"""The process entry of ``bgp-lb run``: load the config file, build the real agent (netlink
+dataplane, ExaBGP speaker, system clock), check the host, serve the API (and the optional
+metrics listener), install the signal handlers and run the agent until it stops."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from .agent import EXIT_CONFIG, Agent
+from .apitoken import ApiToken
+from .clock import SystemClock
+from .config import Config, ConfigError, load_config
+from .hostlinks import host_issues
+from .logs import register_secret, setup_logging
+from .sdnotify import watchdog_interval
+from .signals import install_signals
+
+
+async def _serve(agent: Agent) -> int:
+    from .api import build_app, serve
+
+    issues = await host_issues(agent.config)
+    if issues:
+        for issue in issues:
+            print(f"{agent.config_path}: {issue}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    api = agent.config.node.api
+    token = ApiToken()  # a bad token file disables the mutating API, not the agent
+    if secret := token.load(api.token_file):
+        register_secret(secret)
+    agent.api_token = token
+    app = build_app(agent, agent.metrics, token)
+    runners = [await serve(app, api.listen, api.port)]
+    if api.metrics_listen is not None or api.metrics_port is not None:
+        from .api import build_metrics_app
+
+        runners.append(
+            await serve(
+                build_metrics_app(agent.metrics),
+                api.metrics_listen or api.listen,
+                api.metrics_port or api.port + 1,
+            )
+        )
+    install_signals(agent)
+    try:
+        return await agent.run()
+    finally:
+        for r in runners:
+            await r.cleanup()
+
+
+def build_real_agent(config: Config, config_path: Path) -> Agent:
+    from .bgp.exabgp import ExaBGPSpeaker
+    from .dataplane.netlink import NetlinkDataplane
+
+    clock = SystemClock()
+    return Agent(
+        config,
+        dataplane=NetlinkDataplane(config.node.state_dir),
+        speaker=ExaBGPSpeaker(clock),
+        clock=clock,
+        config_path=config_path,
+        watchdog_seconds=watchdog_interval(),
+        check_node=True,
+    )
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        for issue in err.errors:
+            print(f"{path}: {issue}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(
+        args.log_format or config.node.log.format, args.log_level or config.node.log.level
+    )
+    agent = build_real_agent(config, path)
+    return asyncio.run(_serve(agent))
