@@ -312,7 +312,7 @@ def test_dashboards_render_from_live_data(stack: Stack, tmp_path: Path) -> None:
     fleet = _render(stack, "fleet.json", tmp_path / "fleet.png", window)
     assert "9 panels" in fleet
     node = _render(stack, "node.json", tmp_path / "node.png", window, "--var", "node=lb2")
-    assert "15 panels" in node
+    assert "16 panels" in node  # 15 + the event loop lag panel (issue 13, item 8)
     if os.environ.get("BGPLB_RENDER_PNG"):  # a directory, or 1 for docs/img
         img = Path(os.environ["BGPLB_RENDER_PNG"])
         img = REPO / "docs" / "img" if str(img) == "1" else img
