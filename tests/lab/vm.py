@@ -32,7 +32,7 @@ MEMORY = "2G"
 EXCLUDE = (
     "test", "idlelib", "tkinter", "ensurepip", "lib2to3", "pydoc_data", "turtledemo",
     "mypy", "mypy-*", "*__mypyc*", "mypyc", "ruff", "ruff-*", "pip", "pip-*", "setuptools",
-    "pkg_resources", "hypothesis", "hypothesis-*", "*.pyi",
+    "pkg_resources", "hypothesis", "hypothesis-*", "schemathesis", "schemathesis-*", "*.pyi",
 )  # fmt: skip
 
 
