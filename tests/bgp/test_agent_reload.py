@@ -90,9 +90,9 @@ async def test_sighup_with_only_check_timing_changed_never_withdraws(
     lb = bl.lb_v4(1)
     agent, _ = agent_factory(bl, 1)
     await wait_until(lambda: bl.router.fib(VIP) == [lb], 20)
-    # Settled: bgpd's UPDATE counter unchanged for 3 s. A fixed 1.5 s was not enough: FRR
-    # 8.4 counted one more UPDATE a few seconds after the session came up (after the
-    # End-of-RIBs and the route; bgpd logged no UPDATE for it), with or without a reload.
+    # Settled: bgpd's UPDATE counter unchanged for 3 s. (The late UPDATE once seen here was
+    # ExaBGP answering the ROUTE-REFRESH bgpd sent when its route-map delay timer fired
+    # after start-up; the harness's routers now apply route-maps at once, see frr.py.)
     updates_before = _updates_received(bl, lb)
     async with asyncio.timeout(30):
         while True:

@@ -53,6 +53,11 @@ class Router:
             "log timestamp precision 6",
             "debug bgp neighbor-events",
             "no zebra nexthop kernel enable",
+            # Route-map changes apply at once: with the default 5 s delay timer, bgpd applies
+            # the route-maps of its start-up config a few seconds after start, as a policy
+            # change: it sends every peer a ROUTE-REFRESH (by then the sessions are up) and
+            # ExaBGP re-sends its routes, an UPDATE the tests would count as the LB's.
+            "bgp route-map delay-timer 0",
             "ip prefix-list VIPS seq 10 permit 10.99.0.0/16 ge 32",
             "ipv6 prefix-list VIPS6 seq 10 permit fd00:99::/32 ge 128",
             "route-map LB-IN permit 10",
