@@ -94,7 +94,7 @@ class Agent(AgentControl):
         self._tasks: list[asyncio.Task[None]] = []
         self._commands_seen = 0
         self.prerequisites: list[Prerequisite] = []
-        self.loop_lag = LoopLagMonitor(self.metrics.event_loop_lag)
+        self.loop_lag = LoopLagMonitor(self.metrics.event_loop_lag, config.node.loop_lag_interval)
         self.last_reload: ReloadStatus | None = None
 
     # ------------------------------------------------------------------ wiring
@@ -332,6 +332,7 @@ class Agent(AgentControl):
                     errors.append(f"speaker: restoring the previous peers failed: {again}")
                 return ReloadResult(ok=False, errors=errors)
         self.config = new
+        self.loop_lag.interval = new.node.loop_lag_interval  # from the next tick on
         self.health.configure(new)
         self.reconciler.set_config(new)
         self.metrics.set_drained(self.admin.state, new)

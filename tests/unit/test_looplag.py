@@ -128,3 +128,20 @@ def _timed(f: object) -> float:
     t = time.perf_counter()
     f()
     return time.perf_counter() - t
+
+
+async def test_the_tick_interval_comes_from_the_config_and_a_reload_changes_it(
+    tmp_path: Path,
+) -> None:
+    from .test_agent import raw_config, write
+
+    raw = raw_config(tmp_path, loop_lag_interval=0.2)
+    h = Harness(tmp_path, raw)
+    await h.start()
+    assert h.agent.loop_lag.interval == 0.2
+    raw["node"]["loop_lag_interval"] = 0.05
+    write(h.path, raw)
+    result = await h.agent.reload()
+    assert result.ok, result.errors
+    assert h.agent.loop_lag.interval == 0.05
+    assert await h.stop() == 0
