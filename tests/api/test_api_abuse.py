@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.figures import count, record_figures  # noqa: F401  (fixture)
+
 from .live import TOKEN, LiveAgent, live_agent
 
 T = TOKEN.encode()
@@ -27,8 +29,11 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAgent]:
         yield a
 
 
-def exchange(port: int, request: bytes, timeout: float = 30.0) -> bytes:
-    """Send raw bytes, return the whole answer (the server closes: Connection: close)."""
+def exchange(port: int, request: bytes, timeout: float = 30.0, probe: bool = False) -> bytes:
+    """Send raw bytes, return the whole answer (the server closes: Connection: close).
+    Counted as a bad input tried, unless it is the test's own ``probe`` (healthy())."""
+    if not probe:
+        count("bad_inputs")
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         # the server may answer and close before reading all of it
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -44,7 +49,9 @@ def exchange(port: int, request: bytes, timeout: float = 30.0) -> bytes:
 
 def status_of(answer: bytes) -> int:
     assert answer.startswith(b"HTTP/1."), answer[:200]
-    return int(answer.split(b" ", 2)[1])
+    status = int(answer.split(b" ", 2)[1])
+    count("server_errors", int(status >= 500))
+    return status
 
 
 def post(port: int, path: bytes, auth: bytes | None, extra: bytes = b"") -> bytes:
@@ -55,7 +62,9 @@ def post(port: int, path: bytes, auth: bytes | None, extra: bytes = b"") -> byte
 
 
 def healthy(agent: LiveAgent) -> None:
-    answer = exchange(agent.port, b"GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+    answer = exchange(
+        agent.port, b"GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n", probe=True
+    )
     assert status_of(answer) == 200
     assert answer.endswith(b'{"ok":true}')
     assert agent.alive()
@@ -257,10 +266,12 @@ async def test_2000_concurrent_connections(agent: LiveAgent) -> None:
         jobs.append(idle() if kind == 0 else slow(i) if kind in (1, 2) else real(i))
     try:
         results = await asyncio.gather(*jobs, return_exceptions=True)
+        count("bad_inputs", CONNECTIONS)  # idle, half-sent and real requests
         errors = [r for r in results if isinstance(r, BaseException)]
         assert not errors, f"{len(errors)} connections failed, first {errors[0]!r}"
         assert len(writers) == CONNECTIONS
         assert len(answers) == CONNECTIONS // 4
+        count("server_errors", sum(a >= 500 for a in answers))
         assert set(answers) == {200}, sorted(set(answers))
 
         # With 1,500 connections still open (idle or half-sent): /healthz answers, and a health
