@@ -13,16 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
+from bench.reliability import FIGURES
 
-FIGURES = (
-    "faults_injected",
-    "survived",
-    "requests_lost",
-    "wrong_announcements",
-    "bad_inputs",
-    "server_errors",
-    "crashes",
-)
 _counts: Counter[str] = Counter()
 
 

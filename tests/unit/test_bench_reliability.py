@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bench.reliability import FIGURES, summarise
+from bench.reliability import summarise
 
 from tests.harness import figures
 
@@ -45,7 +45,6 @@ def test_a_suite_without_figures_keeps_them_null(tmp_path: Path) -> None:
         assert data[figure] is None, figure
 
 
-def test_the_tests_count_the_figures_the_bench_reads() -> None:
-    assert figures.FIGURES == FIGURES
+def test_only_the_figures_the_bench_reads_can_be_counted() -> None:
     with pytest.raises(ValueError, match="unknown figure"):
         figures.count("bad_input")
