@@ -17,6 +17,7 @@ from bgplb.clock import FakeClock
 from bgplb.logs import BadRequestFilter, bad_requests_seen, setup_logging
 from bgplb.metrics import Metrics
 
+from .logging_state import restored_logging
 from .test_api_support import TOKEN, FakeControl
 
 GOOD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -24,22 +25,8 @@ GOOD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 @pytest.fixture(autouse=True)
 def clean_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    access = logging.getLogger("aiohttp.access")
-    access_level = access.level
-    server = logging.getLogger("aiohttp.server")
-    server_level, server_filters = server.level, list(server.filters)
-    yield
-    access.setLevel(access_level)
-    server.setLevel(server_level)
-    for f in list(server.filters):
-        if f not in server_filters:
-            server.removeFilter(f)
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
+    with restored_logging():
+        yield
 
 
 @pytest.fixture
