@@ -168,7 +168,7 @@ class Metrics(ServiceMetrics):
         self._state_file_errors_seen: dict[str, int] = {}
         self.http_bad_requests = FunctionCounter(
             "bgplb_http_bad_requests",
-            "HTTP requests the API could not parse (answered 400), logged or not.",
+            "HTTP requests the API could not parse (answered 4xx), logged or not.",
             bad_requests,
         )
         r.register(self.http_bad_requests)
