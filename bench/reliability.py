@@ -4,8 +4,10 @@
 (``pytest ... --junitxml=FILE``) and writes ``bench/raw/reliability-SUITE.json``; ``python -m
 bench.report`` shows it in the **Reliability** table (a missing file: "not run").
 
-A test reports its figures with pytest's own ``record_property`` fixture; they are summed over
-the suite (a test that records none counts as below):
+A test reports its figures with pytest's own ``record_property`` fixture (the tests call
+``tests/harness/figures.py`` ``count()``; pyproject sets ``junit_family = "xunit1"``, the JUnit
+flavour that keeps them); they are summed over the suite (a test that records none counts as
+below):
 
 - ``faults_injected``: faults the test injected (none recorded: 1);
 - ``survived``: of those, how many the agent survived: kept routing, final state right (none
@@ -96,7 +98,7 @@ def summarise(junit: Path, suite: str, command: str) -> dict[str, Any]:
         "commit": rev,
         "command": command,
         **counts,
-        **totals,
+        **{k: int(v) if v is not None and float(v).is_integer() else v for k, v in totals.items()},
     }
 
 

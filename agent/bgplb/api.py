@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 ACTION_TIMEOUT = 30.0  # seconds for a drain/undrain/reload to complete inside the agent
 SERVE_TIMEOUT = 10.0  # seconds to bind a listener
+MAX_BODY = 64 * 1024  # bytes: no endpoint takes a body; anything larger is refused (413)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -79,6 +80,32 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "api_internal_error", extra={"event": "api_internal_error", "path": request.path}
         )
         return _error(500, "internal error", "see the agent log")
+
+
+@web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request body over :data:`MAX_BODY` bytes is refused (413) before anything else runs
+    (the token check included): a declared Content-Length at once, a chunked body once that
+    much of it has arrived. A smaller body is read and ignored (no endpoint takes one)."""
+    if request.body_exists:
+        length = request.content_length
+        if (length is not None and length > MAX_BODY) or not await _body_fits(request):
+            return _error(
+                413,
+                "request body too large",
+                f"the API takes no request body (at most {MAX_BODY} bytes)",
+            )
+    return await handler(request)
+
+
+async def _body_fits(request: web.Request) -> bool:
+    """Read the body (and drop it) up to one byte over the limit; False if it is over."""
+    got = 0
+    while chunk := await request.content.read(MAX_BODY + 1 - got):
+        got += len(chunk)
+        if got > MAX_BODY:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- handlers
@@ -194,7 +221,9 @@ def build_app(
 ) -> web.Application:
     """The API application. ``token=None`` (or an ApiToken without a value) disables the
     mutating endpoints (403); an ApiToken is read at each request (reloads change it)."""
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(
+        middlewares=[error_middleware, body_limit_middleware], client_max_size=MAX_BODY
+    )
     source = token if isinstance(token, ApiToken) else ApiToken(token=token)
     handlers = _Handlers(control, metrics, source)
     for e in ENDPOINTS:
@@ -223,7 +252,9 @@ def metrics_handler(metrics: Metrics) -> Handler:
 
 def build_metrics_app(metrics: Metrics) -> web.Application:
     """A second listener with only ``/metrics`` (node.api.metrics_listen)."""
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(
+        middlewares=[error_middleware, body_limit_middleware], client_max_size=MAX_BODY
+    )
     app.router.add_get("/metrics", metrics_handler(metrics), allow_head=False)
     return app
 

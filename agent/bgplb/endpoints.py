@@ -132,7 +132,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint("GET", "/api/v1/openapi.json", "openapi", "This OpenAPI document", ((200, None),)),
 )
-_COMMON_ERRORS: Responses = ((404, ErrorResponse), (405, ErrorResponse), (500, ErrorResponse))
+_COMMON_ERRORS: Responses = (
+    (404, ErrorResponse),
+    (405, ErrorResponse),
+    (413, ErrorResponse),
+    (500, ErrorResponse),
+)
 
 
 def openapi_document(endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> dict[str, Any]:
@@ -186,6 +191,7 @@ _STATUS_TEXT = {
     403: "mutating endpoints are disabled (no usable token: the detail says why)",
     404: "unknown route or service",
     405: "method not allowed",
+    413: "request body too large (no endpoint takes a body; at most 64 KiB is read)",
     500: "internal error",
     503: "not ready, or the agent timed out",
 }

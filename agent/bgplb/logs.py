@@ -4,8 +4,8 @@
 message is the event name and whose fields travel in ``extra`` (JSON keys; ``key=value``
 in text). Secrets registered with :func:`register_secret` are replaced by ``***`` in every
 record that passes a handler installed by :func:`setup_logging` (and in its final output).
-A request aiohttp cannot parse is logged as one ``http_bad_request`` line, not a traceback
-(:class:`BadRequestFilter`).
+A request aiohttp cannot parse is logged as one ``http_bad_request`` line, not a traceback,
+at most ten a second (:class:`BadRequestFilter`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
-from .clock import Clock
+from .clock import Clock, SystemClock, Timer
 
 REDACTED = "***"
 _STANDARD_ATTRS = frozenset(
@@ -91,21 +91,86 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+BAD_REQUEST_LINES_PER_SECOND = 10  # http_bad_request lines written per second at most
+
+
 class BadRequestFilter(logging.Filter):
     """On aiohttp's server logger: a request it cannot parse (garbage, a TLS client on the
     plain port, a bad request line, a NUL in a header) is logged by aiohttp with a traceback
     at ERROR. Rewrite it as one ``http_bad_request`` event at WARNING (aiohttp's DEBUG for
     non-HTTP bytes stays DEBUG) with the client, the answer's status and the parser's
-    reason on one line. Any other exception keeps its traceback (a bug of ours)."""
+    reason on one line. Any other exception keeps its traceback (a bug of ours).
+
+    Every one is counted (:attr:`seen`, ``bgplb_http_bad_requests_total``), but at most
+    ``per_second`` lines are written per second: a client sending garbage at line rate would
+    flood the log. The rest of that second is dropped, then one
+    ``http_bad_requests_suppressed`` WARNING line says how many (from a timer on the running
+    loop, or with the next bad request). ``floor``: records below it are dropped here (the
+    logger itself is left at DEBUG so that aiohttp's DEBUG ones are counted too)."""
+
+    def __init__(self, clock: Clock, per_second: int = BAD_REQUEST_LINES_PER_SECOND) -> None:
+        super().__init__()
+        self.clock = clock
+        self.per_second = per_second
+        self.floor = logging.NOTSET
+        self.seen = 0  # every bad request, logged or not
+        self._lock = threading.Lock()
+        self._window = float("-inf")  # when the current one-second window began
+        self._lines = 0  # lines let through in it
+        self._suppressed = 0  # lines dropped since the last summary
+        self._timer: Timer | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is None:
-            return True
         from aiohttp.http_exceptions import HttpProcessingError  # only when needed
 
         if not isinstance(exc, HttpProcessingError):
-            return True
+            return record.levelno >= self.floor
+        self._rewrite(record, exc)
+        with self._lock:
+            self.seen += 1
+            if record.levelno < self.floor:
+                return False
+            now = self.clock.now()
+            flush = now - self._window >= 1.0 and self._suppressed > 0
+            if now - self._window >= 1.0:
+                self._window, self._lines = now, 0
+            allowed = self._lines < self.per_second
+            if allowed:
+                self._lines += 1
+            else:
+                self._suppressed += 1
+                self._arm_timer()
+        if flush:
+            self.flush()
+        return allowed
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            return
+        try:
+            self._timer = self.clock.call_at(self._window + 1.0, self.flush)
+        except RuntimeError:  # no running loop: the next bad request flushes
+            self._timer = None
+
+    def flush(self) -> None:
+        """Write the summary line of the lines dropped so far (if any)."""
+        with self._lock:
+            suppressed, self._suppressed = self._suppressed, 0
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if suppressed:
+            log_event(
+                logging.getLogger("aiohttp.server"),
+                "http_bad_requests_suppressed",
+                logging.WARNING,
+                suppressed=suppressed,
+                per_second=self.per_second,
+            )
+
+    @staticmethod
+    def _rewrite(record: logging.LogRecord, exc: Any) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
         reason = " ".join((exc.message or type(exc).__name__).split())
         reason = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
@@ -119,7 +184,13 @@ class BadRequestFilter(logging.Filter):
             status=exc.code or 400,
             error=reason[:MAX_REASON],
         )
-        return True
+
+
+def bad_requests_seen() -> int:
+    """Requests aiohttp could not parse since :func:`setup_logging` (all of them, logged or
+    not): ``bgplb_http_bad_requests_total``."""
+    server = logging.getLogger("aiohttp.server")
+    return sum(f.seen for f in server.filters if isinstance(f, BadRequestFilter))
 
 
 MAX_REASON = 300  # characters of a parser's reason kept in an http_bad_request line
@@ -177,9 +248,15 @@ def setup_logging(fmt: Literal["json", "text"], level: str) -> None:
     # One line per API request only when debugging.
     access = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
     logging.getLogger("aiohttp.access").setLevel(access)
+    # Its records below the root's level are dropped by the filter, after it counted the bad
+    # requests among them (aiohttp logs a TLS client on the plain port at DEBUG).
     server = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, BadRequestFilter) for f in server.filters):
-        server.addFilter(BadRequestFilter())
+    bad = next((f for f in server.filters if isinstance(f, BadRequestFilter)), None)
+    if bad is None:
+        bad = BadRequestFilter(SystemClock())
+        server.addFilter(bad)
+    bad.floor = root.level
+    server.setLevel(logging.DEBUG)
     # pyroute2 logs every netlink message at debug: thousands of lines a second, none ours.
     logging.getLogger("pyroute2").setLevel(max(root.level, logging.INFO))
 

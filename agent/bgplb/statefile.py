@@ -22,13 +22,18 @@ API_TOKEN = "api_token"
 FILES = (ADMIN, OWNERSHIP, EXABGP_CONFIG, API_TOKEN)
 
 
+def tmp_path(path: Path) -> Path:
+    """The temporary file :func:`write_atomic` writes ``path``'s new contents to first."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 def write_atomic(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data``: a temporary file (``mode`` from the first byte, the
     umask does not apply), fsync, rename, fsync of the directory. Readers see the old file or
     the new one, never a part. Raises OSError; a failed write leaves no temporary file."""
     raw = data.encode() if isinstance(data, str) else data
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = tmp_path(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     try:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.figures import count, record_figures  # noqa: F401  (fixture)
+
 from .live import TOKEN, LiveAgent, live_agent
 
 T = TOKEN.encode()
@@ -27,8 +29,11 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAgent]:
         yield a
 
 
-def exchange(port: int, request: bytes, timeout: float = 30.0) -> bytes:
-    """Send raw bytes, return the whole answer (the server closes: Connection: close)."""
+def exchange(port: int, request: bytes, timeout: float = 30.0, probe: bool = False) -> bytes:
+    """Send raw bytes, return the whole answer (the server closes: Connection: close).
+    Counted as a bad input tried, unless it is the test's own ``probe`` (healthy())."""
+    if not probe:
+        count("bad_inputs")
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         # the server may answer and close before reading all of it
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -44,7 +49,9 @@ def exchange(port: int, request: bytes, timeout: float = 30.0) -> bytes:
 
 def status_of(answer: bytes) -> int:
     assert answer.startswith(b"HTTP/1."), answer[:200]
-    return int(answer.split(b" ", 2)[1])
+    status = int(answer.split(b" ", 2)[1])
+    count("server_errors", int(status >= 500))
+    return status
 
 
 def post(port: int, path: bytes, auth: bytes | None, extra: bytes = b"") -> bytes:
@@ -55,7 +62,9 @@ def post(port: int, path: bytes, auth: bytes | None, extra: bytes = b"") -> byte
 
 
 def healthy(agent: LiveAgent) -> None:
-    answer = exchange(agent.port, b"GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+    answer = exchange(
+        agent.port, b"GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n", probe=True
+    )
     assert status_of(answer) == 200
     assert answer.endswith(b'{"ok":true}')
     assert agent.alive()
@@ -155,32 +164,38 @@ def test_oversized_requests_are_4xx(agent: LiveAgent, request_bytes: bytes) -> N
     healthy(agent)
 
 
-def test_a_10MB_post_without_the_token_is_401(agent: LiveAgent) -> None:
-    body = b"x" * 10_000_000
-    start = b"POST /api/v1/drain HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n"
-    head = start + b"Content-Length: %d\r\n\r\n" % len(body)
-    assert status_of(exchange(agent.port, head + body)) == 401
-    head = start + b"Transfer-Encoding: chunked\r\n\r\n"
+TEN_MB = 10_000_000
+
+
+def big_bodies(head: bytes) -> list[bytes]:
+    """``head`` (the request line and headers, without the final CRLF) with a 10 MB body,
+    declared (Content-Length) and chunked."""
     chunks = b"".join(b"100000\r\n" + b"y" * 0x100000 + b"\r\n" for _ in range(10)) + b"0\r\n\r\n"
-    assert status_of(exchange(agent.port, head + chunks)) == 401
+    return [
+        head + b"Content-Length: %d\r\n\r\n" % TEN_MB + b"x" * TEN_MB,
+        head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks,
+    ]
+
+
+@pytest.mark.parametrize("auth", [b"Bearer " + T, None], ids=["token", "no-token"])
+def test_a_10MB_post_is_413_and_not_executed(agent: LiveAgent, auth: bytes | None) -> None:
+    """No endpoint takes a body: refused before the token check, with or without the token
+    (a valid one used to drain the node with a 10 MB body read)."""
+    head = b"POST /api/v1/drain HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n"
+    if auth is not None:
+        head += b"Authorization: " + auth + b"\r\n"
+    for request in big_bodies(head):
+        answer = exchange(agent.port, request)
+        assert status_of(answer) == 413, answer[:300]
+        assert b'"error":"request body too large"' in answer
     assert not drained(agent)
     healthy(agent)
 
 
-def test_a_10MB_body_on_a_route_that_takes_none_is_not_a_5xx(agent: LiveAgent) -> None:
-    """No route reads a body: it is discarded, never buffered whole; the answer is the route's."""
-    body = b"x" * 10_000_000
-    head = (
-        b"GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
-        % len(body)
-    )
-    assert status_of(exchange(agent.port, head + body)) == 200
-    head = (
-        b"POST /api/v1/undrain HTTP/1.1\r\nHost: lb\r\nConnection: close\r\nAuthorization: Bearer "
-        + T
-        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
-    )
-    assert status_of(exchange(agent.port, head + body)) == 200
+def test_a_10MB_body_on_a_read_only_route_is_413(agent: LiveAgent) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n"
+    for request in big_bodies(head):
+        assert status_of(exchange(agent.port, request)) == 413
     healthy(agent)
 
 
@@ -251,10 +266,12 @@ async def test_2000_concurrent_connections(agent: LiveAgent) -> None:
         jobs.append(idle() if kind == 0 else slow(i) if kind in (1, 2) else real(i))
     try:
         results = await asyncio.gather(*jobs, return_exceptions=True)
+        count("bad_inputs", CONNECTIONS)  # idle, half-sent and real requests
         errors = [r for r in results if isinstance(r, BaseException)]
         assert not errors, f"{len(errors)} connections failed, first {errors[0]!r}"
         assert len(writers) == CONNECTIONS
         assert len(answers) == CONNECTIONS // 4
+        count("server_errors", sum(a >= 500 for a in answers))
         assert set(answers) == {200}, sorted(set(answers))
 
         # With 1,500 connections still open (idle or half-sent): /healthz answers, and a health

@@ -17,6 +17,7 @@ from schemathesis.core.failures import FailureGroup, ServerError
 from schemathesis.generation.modes import GenerationMode
 
 from bgplb.api import ENDPOINTS
+from tests.harness.figures import count, record_figures  # noqa: F401  (fixture)
 
 from .live import TOKEN, LiveAgent, live_agent
 
@@ -82,7 +83,14 @@ def exercise(
     if "{" not in path and data.draw(st.integers(0, 3), label="skip") != 0:
         return None, None  # no parameters: a few requests say all (each needs a call anyway)
     case = data.draw(operation.as_strategy(generation_mode=mode), label="case")
-    return case, case.call_and_validate(timeout=TIMEOUT, **kw)
+    count("bad_inputs")
+    count("server_errors", 0)  # measured: 0 unless a check finds one
+    try:
+        response = case.call_and_validate(timeout=TIMEOUT, **kw)
+    except FailureGroup as e:
+        count("server_errors", sum(isinstance(x, ServerError) for x in e.exceptions))
+        raise
+    return case, response
 
 
 @pytest.mark.parametrize(("op", "mode"), CASES)

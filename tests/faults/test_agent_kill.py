@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.harness.agent_proc import AgentFactory, AgentProc, service
+from tests.harness.figures import count
 from tests.harness.frr import BgpLab, pid_alive, wait_until
 from tests.harness.netns import ns_pids, run
 
@@ -130,6 +131,7 @@ async def test_agent_sigkill_at_random_points_converges_to_desired(
     await _converged(bl, agent, backend_pid)
     done: list[str] = []
     t0 = time.monotonic()
+    count("faults_injected", KILLS)
     for i in range(KILLS):
         phase = rng.choice(["pass", "reload", "drain"])
         delay = rng.uniform(0.0, 0.6 if phase != "pass" else 1.5)

@@ -13,7 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.agent_proc import BACKEND_PORT, AgentFactory
+from tests.harness.figures import count
 from tests.harness.frr import wait_until
+from tests.harness.route_sampler import flaps
 
 from .common import CONVERGE, VIP, Api, one_lb, sampler
 
@@ -136,6 +138,11 @@ async def test_metrics_and_status_hammered_during_100_service_reloads(
         f"failures {len(hammer.failures)}: {hammer.failures[:5]}"
     )
     print(f"web VIP during the run: {report.summary()}")
+    count("faults_injected", RELOADS)
+    count("wrong_announcements", flaps(report))
+    count("requests_lost", sum(n for (_, code), n in hammer.codes.items() if code != 200))
+    count("requests_lost", sum(c != 200 for c, _ in results))
+    count("server_errors", sum(n for (_, code), n in hammer.codes.items() if code >= 500))
     assert [c for c, _ in results] == [200] * RELOADS, results
     assert all(b["ok"] for _, b in results), results
     assert hammer.scrapes >= RELOADS

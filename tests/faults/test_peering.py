@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.harness.agent_proc import AgentFactory, AgentProc
+from tests.harness.figures import count
 from tests.harness.frr import FRR_BIN, Router, pid_alive, wait_until
 from tests.harness.netns import run
 
@@ -31,6 +32,7 @@ async def test_exabgp_sigkill_5_times_route_returns_agent_stays(
     bl, agent, _ = await one_lb(bgp_lab_factory, agent_factory)
     lb = bl.lb_v4(1)
     took = []
+    count("faults_injected", 5)
     for _ in range(5):
         known = agent.exabgp_pids()
         victim = known[-1]

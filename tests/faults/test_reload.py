@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.harness import figures
 from tests.harness.agent_proc import AgentFactory, AgentProc
 from tests.harness.frr import BgpLab, wait_until
-from tests.harness.route_sampler import assert_never_withdrawn
+from tests.harness.route_sampler import assert_never_withdrawn, flaps
 
 from .common import VIP, events_count, one_lb, sampler, settle, sighup
 
@@ -40,6 +41,7 @@ async def _reload_keeps_route(bl: BgpLab, agent: AgentProc, expect_ok: bool = Tr
     print(f"{outcome.get('event')} {outcome.get('changed_services', outcome.get('errors'))}")
     print(report.summary())
     assert (outcome["event"] == "config_reloaded") is expect_ok, outcome
+    figures.count("wrong_announcements", flaps(report))
     assert_never_withdrawn(report)
     assert agent.running()
     assert len(agent.exabgp_pids()) == 1
@@ -105,6 +107,7 @@ async def test_sighup_storm_of_50_never_withdraws(
     before = events_count(agent, *names)
     with sampler(bl) as s:
         await settle(0.3)
+        figures.count("faults_injected", 50)
         for _ in range(50):
             agent.signal(signal.SIGHUP)
             await asyncio.sleep(0.02)
@@ -118,6 +121,7 @@ async def test_sighup_storm_of_50_never_withdraws(
     print(f"50 SIGHUPs -> {count} reloads; {report.summary()}")
     assert count >= 1
     assert events_count(agent, "config_reload_failed") == 0
+    figures.count("wrong_announcements", flaps(report))
     assert_never_withdrawn(report)
     assert agent.running()
     assert len(agent.exabgp_pids()) == 1

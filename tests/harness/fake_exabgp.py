@@ -53,14 +53,22 @@ def slow_start() -> None:
             time.sleep(0.05)
 
 
-def main(conf: str) -> None:
-    slow_start()
+def start_relay(conf: str) -> subprocess.Popen[bytes]:
+    """Run the config's ``process`` (the agent's relay) with pipes, as ExaBGP does."""
     with open(conf) as f:
         run = re.search(r"^\s*run (.*);$", f.read(), re.M)
     assert run
     relay = subprocess.Popen(
         shlex.split(run.group(1)), stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
+    assert relay.stdin
+    assert relay.stdout
+    return relay
+
+
+def main(conf: str) -> None:
+    slow_start()
+    relay = start_relay(conf)
     assert relay.stdin
     assert relay.stdout
     exit_after = os.environ.get("FAKE_EXABGP_EXIT_AFTER")

@@ -9,21 +9,13 @@ line before every ``done``.
 from __future__ import annotations
 
 import os
-import re
-import shlex
-import subprocess
 import sys
 
-from fake_exabgp import neighbors, state  # type: ignore[import-not-found]
+from fake_exabgp import neighbors, start_relay, state  # type: ignore[import-not-found]
 
 
 def main(conf: str) -> None:
-    with open(conf) as f:
-        run = re.search(r"^\s*run (.*);$", f.read(), re.M)
-    assert run
-    relay = subprocess.Popen(
-        shlex.split(run.group(1)), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    relay = start_relay(conf)
     assert relay.stdin
     assert relay.stdout
     out, log = relay.stdin, open(os.environ["FAKE_EXABGP_LOG"], "a", buffering=1)  # noqa: SIM115

@@ -80,15 +80,22 @@ class SamplerReport:
         )
 
 
+def flaps(report: SamplerReport) -> int:
+    """How many times the prefix went away: the most any one witness saw (FIB polls, kernel
+    deletes, withdrawals bgpd received); a test reports it as ``wrong_announcements``."""
+    dels = sum(1 for e in report.route_events if e.kind == "del")
+    return max(len(report.fib_absent_intervals), dels, report.withdrawals_seen)
+
+
 def assert_never_withdrawn(report: SamplerReport) -> None:
     """The prefix stayed in the router's FIB and RIB all along: no poll without it, no
     kernel delete, no withdrawal received, no session drop."""
+    dels = [e for e in report.route_events if e.kind == "del"]
     problems = []
     if not report.present_at_start:
         problems.append("absent when sampling started")
     if report.fib_absent_intervals:
         problems.append(f"absent from the FIB in {len(report.fib_absent_intervals)} interval(s)")
-    dels = [e for e in report.route_events if e.kind == "del"]
     if dels:
         problems.append(f"{len(dels)} kernel route delete(s)")
     if report.withdrawals_seen:

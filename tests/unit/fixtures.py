@@ -209,3 +209,11 @@ class Rig:
 
     def announced(self, peer: str = EBGP_PEER) -> set[str]:
         return {str(r.prefix.network_address) for r in self.sp.routes_for(peer)}
+
+
+async def started_rig(state_dir: Path) -> Rig:
+    """``web_and_api()`` with web's check up, after its first pass."""
+    r = Rig(web_and_api(), state_dir)
+    r.health.set(key("web", "tcp"), up())
+    await r.start()
+    return r

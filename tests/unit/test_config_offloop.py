@@ -3,7 +3,6 @@ child process so that the event loop keeps running meanwhile."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from bgplb.config import ConfigError, load_config
 from bgplb.config.offloop import load_config_async, main
 
 from .test_agent import raw_config
+from .ticker import lateness_ticker
 
 
 def _services(n: int) -> list[dict[str, object]]:
@@ -63,27 +63,14 @@ async def test_the_loop_keeps_running_while_a_big_file_is_parsed(tmp_path: Path)
     raw["services"] += _services(400)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
-    worst = 0.0
-    stop = False
-
-    async def tick() -> None:
-        nonlocal worst
-        while not stop:
-            t = time.monotonic()
-            await asyncio.sleep(0.01)
-            worst = max(worst, time.monotonic() - t - 0.01)
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0.05)  # the ticker runs
-    t0 = time.monotonic()
-    config = await load_config_async(path)
-    took = time.monotonic() - t0
-    stop = True
-    await ticker
+    async with lateness_ticker() as lag:
+        t0 = time.monotonic()
+        config = await load_config_async(path)
+        took = time.monotonic() - t0
     assert len(config.services) == 402
     # load_config on the loop would stall it for the whole parse (~took); a thread for
     # pydantic's whole validation. What is left is the unpickling, in a thread.
-    assert worst < took / 2, f"the loop stalled {worst:.3f} s of a {took:.3f} s load"
+    assert lag.worst < took / 2, f"the loop stalled {lag.worst:.3f} s of a {took:.3f} s load"
 
 
 def test_child_main_writes_issues(

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from bgplb.config import Config, ConfigError, load_config, parse_config, read_config_data
 from bgplb.config.loader import MAX_BYTES, decode
+from tests.harness.figures import count, record_figures  # noqa: F401  (fixture)
 
 from .fuzz_support import fuzz
 
@@ -208,18 +209,21 @@ def must_decode_or_refuse(text: str, json_only: bool) -> None:
 @fuzz(200)
 @given(trees)
 def test_any_json_like_tree(data: object) -> None:
+    count("bad_inputs")
     must_parse_or_refuse(data)
 
 
 @fuzz(300)
 @given(mutated())
 def test_mutated_example_configs(data: object) -> None:
+    count("bad_inputs")
     must_parse_or_refuse(data)
 
 
 @fuzz(150)
 @given(mutated(), st.booleans())
 def test_mutated_configs_as_yaml_and_json_text(data: object, as_json: bool) -> None:
+    count("bad_inputs")
     text = json.dumps(data, default=str) if as_json else yaml.safe_dump(data, allow_unicode=False)
     must_decode_or_refuse(text, json_only=as_json)
 
@@ -240,6 +244,7 @@ yaml_texts = st.lists(st.one_of(yaml_bits, st.text(max_size=12)), max_size=12).m
 @fuzz(200)
 @given(st.one_of(st.text(), yaml_texts, st.binary().map(lambda b: b.decode("latin-1"))))
 def test_any_text_as_yaml_and_json(text: str) -> None:
+    count("bad_inputs")
     must_decode_or_refuse(text, json_only=False)
     must_decode_or_refuse(text, json_only=True)
 
@@ -262,6 +267,7 @@ BILLION_LAUGHS = "a: &a [x, x, x, x]\n" + "".join(
     ],
 )  # fmt: skip
 def test_deep_or_exploding_documents(text: str) -> None:
+    count("bad_inputs")
     must_decode_or_refuse(text, json_only=False)
     must_decode_or_refuse(text, json_only=True)
 
@@ -274,12 +280,14 @@ def test_lone_surrogate_escape_is_a_config_error(tmp_path: Path) -> None:
         ("b.json", '{"node": {"router_id": "10.0.0.1", "local_as": 65001}, "\\udc00": 1}'),
         ("c.yaml", 'node: {router_id: 10.0.0.1, local_as: 1}\nservices: [{name: "w\\ud800"}]\n'),
     ]:  # fmt: skip
+        count("bad_inputs")
         path = tmp_path / name
         path.write_text(text)
         with pytest.raises(ConfigError) as info:
             load_config(path)
         messages = [str(e) for e in info.value.errors]
         assert any("not valid Unicode" in m for m in messages), messages
+    count("bad_inputs")
     with pytest.raises(ConfigError) as info:
         parse_config(
             {"node": {"router_id": "10.0.0.1", "local_as": 1}, "services": [{"name": "\udfff"}]}
@@ -300,6 +308,7 @@ def test_lone_surrogate_escape_is_a_config_error(tmp_path: Path) -> None:
 def test_any_file_contents(
     tmp_path_factory: pytest.TempPathFactory, raw: bytes, suffix: str
 ) -> None:
+    count("bad_inputs")
     path = tmp_path_factory.mktemp("f") / f"config{suffix}"
     path.write_bytes(raw)
     must_be_config_or_error(outcome(lambda: load_config(path)))
@@ -318,6 +327,7 @@ def test_any_file_contents(
     ids=["utf16", "bad-utf8", "binary", "nul", "huge", "many-items"],
 )
 def test_bad_files_are_config_errors(tmp_path: Path, raw: bytes) -> None:
+    count("bad_inputs")
     path = tmp_path / "config.yaml"
     path.write_bytes(raw)
     with pytest.raises(ConfigError):
@@ -326,6 +336,7 @@ def test_bad_files_are_config_errors(tmp_path: Path, raw: bytes) -> None:
 
 @pytest.mark.parametrize("kind", ["directory", "fifo-missing", "nul-in-name", "unreadable"])
 def test_unreadable_paths_are_config_errors(tmp_path: Path, kind: str) -> None:
+    count("bad_inputs")
     if kind == "directory":
         path = tmp_path
     elif kind == "fifo-missing":

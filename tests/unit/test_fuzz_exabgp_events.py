@@ -30,6 +30,7 @@ from bgplb.bgp.channel import AckQueue, Pending
 from bgplb.bgp.exabgp import ExaBGPSpeaker
 from bgplb.config import Config
 from bgplb.model import PeerState, Route, RouteAttributes
+from tests.harness.figures import count, record_figures  # noqa: F401  (fixture)
 
 from .fuzz_support import fuzz
 
@@ -174,6 +175,7 @@ def assert_well_formed(event: events.Event) -> None:
 @fuzz(300)
 @given(lines)
 def test_any_line_parses_to_an_event(line: str) -> None:
+    count("bad_inputs")
     event = events.parse_line(line)
     assert_well_formed(event)
     if isinstance(event, events.Ack):
@@ -183,6 +185,7 @@ def test_any_line_parses_to_an_event(line: str) -> None:
 @fuzz(100)
 @given(st.sampled_from(DOCS), st.ip_addresses(), st.sampled_from(["up", "down", "connected"]))
 def test_any_peer_address_spelling_is_normalized(doc: Any, address: Any, state: str) -> None:
+    count("bad_inputs")
     doc = json.loads(json.dumps(doc))
     if doc.get("type") != "state":
         return
@@ -212,6 +215,7 @@ def test_any_peer_address_spelling_is_normalized(doc: Any, address: Any, state: 
     ids=["deep-list", "deep-reason", "deep-dict", "long-address", "huge-int", "nul", "cr", "brace"],
 )
 def test_hostile_lines(line: str) -> None:
+    count("bad_inputs")
     assert_well_formed(events.parse_line(line))
 
 
@@ -235,6 +239,7 @@ async def test_acks_in_any_order_keep_the_fifo_consistent(
     """Acks with nothing outstanding, acks after the channel was forgotten, errors: the queue
     never raises, pops strictly in write order, ``idle`` is set exactly when it is empty, and
     every waiting caller gets exactly one answer (the ack's, or False when forgotten)."""
+    count("bad_inputs")
     queue = AckQueue()
     loop = asyncio.get_running_loop()
     model: list[Pending] = []
@@ -300,6 +305,7 @@ async def test_junk_from_exabgp_never_restarts_the_speaker(batch: list[str]) -> 
     base = Path(tempfile.mkdtemp(prefix="fz", dir="/tmp"))  # short: a unix socket path
     try:
         junk = [j for j in map(_junk, batch) if j is not None] + HOSTILE
+        count("bad_inputs", len(junk))
         (base / "junk").write_bytes(b"\n".join(junk))
         os.environ["FAKE_EXABGP_JUNK"] = str(base / "junk")
         os.environ["FAKE_EXABGP_LOG"] = str(base / "commands.log")

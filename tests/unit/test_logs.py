@@ -19,6 +19,8 @@ from bgplb.logs import (
     setup_logging,
 )
 
+from .logging_state import restored_logging
+
 SECRET = "s3cr3t-T0ken-value"
 QUOTED = 'pa"ss\\word'  # JSON escapes it: the escaped form must be redacted too
 
@@ -27,16 +29,8 @@ log = logging.getLogger("bgplb.test")
 
 @pytest.fixture(autouse=True)
 def clean_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    access = logging.getLogger("aiohttp.access")
-    access_level = access.level
-    yield
-    access.setLevel(access_level)
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
+    with restored_logging():
+        yield
     clear_secrets()
 
 

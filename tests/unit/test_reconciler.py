@@ -33,6 +33,7 @@ from .fixtures import (
     ip,
     ipvs_service,
     key,
+    started_rig,
     tcp_check,
     up,
     web_and_api,
@@ -43,10 +44,7 @@ REMOVALS = {"RemoveRealServer", "RemoveVirtualService", "RemoveAddress", "Remove
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> Rig:
-    r = Rig(web_and_api(), tmp_path)
-    r.health.set(key("web", "tcp"), up())
-    await r.start()
-    return r
+    return await started_rig(tmp_path)
 
 
 async def test_first_pass_builds_then_announces(tmp_path: Path) -> None:

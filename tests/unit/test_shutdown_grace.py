@@ -12,7 +12,7 @@ import pytest
 
 from bgplb.agent import _install_signals
 
-from .fixtures import Rig, key, up, web_and_api
+from .fixtures import Rig, started_rig
 from .test_agent import VIP, Harness, raw_config
 
 GRACE = 60.0
@@ -20,10 +20,7 @@ GRACE = 60.0
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> Rig:
-    r = Rig(web_and_api(), tmp_path)
-    r.health.set(key("web", "tcp"), up())
-    await r.start()
-    return r
+    return await started_rig(tmp_path)
 
 
 async def test_end_grace_during_the_grace_tears_down_at_once(rig: Rig) -> None:

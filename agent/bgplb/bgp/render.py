@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..config import Config, PeerConfig
 from ..model import PeerKey
-from ..statefile import write_atomic
+from ..statefile import tmp_path, write_atomic
 
 PROCESS_NAME = "bgplb-api"
 MAX_MD5 = 80  # RFC 2385 / ExaBGP's limit
@@ -133,6 +133,6 @@ def _move_aside(path: Path) -> None:
 def write_private(path: Path, text: str) -> None:
     """Atomically replace ``path`` with ``text``, mode 0600 from the first byte. The file
     is only ever generated: whatever was there (corrupt, edited, a directory) is replaced."""
-    _move_aside(path.with_name(f".{path.name}.{os.getpid()}.tmp"))  # statefile's tmp name
+    _move_aside(tmp_path(path))
     _move_aside(path)
     write_atomic(path, text, mode=0o600)

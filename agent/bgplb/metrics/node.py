@@ -16,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
+from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..exposition import FastSnapshot
+from ..logs import bad_requests_seen
 from ..model import ObservedDataplane, PeerKey, PeerState, PeerStatus
 from .ipvs import DataplaneSource, IPVSCollector
 from .ipvs import render as render_ipvs
@@ -62,6 +65,7 @@ class Metrics(ServiceMetrics):
         dataplane: DataplaneSource | None = None,
         per_real_server: bool = True,
         exabgp_version: str = "",
+        bad_requests: Callable[[], int] = bad_requests_seen,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         super().__init__(per_real_server)
@@ -162,6 +166,12 @@ class Metrics(ServiceMetrics):
             registry=r,
         )
         self._state_file_errors_seen: dict[str, int] = {}
+        self.http_bad_requests = FunctionCounter(
+            "bgplb_http_bad_requests",
+            "HTTP requests the API could not parse (answered 4xx), logged or not.",
+            bad_requests,
+        )
+        r.register(self.http_bad_requests)
         self.ipvs = IPVSCollector(dataplane, per_real_server)
         self.registry.register(self._base)
         self.registry.register(self.ipvs)
@@ -284,6 +294,17 @@ class Scrape:
             return generate_latest(self.base) + (ipvs + self.fast.render()).encode()
         head = bytes(om_generate_latest(self.base)).removesuffix(b"# EOF\n")  # type: ignore[no-untyped-call]
         return head + (ipvs + self.fast.render(openmetrics=True)).encode() + b"# EOF\n"
+
+
+class FunctionCounter(Collector):
+    """A counter whose total is read at scrape time from ``read`` (kept elsewhere, e.g. by
+    the logging filter that sees aiohttp's bad requests: ``logs.bad_requests_seen``)."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.read())
 
 
 def _discard(metric: Gauge | Counter | Histogram, labels: tuple[str, ...]) -> None:
