@@ -127,7 +127,7 @@ def records(out: dict[str, Any]) -> list[Record]:
             "count",
             fib["event_gaps"],
             None,
-            c["by_source"].get("fib", 0),
+            c["samples_by_source"].get("fib", 0),
         ),
         rec(
             "old count: (service, sample) pairs wrong, RIB+FIB (grows with a backlog's square)",

@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,7 @@ class Truth:
     until: dict[str, float] = field(default_factory=dict)  # settle window end per service
     lock: threading.Lock = field(default_factory=threading.Lock)
     trackers: list[Tracker] = field(default_factory=list)  # told of every window, under lock
+    clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         self.by_vip = {v: k for k, v in self.vips.items()}
@@ -100,7 +101,7 @@ class Truth:
         window ends ``settle`` s (the allowance) after the change returned."""
         touched = list(self.vips) if names is None else list(names)
         with self.lock:
-            started = time.time()
+            started = self.clock()
             for tracker in self.trackers:
                 tracker.opened(touched, started, kind)
             before = {n: self.until.get(n, -math.inf) for n in touched}
@@ -110,7 +111,7 @@ class Truth:
             yield
         finally:
             with self.lock:
-                end = time.time() + settle
+                end = self.clock() + settle
                 for n in touched:
                     self.until[n] = max(before[n], end)
                 for tracker in self.trackers:

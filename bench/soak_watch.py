@@ -295,16 +295,21 @@ def sample_processes(
     agent_pid: int, scrapes: Scrapes, others: dict[str, int] | None = None
 ) -> dict[str, Any]:
     """The agent process alone (RSS KiB, FDs, threads), its tree's RSS, the task gauge, and
-    the schedstat of the agent, its children (``exabgp``: direct, ``exabgp-child``: deeper)
-    and ``others`` (role -> pid: bgpd, zebra) as {role: [pid, cpu_ns, delay_ns, slices]}."""
+    the schedstat of the agent, ExaBGP (the agent's child named ``exabgp``; the others are
+    the reloads' short config-parse processes), ExaBGP's child (``exabgp-child``: the
+    relay) and ``others`` (role -> pid: bgpd, zebra) as {role: [pid, cpu_ns, delay_ns,
+    slices]}."""
     own = proc_status(agent_pid)
     pids = tree(agent_pid)
     children = [p for p in pids if p != agent_pid]
     roles = {"agent": agent_pid, **(others or {})}
     sched: dict[str, list[int]] = {}
-    for p in children:
-        role = "exabgp" if _ppid(p) == agent_pid else "exabgp-child"
-        roles.setdefault(role, p)  # one of each (the agent starts one ExaBGP at a time)
+    exabgp = [p for p in children if _ppid(p) == agent_pid and comm(p) == "exabgp"]
+    if exabgp:  # the agent runs one ExaBGP at a time
+        roles["exabgp"] = exabgp[0]
+        relay = [p for p in children if _ppid(p) == exabgp[0]]
+        if relay:
+            roles["exabgp-child"] = relay[0]
     for role, p in roles.items():
         st = schedstat(p)
         if st is not None:
