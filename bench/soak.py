@@ -16,10 +16,13 @@ state. Under churn, on a single driver thread:
 - every ``--drain-every`` s: a drain (alternately 3 services and the whole node) through the
   API, and an undrain half a period later.
 
-Observers (bench/soak_watch.py): ``/metrics`` every second (prometheus_client's parser),
-r1's RIB every ``--rib-every`` s and every FIB change of a VIP (``ip monitor route``) against
-the driver's truth (bench/soak_truth.py), the agent's RSS / FDs / threads / asyncio tasks
-every ``--sample-every`` s.
+Observers (bench/soak_watch.py): ``/metrics`` every second from an unboosted process (status
+and tasks gauge every scrape, prometheus_client's parser every ``--parse-every``-th), r1's RIB
+every ``--rib-every`` s and every FIB change of a VIP (``ip monitor route``) against the
+driver's truth (bench/soak_truth.py; per-change lateness and wrong episodes:
+bench/soak_track.py), the agent's RSS / FDs / threads / asyncio tasks and the schedstat run
+delay of the agent, ExaBGP and FRR every ``--sample-every`` s. The agent, ExaBGP (polled:
+a restarted one too), the backends and FRR run boosted (``soak_watch.boost``).
 """
 
 from __future__ import annotations
