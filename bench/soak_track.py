@@ -79,7 +79,7 @@ class Tracker:
     episodes: int = 0
     wrong_seconds: float = 0.0
     gaps: int = 0  # FIB samples that corrected a missed event
-    first: list[dict[str, Any]] = field(default_factory=list)  # the first 200 late/lost/episodes
+    first: list[dict[str, Any]] = field(default_factory=list)  # first 200 late/lost/episode/gap
 
     # ------------------------------------------------------------------ observations
 
@@ -119,6 +119,7 @@ class Tracker:
                 self.seed(name, present, at)
             elif present != line.seen and line.since < at - FIB_EVENT_GUARD:
                 self.gaps += 1
+                self._note("gap", name, "", at, line.since, None, present)  # started: last event
                 self.observe(name, present, at)
 
     # ------------------------------------------------------------------ the truth's windows
