@@ -350,6 +350,7 @@ class Soak:
                 th.join(30)
             time.sleep(1.0)  # the FIB monitor's last lines
             self.checker.finish(time.time())
+            overruns = monitor.overruns() if monitor is not None else None
             return {
                 "args": vars(a),
                 "to_fib_s": to_fib,
@@ -360,6 +361,7 @@ class Soak:
                     "service drain (3)": self.allowance(3, undrain=False),
                 },
                 "boosted": self.booster.boosted,
+                "fib_monitor_overruns": overruns,
                 "baseline": baseline,
                 "end": end,
                 "samples": self.samples,

@@ -132,6 +132,13 @@ def records(out: dict[str, Any]) -> list[Record]:
             c["samples_by_source"].get("fib", 0),
         ),
         rec(
+            "ip monitor netlink overruns (messages lost in a burst)",
+            "count",
+            out.get("fib_monitor_overruns"),
+            None,
+            1,
+        ),
+        rec(
             "old count: (service, sample) pairs wrong, RIB+FIB (grows with a backlog's square)",
             "count",
             c["wrong"],

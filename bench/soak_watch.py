@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -393,12 +394,16 @@ class FibMonitor:
 
     LINE = re.compile(r"\[([0-9T:.-]+)\] (Deleted )?(10\.99\.\d+\.\d+) ")
 
+    RCVBUF = 8 << 20  # the netlink socket's buffer (ip's default 1 MiB); the kernel caps it
+
     def __init__(self, ns: str, checker: Checker) -> None:
         self.checker = checker
+        # ip prints "netlink receive error No buffer space available (105)" on ENOBUFS
+        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            ["ip", "-n", ns, "-ts", "monitor", "route"],
+            ["ip", "-n", ns, "-ts", "-rcvbuf", str(self.RCVBUF), "monitor", "route"],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.stderr,
             text=True,
         )
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -414,9 +419,16 @@ class FibMonitor:
                 at = datetime.fromisoformat(m.group(1)).timestamp()
                 self.checker.event(m.group(3), m.group(2) is None, at)
 
+    def overruns(self) -> int:
+        """Times ``ip monitor`` lost messages (its socket overflowed: a burst of route
+        changes); the checker's FIB samples correct the routes it missed (``gaps``)."""
+        self.stderr.seek(0)
+        return sum("receive error" in line or "overrun" in line for line in self.stderr)
+
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait(5)
         self.thread.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        self.stderr.close()
