@@ -186,7 +186,9 @@ bench: deps venv
 
 # Soak (bench/soak.py; root, ~35 min; NOT part of `make test`): 30 min at 1,000 services with a
 # reload every 30 s, a drain/undrain every 60 s, flapping backends, /metrics every second and an
-# independent checker of r1's RIB. SOAK_ARGS='--duration 180 --services 200' for a short run.
+# independent checker of r1's RIB and FIB (per-change lateness, wrong episodes: bench/NOTES.md).
+# A trial that writes no records (raw data to bench/raw/soak-trial.json):
+# SOAK_ARGS='--duration 300 --warmup 90 --no-save'.
 SOAK_ARGS ?=
 .PHONY: soak
 soak: deps venv

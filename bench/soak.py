@@ -16,10 +16,13 @@ state. Under churn, on a single driver thread:
 - every ``--drain-every`` s: a drain (alternately 3 services and the whole node) through the
   API, and an undrain half a period later.
 
-Observers (bench/soak_watch.py): ``/metrics`` every second (prometheus_client's parser),
-r1's RIB every ``--rib-every`` s and every FIB change of a VIP (``ip monitor route``) against
-the driver's truth (bench/soak_truth.py), the agent's RSS / FDs / threads / asyncio tasks
-every ``--sample-every`` s.
+Observers (bench/soak_watch.py): ``/metrics`` every second from an unboosted process (status
+and tasks gauge every scrape, prometheus_client's parser every ``--parse-every``-th), r1's RIB
+every ``--rib-every`` s and every FIB change of a VIP (``ip monitor route``) against the
+driver's truth (bench/soak_truth.py; per-change lateness and wrong episodes:
+bench/soak_track.py), the agent's RSS / FDs / threads / asyncio tasks and the schedstat run
+delay of the agent, ExaBGP and FRR every ``--sample-every`` s. The agent, ExaBGP (polled:
+a restarted one too), the backends and FRR run boosted (``soak_watch.boost``).
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ from .convergence import SCALE_BASE_PORT, SCALE_CONTROL_PORT, agent_service, sca
 from .lab import PY, REPO, BenchAgent, bgp_lab, load_logged, make_agent, save, save_raw
 from .scale import wait_fib
 from .soak_records import records
-from .soak_truth import Checker, Truth, health_settle
+from .soak_truth import Checker, Truth, drain_allowance, health_settle
 from .soak_watch import (
+    Booster,
     FibMonitor,
     LoopThread,
     NsHttp,
@@ -55,6 +59,7 @@ from .soak_watch import (
     Scrapes,
     boost,
     fib_vips,
+    renice,
     rib_vips,
     sample_processes,
 )
@@ -99,9 +104,10 @@ class Soak:
         self.truth = Truth(vips, set(self.base))
         self.checker = Checker(self.truth)
         self.health_settle = health_settle([BASE_TIMING, ALT_TIMING], args.margin)
-        self.drain_settle = DRAIN_DELAY + args.margin
+        self.drain_settle = self.allowance(len(self.base), undrain=False)
         self.loop_thread = LoopThread()
         self.scraper: Scraper | None = None
+        self.booster: Booster  # once the agent runs
         self.scrapes = Scrapes()  # the scraper's, once it runs
         self.samples: list[dict[str, Any]] = []
         self.actions: list[dict[str, Any]] = []
@@ -120,6 +126,10 @@ class Soak:
                 port, path = SCALE_BASE_PORT + i, f"/svc/{i}"
                 out.append(agent_service(name, scale_vip(i), self.address, port, path, timing))
         return out
+
+    def allowance(self, routes: int, undrain: bool) -> float:
+        a = self.args
+        return drain_allowance(routes, DRAIN_DELAY, a.margin, a.bulk_per_route, undrain)
 
     # ------------------------------------------------------------------ actions
 
@@ -142,14 +152,14 @@ class Soak:
     def flap(self, now: float) -> None:
         back = [n for n, t in self.down_until.items() if t <= now]
         if back:
-            with self.truth.change(back, self.health_settle):
+            with self.truth.change(back, self.health_settle, "backend up"):
                 self.backends("up", back)
                 self.truth.down.difference_update(back)
             for n in back:
                 del self.down_until[n]
         candidates = sorted(self.base - self.truth.down)
         victims = self.rng.sample(candidates, min(self.args.flap_count, len(candidates)))
-        with self.truth.change(victims, self.health_settle):
+        with self.truth.change(victims, self.health_settle, "backend down"):
             self.backends("down", victims)
             self.truth.down.update(victims)
         for n in victims:
@@ -161,7 +171,8 @@ class Soak:
         adding = adding if add_extras is None else add_extras
         alt = (not self.alt) if alt is None else alt
         touched = list(self.extras)  # added or removed: may take a health settle
-        with self.truth.change(touched, self.health_settle):
+        kind = "reload adds" if adding else "reload removes"
+        with self.truth.change(touched, self.health_settle, kind):
             if adding:
                 self.truth.configured.update(self.extras)
             else:
@@ -180,16 +191,16 @@ class Soak:
     def drain(self, cycle: int, undrain: bool) -> None:
         verb = "undrain" if undrain else "drain"
         status = 200
-        settle = self.args.margin if undrain else self.drain_settle
         if cycle % 2:  # the node: every route at once through ExaBGP and FRR
-            bulk = self.args.bulk_per_route * len(self.truth.configured)
-            with self.truth.change(None, settle + bulk):
+            settle = self.allowance(len(self.truth.configured), undrain)
+            with self.truth.change(None, settle, f"node {verb}"):
                 status, _ = self.act(f"node {verb}", lambda: self.api("POST", f"/api/v1/{verb}"))
                 self.truth.node_drained = not undrain
         else:
             pick = self.rng.sample(sorted(self.base), 3)
             names = sorted(self.truth.drained) if undrain else pick
-            with self.truth.change(names, settle):
+            settle = self.allowance(len(names), undrain)
+            with self.truth.change(names, settle, f"service {verb}"):
                 for name in names:
                     path = f"/api/v1/services/{name}/{verb}"
                     status, _ = self.act(f"service {verb}", partial(self.api, "POST", path))
@@ -205,7 +216,7 @@ class Soak:
         """Every backend up, nothing drained, the base config: the state of the quiet windows."""
         if self.truth.down:
             back = sorted(self.truth.down)
-            with self.truth.change(back, self.health_settle):
+            with self.truth.change(back, self.health_settle, "backend up"):
                 self.backends("up", back)
                 self.truth.down.clear()
             self.down_until.clear()
@@ -244,12 +255,13 @@ class Soak:
         """Restore, let everything settle, then sample the agent once a second."""
         self.phase = f"{name} (settling)"
         self.restore()
-        time.sleep(max(self.health_settle, self.drain_settle) + self.args.quiet_extra)
+        restore = max(self.health_settle, self.allowance(len(self.base), undrain=True))
+        time.sleep(restore + self.args.quiet_extra)
         self.phase = name
         out = []
         for _ in range(self.args.quiet_samples):
             time.sleep(1.0)
-            out.append(sample_processes(self.agent.pid, self.scrapes))
+            out.append(sample_processes(self.agent.pid, self.scrapes, self.bl.router.pids))
         return out
 
     # ------------------------------------------------------------------ observers
@@ -286,8 +298,11 @@ class Soak:
     def sample_loop_thread(self) -> None:
         self.loop_thread.sample(self.agent.pid)
 
+    def boost_children(self) -> None:
+        self.booster.poll()
+
     def sample(self) -> None:
-        s = sample_processes(self.agent.pid, self.scrapes)
+        s = sample_processes(self.agent.pid, self.scrapes, self.bl.router.pids)
         s["phase"] = self.phase
         self.samples.append(s)
 
@@ -300,18 +315,22 @@ class Soak:
         self.agent = SoakAgent(agent.ns, agent.workdir, agent.config)
         for pid in [backends.pid, *self.bl.router.pids.values()]:
             boost(pid)
+            renice(pid, os.getpriority(os.PRIO_PROCESS, 0))
         self.http = NsHttp(self.ns)
         monitor: FibMonitor | None = None
         threads: list[threading.Thread] = []
         try:
             t0 = time.time()
             self.agent.start()
+            self.booster = Booster(self.agent.pid)
+            self.booster.poll()
+            threads = [self.observe_loop(1.0, self.boost_children)]
             to_fib = wait_fib(self.bl, len(self.base), t0, 180)
             print(f"all {len(self.base)} routes in r1's FIB after {to_fib} s", flush=True)
             monitor = FibMonitor(self.bl.router.ns, self.checker)
-            self.scraper = Scraper(self.ns, API_PORT, 1.0)
+            self.scraper = Scraper(self.ns, API_PORT, 1.0, a.parse_every)
             self.scrapes = self.scraper.scrapes
-            threads = [
+            threads += [
                 self.observe_loop(a.rib_every, self.check_rib),
                 self.observe_loop(1.0, self.check_fib),
                 self.observe_loop(a.sample_every, self.sample),
@@ -330,10 +349,19 @@ class Soak:
             for th in threads:
                 th.join(30)
             time.sleep(1.0)  # the FIB monitor's last lines
+            self.checker.finish(time.time())
+            overruns = monitor.overruns() if monitor is not None else None
             return {
                 "args": vars(a),
                 "to_fib_s": to_fib,
-                "settle_s": {"health": self.health_settle, "drain": self.drain_settle},
+                "settle_s": {
+                    "health": self.health_settle,
+                    "node drain": self.drain_settle,
+                    "node undrain": self.allowance(len(self.base), undrain=True),
+                    "service drain (3)": self.allowance(3, undrain=False),
+                },
+                "boosted": self.booster.boosted,
+                "fib_monitor_overruns": overruns,
                 "baseline": baseline,
                 "end": end,
                 "samples": self.samples,
@@ -379,6 +407,8 @@ def summary(c: Checker) -> dict[str, Any]:
         "wrong_by_kind": dict(c.by_kind),
         "wrong_by_minute": {str(k): v for k, v in sorted(c.by_minute.items())},
         "wrong_by_service_top": dict(c.by_service.most_common(50)),
+        "rib": c.rib.summary(),
+        "fib": c.fib.summary(),
     }
 
 
@@ -435,8 +465,16 @@ def main() -> None:
         "--bulk-per-route",
         type=float,
         default=0.01,
-        help="settle added per route when the whole node is drained/undrained (1,000 routes "
-        "reach r1's FIB in ~2.7 s on a quiet host: bench/NOTES.md)",
+        help="allowance per UPDATE of a drain/undrain (2 per route for a drain: "
+        "soak_truth.drain_allowance; 1,000 routes reach r1's FIB in ~2.7 s on a quiet host: "
+        "bench/NOTES.md)",
+    )
+    ap.add_argument(
+        "--parse-every",
+        type=int,
+        default=10,
+        help="give every Nth /metrics scrape (1/s) to prometheus_client's parser; every "
+        "scrape checks the status and the tasks gauge",
     )
     ap.add_argument("--quiet-extra", type=float, default=10.0)
     ap.add_argument("--quiet-samples", type=int, default=10)
@@ -459,9 +497,18 @@ def main() -> None:
         print(f"{r.metric}: {r.value} {r.unit} (goal {r.goal})", flush=True)
     if not args.no_save:
         save(recs)
-    wrong = out["checker"]["wrong"] + out["checker"]["wrong_events"]
-    print(f"soak done on {rev}: {wrong} wrong route states/changes", flush=True)
-    print(f"by kind: {out['checker']['wrong_by_kind']}", flush=True)
+    c = out["checker"]
+    for src in ("rib", "fib"):
+        t = c[src]
+        print(
+            f"{src}: {t['wrong_episodes']} wrong episodes ({t['wrong_route_seconds']:.1f} "
+            f"route-s), {t['route_changes']} route changes, {t['late']} late "
+            f"{t['late_by_kind']}, {t['lost']} lost {t['lost_by_kind']}, max delay by kind "
+            f"{ {k: round(v, 1) for k, v in t['delay_max_by_kind_s'].items()} }",
+            flush=True,
+        )
+    print(f"soak done on {rev} (old per-sample count: {c['wrong']} + {c['wrong_events']} "
+          f"events; by kind {c['wrong_by_kind']})", flush=True)  # fmt: skip
     print(f"agent log warnings/errors: {out['agent_log']}", flush=True)
     if out["scrapes"]["ms"]:
         p50 = statistics.median(out["scrapes"]["ms"])

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
@@ -38,6 +39,12 @@ from .status import (
 log = logging.getLogger(__name__)
 
 ACTION_TIMEOUT = 30.0  # seconds for a drain/undrain/reload to complete inside the agent
+
+# Every /metrics render runs on this one thread (of every listener): the thread count stays
+# put once the first scrape has run, instead of the loop's default executor growing by a
+# worker whenever a scrape overlaps other off-loop work (the soak's thread goal, bench/NOTES.md).
+# Concurrent scrapes queue here; a render holds the GIL anyway.
+METRICS_RENDER = ThreadPoolExecutor(1, thread_name_prefix="bgplb-metrics")
 SERVE_TIMEOUT = 10.0  # seconds to bind a listener
 MAX_BODY = 64 * 1024  # bytes: no endpoint takes a body; anything larger is refused (413)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -235,16 +242,17 @@ def build_app(
 
 
 def metrics_handler(metrics: Metrics) -> Handler:
-    """``/metrics`` (Prometheus text, or OpenMetrics if asked for), rendered in a worker thread:
-    at 1,000 services it is tens of ms of CPU, not to be spent in one go on the event loop.
-    The thread renders a snapshot taken here, on the loop, where the metrics change: it never
-    iterates a dict the loop is changing."""
+    """``/metrics`` (Prometheus text, or OpenMetrics if asked for), rendered on the one
+    ``METRICS_RENDER`` thread: at 1,000 services it is tens of ms of CPU, not to be spent in
+    one go on the event loop. The thread renders a snapshot taken here, on the loop, where
+    the metrics change: it never iterates a dict the loop is changing."""
 
     async def handler(request: web.Request) -> web.Response:
         _, content_type = choose_encoder(request.headers.get("Accept", ""))
         openmetrics = content_type.startswith("application/openmetrics-text")
         scrape = metrics.snapshot()
-        body = await asyncio.to_thread(scrape.render, openmetrics)
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(METRICS_RENDER, scrape.render, openmetrics)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     return handler

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +111,38 @@ async def test_separate_metrics_app(aiohttp_client: MakeClient, metrics: Metrics
     c = await aiohttp_client(build_metrics_app(metrics))
     assert "bgplb_reconcile_runs_total 1.0" in await (await c.get("/metrics")).text()
     await error_body(await c.get("/api/v1/status"), 404)
+
+
+async def test_metrics_render_on_one_dedicated_thread(
+    aiohttp_client: MakeClient, metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every render runs on the one ``bgplb-metrics`` thread, not the loop's default executor
+    (which grew by a worker when scrapes overlapped other off-loop work: the soak's +1 thread),
+    and concurrent scrapes add no thread once the first scrape has run."""
+    names: list[str] = []
+    snapshot = metrics.snapshot
+
+    def recording_snapshot() -> Any:
+        scrape = snapshot()
+        render = scrape.render
+
+        def slow_render(openmetrics: bool = False) -> bytes:
+            names.append(threading.current_thread().name)
+            time.sleep(0.02)  # long enough for the scrapes below to overlap
+            return render(openmetrics)
+
+        monkeypatch.setattr(scrape, "render", slow_render)
+        return scrape
+
+    monkeypatch.setattr(metrics, "snapshot", recording_snapshot)
+    c = await aiohttp_client(build_metrics_app(metrics))
+    assert (await c.get("/metrics")).status == 200
+    after_first = threading.active_count()
+    replies = await asyncio.gather(*(c.get("/metrics") for _ in range(8)))
+    assert [r.status for r in replies] == [200] * 8
+    assert len(names) == 9
+    assert {n.rsplit("_", 1)[0] for n in names} == {"bgplb-metrics"}
+    assert threading.active_count() == after_first
 
 
 # --------------------------------------------------------------------------- auth
