@@ -105,41 +105,29 @@ def wait_membership(
     """Poll every FIB until ``node`` is (present) / is not (absent) a next hop everywhere;
     every other node of ``baseline`` (taken before the trigger) must stay everywhere."""
     with measuring():
-        return _poll_membership(lab, node, present, timeout, started, baseline)
-
-
-def _poll_membership(
-    lab: Lab,
-    node: str,
-    present: bool,
-    timeout: float,
-    started: float,
-    baseline: dict[tuple[str, str], tuple[str, ...]],
-) -> Convergence:
-    others = {k: set(v) - {node} for k, v in baseline.items()}
-    unexpected: list[str] = []
-    polls = 0
-    last_poll = time.time()
-    changed: dict[tuple[str, str], tuple[float, float]] = {}
-    while True:
-        snap = fib_snapshot(lab)
-        polled = time.time()
-        polls += 1
-        for key, nodes in snap.items():
-            lost = others[key] - set(nodes)
-            if lost:
-                unexpected.append(f"{key[0]} {key[1]}: lost {sorted(lost)}")
-            if key not in changed and (node in nodes) == present:
-                changed[key] = (last_poll, polled)
-        last_poll = polled
-        if all((node in nodes) == present for nodes in snap.values()):
-            took = time.monotonic() - started
-            return Convergence(node, took, not unexpected, polls, unexpected, changed)
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(
-                f"{node} still {'absent from' if present else 'in'} a FIB after {timeout}s: {snap}"
-            )
-        time.sleep(0.02)  # a poll is ~1 ms of netlink: 20 ms resolution is plenty
+        others = {k: set(v) - {node} for k, v in baseline.items()}
+        unexpected: list[str] = []
+        polls = 0
+        last_poll = time.time()
+        changed: dict[tuple[str, str], tuple[float, float]] = {}
+        while True:
+            snap = fib_snapshot(lab)
+            polled = time.time()
+            polls += 1
+            for key, nodes in snap.items():
+                lost = others[key] - set(nodes)
+                if lost:
+                    unexpected.append(f"{key[0]} {key[1]}: lost {sorted(lost)}")
+                if key not in changed and (node in nodes) == present:
+                    changed[key] = (last_poll, polled)
+            last_poll = polled
+            if all((node in nodes) == present for nodes in snap.values()):
+                took = time.monotonic() - started
+                return Convergence(node, took, not unexpected, polls, unexpected, changed)
+            if time.monotonic() - started > timeout:
+                where = "absent from" if present else "in"
+                raise TimeoutError(f"{node} still {where} a FIB after {timeout}s: {snap}")
+            time.sleep(0.02)  # a poll is ~1 ms of netlink: 20 ms resolution is plenty
 
 
 # What a flow hashed to a node without its socket sees: that node's RST (on recv or send), or
