@@ -111,6 +111,10 @@ def wait_membership(
         last_poll = time.time()
         changed: dict[tuple[str, str], tuple[float, float]] = {}
         while True:
+            # a dump reads the FIB at some instant between its start and its end: a change
+            # seen first by this dump happened after the START of the previous one (the old
+            # state was still there then) and before the END of this one
+            polling = time.time()
             snap = fib_snapshot(lab)
             polled = time.time()
             polls += 1
@@ -120,7 +124,7 @@ def wait_membership(
                     unexpected.append(f"{key[0]} {key[1]}: lost {sorted(lost)}")
                 if key not in changed and (node in nodes) == present:
                     changed[key] = (last_poll, polled)
-            last_poll = polled
+            last_poll = polling
             if all((node in nodes) == present for nodes in snap.values()):
                 took = time.monotonic() - started
                 return Convergence(node, took, not unexpected, polls, unexpected, changed)
