@@ -132,7 +132,8 @@ def print_status(status: StatusResponse, out: TextIO) -> None:
         f"{'ready' if n.ready else 'NOT READY'}{' DRAINED' if n.drained else ''} "
         f"up {n.uptime:.0f}s\n\n"
     )
-    rows = [["SERVICE", "DECISION", "REASON", "VIPS", "CHECKS", "DETAIL"]]
+    names = {p.address: p.name or p.address for p in status.peers}
+    rows = [["SERVICE", "DECISION", "REASON", "VIPS", "CHECKS", "ANNOUNCED TO", "DETAIL"]]
     for s in status.services:
         up = sum(1 for c in s.checks if c.status == "up")
         rows.append(
@@ -142,6 +143,7 @@ def print_status(status: StatusResponse, out: TextIO) -> None:
                 str(s.reason),
                 ",".join(str(v) for v in s.vips),
                 f"{up}/{len(s.checks)}",
+                ",".join(names.get(peer, peer) for peer in s.routes) or "-",
                 s.detail,
             ]
         )
@@ -150,10 +152,18 @@ def print_status(status: StatusResponse, out: TextIO) -> None:
     else:
         out.write("no services\n")
     out.write("\n")
-    prow = [["PEER", "ASN", "TYPE", "STATE", "ROUTES", "REASON"]]
+    prow = [["PEER", "ASN", "TYPE", "STATE", "ROUTES", "NAME", "REASON"]]
     for p in status.peers:
         prow.append(
-            [p.address, str(p.asn), str(p.type), str(p.state), str(p.routes_advertised), p.reason]
+            [
+                p.address,
+                str(p.asn),
+                str(p.type),
+                str(p.state),
+                str(p.routes_advertised),
+                p.name or "-",
+                p.reason,
+            ]
         )
     if len(prow) > 1:
         _table(prow, out)

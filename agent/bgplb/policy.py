@@ -103,7 +103,7 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
         state = _ROUTE_STATE.get(decision.decision)
         if state is None:
             continue
-        for peer in config.peers:
+        for peer in config.service_peers(svc):  # services[].peers, default every peer
             attrs = route_attributes(svc, state, peer, config.node.local_as)
             for vip in svc.vips:
                 ok, next_hop = _next_hop(peer, vip)

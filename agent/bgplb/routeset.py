@@ -20,9 +20,12 @@ def same_routes(a: RouteSet, b: RouteSet) -> bool:
 
 
 def kept_routes(routes: RouteSet, keep: Callable[[PeerKey, IPNetwork], bool]) -> RouteSet:
-    """The routes whose (peer, prefix) ``keep`` accepts."""
+    """The routes whose (peer, prefix) ``keep`` accepts. Each peer's routes are filtered at
+    once: a generator here would see the comprehension's *last* ``peer`` when consumed, and
+    judge every peer's routes as that peer's (harmless while every peer had the same
+    prefixes; with ``services[].peers`` it withdrew and re-announced a route every pass)."""
     return freeze_routes(
-        {peer: (r for r in rs if keep(peer, r.prefix)) for peer, rs in routes.items()}
+        {peer: [r for r in rs if keep(peer, r.prefix)] for peer, rs in routes.items()}
     )
 
 

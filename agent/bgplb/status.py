@@ -62,10 +62,16 @@ class ServiceStatus(Frozen):
     routes: dict[str, list[str]] = Field(
         default_factory=dict, description="peer address -> prefixes announced to it"
     )
+    peers: list[str] = Field(
+        default_factory=list,
+        description="the addresses of the peers this service is for (services[].peers; "
+        "default every peer); 'routes' says which of them hold its prefixes now",
+    )
 
 
 class PeerStatusModel(Frozen):
     address: str
+    name: str | None = Field(default=None, description="peers[].name, if set")
     asn: int = Field(ge=1)
     type: PeerType
     state: PeerState

@@ -113,6 +113,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
             checks.get(svc.name, []),
             routes.get(svc.name, {}),
             real_servers,
+            peers=[p.key for p in config.service_peers(svc)],
             drained=svc.name in admin.drained,
             wall_offset=wall - now,
         )
@@ -199,6 +200,7 @@ def _service(
     routes: Mapping[PeerKey, list[str]],
     real_servers: RealServersByVip | None,
     *,
+    peers: list[str],
     drained: bool,
     wall_offset: float,
 ) -> ServiceStatus:
@@ -214,6 +216,7 @@ def _service(
         checks=checks,
         real_servers=_real_servers(svc, real_servers, checks),
         routes=dict(routes),
+        peers=peers,
     )
 
 
@@ -261,6 +264,7 @@ def _peers(
         out.append(
             PeerStatusModel(
                 address=peer.key,
+                name=peer.name,
                 asn=peer.asn,
                 type=peer.peer_type(config.node.local_as),
                 state=st.state if st else PeerState.IDLE,

@@ -214,18 +214,32 @@ def send_signal(pid: int, sig: signal.Signals) -> None:
 
 R1_AS = 65000
 LB_AS = 65001
+R2_AS = 65002
 
 
 @dataclass
 class BgpLab:
     """r1 (FRR, AS 65000) with lbN (N = 1..n_lbs) on veths: r1 10.0.N.1 / fd00:N::1,
-    lbN 10.0.N.2 / fd00:N::2. r1 peers with every lb over v4 and with lb1 over v6 too."""
+    lbN 10.0.N.2 / fd00:N::2. r1 peers with every lb over v4 and with lb1 over v6 too.
+    With ``routers=2`` a second router r2 (FRR, AS 65002; iBGP: AS 65000) has its own veth
+    to every lb (lbN's eth1): r2 10.1.N.1 / fd01:N::1, lbN 10.1.N.2 / fd01:N::2; r2 peers
+    with every lb over v4 (both families)."""
 
     lab: Lab
     router: Router
     lb_ns: list[str]
     lb_as: int
     workdir: Path
+    r2: Router | None = None
+
+    @staticmethod
+    def r2_v4(n: int) -> str:
+        return f"10.1.{n}.1"
+
+    @staticmethod
+    def lb_v4_r2(n: int) -> str:
+        """lbN's address on its link to r2."""
+        return f"10.1.{n}.2"
 
     @staticmethod
     def r1_v4(n: int) -> str:
@@ -245,9 +259,15 @@ class BgpLab:
 
 
 def build_bgp_lab(
-    workdir: Path, n_lbs: int = 2, ibgp: bool = False, password: str | None = None
+    workdir: Path,
+    n_lbs: int = 2,
+    ibgp: bool = False,
+    password: str | None = None,
+    routers: int = 1,
 ) -> BgpLab:
+    assert routers in (1, 2)
     lab = Lab()
+    r2: Router | None = None
     try:
         r1 = lab.add_ns("r1")
         lbs = []
@@ -267,14 +287,32 @@ def build_bgp_lab(
         neighbors.append(Neighbor(BgpLab.lb_v6(1), remote, password, families=("ipv6",)))
         router = Router(r1, R1_AS, "10.0.0.1", neighbors, workdir / "frr-r1")
         router.start()
+        if routers == 2:
+            ns2 = lab.add_ns("r2")
+            for n, ns in enumerate(lbs, start=1):
+                lab.link(
+                    ns2,
+                    f"lb{n}",
+                    ns,
+                    "eth1",
+                    [f"{BgpLab.r2_v4(n)}/24", f"fd01:{n}::1/64"],
+                    [f"{BgpLab.lb_v4_r2(n)}/24", f"fd01:{n}::2/64"],
+                )
+            neighbors2 = [
+                Neighbor(BgpLab.lb_v4_r2(n), remote, password) for n in range(1, n_lbs + 1)
+            ]
+            r2 = Router(ns2, R1_AS if ibgp else R2_AS, "10.0.0.2", neighbors2, workdir / "frr-r2")
+            r2.start()
     except BaseException:
-        lab.close()
+        lab.close()  # kills every process in its namespaces: the routers too
         raise
-    return BgpLab(lab, router, lbs, R1_AS if ibgp else LB_AS, workdir)
+    return BgpLab(lab, router, lbs, R1_AS if ibgp else LB_AS, workdir, r2)
 
 
 def close_bgp_lab(bl: BgpLab) -> None:
     try:
+        if bl.r2 is not None:
+            bl.r2.stop()
         bl.router.stop()
     finally:
         bl.lab.close()
@@ -283,7 +321,8 @@ def close_bgp_lab(bl: BgpLab) -> None:
 
 @pytest.fixture
 def bgp_lab_factory() -> Iterator[Callable[..., BgpLab]]:
-    """``bgp_lab_factory(n_lbs=2, ibgp=False, password=None)``; always torn down."""
+    """``bgp_lab_factory(n_lbs=2, ibgp=False, password=None, routers=1)``; always torn
+    down."""
     made: list[BgpLab] = []
 
     def make(**kw: object) -> BgpLab:

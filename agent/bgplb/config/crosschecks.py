@@ -13,7 +13,7 @@ from typing import Literal
 from ..model import ForwardMethod, PeerType, ServiceMode
 from .fields import GSHUT
 from .issues import ConfigIssue
-from .schema import AttributesConfig, Check, Config, ServiceConfig
+from .schema import AttributesConfig, Check, Config, PeerConfig, ServiceConfig
 
 LOCAL_PREF_EBGP = "local_pref is not sent to eBGP peers (ExaBGP drops it; FRR ignores it)"
 
@@ -21,7 +21,7 @@ LOCAL_PREF_EBGP = "local_pref is not sent to eBGP peers (ExaBGP drops it; FRR ig
 def check_config(config: Config) -> list[ConfigIssue]:
     """Every cross-field problem of an already field-validated config."""
     issues: list[ConfigIssue] = []
-    for rule in (_node, _peers, _next_hops, _services_unique, _attributes):
+    for rule in (_node, _peers, _next_hops, _services_unique, _service_peers, _attributes):
         issues.extend(rule(config))
     for i, service in enumerate(config.services):
         p = f"services[{i}]"
@@ -68,7 +68,15 @@ def _node(config: Config) -> Iterator[ConfigIssue]:
 
 def _peers(config: Config) -> Iterator[ConfigIssue]:
     seen: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
+    names: dict[str, int] = {}
     for i, peer in enumerate(config.peers):
+        if peer.name is not None:
+            if peer.name in names:
+                yield ConfigIssue(
+                    f"peers[{i}].name",
+                    f"duplicate peer name {peer.name!r} (also peers[{names[peer.name]}])",
+                )
+            names.setdefault(peer.name, i)
         if peer.address in seen:
             yield ConfigIssue(
                 f"peers[{i}].address",
@@ -84,8 +92,9 @@ def _peers(config: Config) -> Iterator[ConfigIssue]:
 
 
 def _next_hops(config: Config) -> Iterator[ConfigIssue]:
-    """A VIP of the other family needs an explicit next hop of its family on that session."""
-    vips = [(s.name, v) for s in config.services for v in s.vips]
+    """A VIP of the other family needs an explicit next hop of its family on that session
+    (services announced to every peer; for a ``services[].peers`` list see below)."""
+    vips = [(s.name, v) for s in config.services if s.peers is None for v in s.vips]
     for i, peer in enumerate(config.peers):
         for version, field in ((6, "next_hop_v6"), (4, "next_hop_v4")):
             if peer.address.version == version or getattr(peer, field) is not None:
@@ -96,7 +105,7 @@ def _next_hops(config: Config) -> Iterator[ConfigIssue]:
                     f"peers[{i}].{field}",
                     f"service {other[0]!r} announces IPv{version} VIP {other[1]} over this "
                     f"IPv{peer.address.version} session: set {field} (or add an IPv{version} peer "
-                    "and keep this VIP off this one)",
+                    "and keep this VIP off this one with services[].peers)",
                 )
 
 
@@ -119,6 +128,62 @@ def _services_unique(config: Config) -> Iterator[ConfigIssue]:
                     f"services[{i}].vips[{k}]", f"{vip} is already used by {vips[vip]}"
                 )
             vips.setdefault(vip, f"services[{i}].vips[{k}] ({s.name!r})")
+
+
+def carries(peer: PeerConfig, vip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``peer``'s session can carry ``vip``: same family, or an explicit next hop
+    of the VIP's family (policy._next_hop sends nothing else)."""
+    explicit = peer.next_hop_v4 if vip.version == 4 else peer.next_hop_v6
+    return peer.address.version == vip.version or explicit is not None
+
+
+def _service_peers(config: Config) -> Iterator[ConfigIssue]:
+    """``services[].peers`` names known, distinct peers; each listed peer carries at least
+    one of the service's VIPs and each VIP reaches at least one listed peer."""
+    by_name = {p.name: p for p in config.peers if p.name is not None}
+    known = ", ".join(repr(n) for n in by_name) or "none: no peer has a name"
+    for i, s in enumerate(config.services):
+        if s.peers is None:
+            continue
+        p = f"services[{i}]"
+        listed: dict[str, int] = {}
+        for k, name in enumerate(s.peers):
+            peer = by_name.get(name)
+            if name in listed:
+                yield ConfigIssue(
+                    f"{p}.peers[{k}]",
+                    f"peer {name!r} listed twice (also {p}.peers[{listed[name]}])",
+                )
+            elif peer is None:
+                yield ConfigIssue(f"{p}.peers[{k}]", _unknown_peer(config, name, known))
+            elif not any(carries(peer, vip) for vip in s.vips):
+                version = 6 if peer.address.version == 4 else 4
+                yield ConfigIssue(
+                    f"{p}.peers[{k}]",
+                    f"peer {name!r} ({peer.address}) cannot carry any VIP of this service: "
+                    f"they are all IPv{version} and the session is IPv{peer.address.version} "
+                    f"without next_hop_v{version}",
+                )
+            listed.setdefault(name, k)
+        chosen = [by_name[n] for n in listed if n in by_name]
+        if len(chosen) < len(listed):
+            continue  # unknown names: said above
+        for k, vip in enumerate(s.vips):
+            if not any(carries(peer, vip) for peer in chosen):
+                yield ConfigIssue(
+                    f"{p}.vips[{k}]",
+                    f"IPv{vip.version} VIP {vip} reaches none of the service's peers "
+                    f"({', '.join(repr(n) for n in listed)}): list an IPv{vip.version} peer "
+                    f"or set next_hop_v{vip.version} on one of them",
+                )
+
+
+def _unknown_peer(config: Config, name: str, known: str) -> str:
+    text = f"unknown peer {name!r} (peer names: {known})"
+    by_address = next((j for j, peer in enumerate(config.peers) if str(peer.address) == name), None)
+    if by_address is not None:
+        text += f"; peers are listed by name: set peers[{by_address}].name"
+    return text
 
 
 def _mode(s: ServiceConfig, p: str) -> Iterator[ConfigIssue]:
@@ -261,8 +326,8 @@ State = Literal["healthy", "degraded", "draining"]
 
 
 def _attributes(config: Config) -> Iterator[ConfigIssue]:
-    types = {peer.peer_type(config.node.local_as) for peer in config.peers}
     for i, s in enumerate(config.services):
+        types = {peer.peer_type(config.node.local_as) for peer in config.service_peers(s)}
         for state in ("healthy", "degraded", "draining"):
             attrs: AttributesConfig | None = getattr(s.attributes, state)
             if attrs is not None:

@@ -325,6 +325,20 @@ class ServiceConfig(Strict):
     on_down: Literal["withdraw", "announce_degraded"] = "withdraw"
     attributes: StateAttributes = StateAttributes()
     drain_delay: float | None = Field(default=None, ge=0, le=3600)  # default: node.drain_delay
+    # the names of the peers (peers[].name) this service is announced to; None = every peer
+    peers: tuple[str, ...] | None = None
+
+    @field_validator("peers")
+    @classmethod
+    def _some_peers(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v == ():
+            raise PydanticCustomError(
+                "no_peers",
+                "an empty list announces the service to no peer: leave peers out to announce "
+                "it to every peer",
+                {},
+            )
+        return v
 
     @field_validator("name", "interface")
     @classmethod
@@ -346,3 +360,11 @@ class Config(Strict):
 
     def service(self, name: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.name == name), None)
+
+    def service_peers(self, service: ServiceConfig) -> tuple[PeerConfig, ...]:
+        """The peers ``service`` is announced to: its ``peers`` by name, else every peer.
+        (Unknown names are refused by the cross-checks; here they are skipped.)"""
+        if service.peers is None:
+            return self.peers
+        wanted = set(service.peers)
+        return tuple(p for p in self.peers if p.name in wanted)
