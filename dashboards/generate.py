@@ -145,6 +145,35 @@ FLEET_ROWS = (
                 "cps",
                 "Connections IPVS scheduled per second, per node.",
             ),
+            Panel(
+                "Inbound packets per VIP",
+                Kind.TIMESERIES,
+                (
+                    Query(
+                        f"bgplb_vip_inbound_packets_per_second{{{SVC}}}",
+                        "{{node}} {{service}} {{vip}}",
+                    ),
+                ),
+                "pps",
+                "Packets per second arriving at each node for each service VIP (all its ports): "
+                "the kernel's smoothed estimator, so a drained node falls to 0 over ~30-60 s. "
+                "bgp-lb drain --wait watches the same traffic without the lag.",
+            ),
+            Panel(
+                "Active connections per real server, by node",
+                Kind.TIMESERIES,
+                (
+                    Query(
+                        "sum by (real_server, node) "
+                        f"(bgplb_ipvs_real_server_active_connections{{{NODES}}})",
+                        "{{real_server}} via {{node}}",
+                    ),
+                ),
+                "short",
+                "IPVS active connections per real server (all its virtual services), one line "
+                "per LB node: with a shared pool every node should spread alike. With direct "
+                "routing an entry stays active until its timeout, not until the flow ends.",
+            ),
         ),
     ),
 )

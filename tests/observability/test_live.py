@@ -58,13 +58,15 @@ IPVS = running_kernel_has_dataplane()
 IPVS_VIP = "10.99.0.3"
 SERVICES = 3 if IPVS else 2
 # What a host without IPVS cannot fill (announce-mode services have no real servers).
-NO_IPVS_HERE = r"bgplb_(ipvs_.*|real_server_healthy)"
+NO_IPVS_HERE = r"bgplb_(ipvs_.*|real_server_healthy|vip_inbound_packets_per_second)"
 EXPECTED_EMPTY = (
     set()
     if IPVS
     else {
         "fleet.json panel 11 'Traffic share per node (bytes)' A",
         "fleet.json panel 12 'New connections per node' A",
+        "fleet.json panel 13 'Inbound packets per VIP' A",
+        "fleet.json panel 14 'Active connections per real server, by node' A",
         "node.json panel 8 'Connections' A",
         "node.json panel 8 'Connections' B",
         "node.json panel 9 'Packets' A",
