@@ -174,6 +174,23 @@ FLEET_ROWS = (
                 "per LB node: with a shared pool every node should spread alike. With direct "
                 "routing an entry stays active until its timeout, not until the flow ends.",
             ),
+            Panel(
+                "Pool table fingerprints per virtual service",
+                Kind.TIMESERIES,
+                (
+                    Query(
+                        "count by (service, vip, port, protocol) "
+                        "(count by (service, vip, port, protocol, fingerprint) "
+                        f"(bgplb_ipvs_table_fingerprint_info{{{SVC}}}))",
+                        "{{service}} {{vip}}:{{port}}/{{protocol}}",
+                    ),
+                ),
+                "short",
+                "Distinct Maglev table fingerprints across the nodes per pool-mode virtual "
+                "service: 1 when every node builds the same table (a flow that moves keeps its "
+                "real server); above 1 the nodes disagree (order, weights, flags or size).",
+                width=24,
+            ),
         ),
     ),
 )

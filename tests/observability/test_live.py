@@ -67,6 +67,7 @@ EXPECTED_EMPTY = (
         "fleet.json panel 12 'New connections per node' A",
         "fleet.json panel 13 'Inbound packets per VIP' A",
         "fleet.json panel 14 'Active connections per real server, by node' A",
+        "fleet.json panel 15 'Pool table fingerprints per virtual service' A",
         "node.json panel 8 'Connections' A",
         "node.json panel 8 'Connections' B",
         "node.json panel 9 'Packets' A",
@@ -312,7 +313,7 @@ def _render(stack: Stack, name: str, out: Path, window: float, *extra: str) -> s
 def test_dashboards_render_from_live_data(stack: Stack, tmp_path: Path) -> None:
     window = max(30.0, time.monotonic() - stack.prom.started_at)
     fleet = _render(stack, "fleet.json", tmp_path / "fleet.png", window)
-    assert "11 panels" in fleet  # 9 + inbound packets per VIP, connections per real server
+    assert "12 panels" in fleet  # 9 + per-VIP rate, connections per real server, fingerprints
     node = _render(stack, "node.json", tmp_path / "node.png", window, "--var", "node=lb2")
     assert "16 panels" in node  # 15 + the event loop lag panel (issue 13, item 8)
     if os.environ.get("BGPLB_RENDER_PNG"):  # a directory, or 1 for docs/img
