@@ -145,6 +145,52 @@ FLEET_ROWS = (
                 "cps",
                 "Connections IPVS scheduled per second, per node.",
             ),
+            Panel(
+                "Inbound packets per VIP",
+                Kind.TIMESERIES,
+                (
+                    Query(
+                        f"bgplb_vip_inbound_packets_per_second{{{SVC}}}",
+                        "{{node}} {{service}} {{vip}}",
+                    ),
+                ),
+                "pps",
+                "Packets per second arriving at each node for each service VIP (all its ports): "
+                "the kernel's smoothed estimator, so a drained node falls to 0 over ~30-60 s. "
+                "bgp-lb drain --wait watches the same traffic without the lag.",
+            ),
+            Panel(
+                "Active connections per real server, by node",
+                Kind.TIMESERIES,
+                (
+                    Query(
+                        "sum by (real_server, node) "
+                        f"(bgplb_ipvs_real_server_active_connections{{{NODES}}})",
+                        "{{real_server}} via {{node}}",
+                    ),
+                ),
+                "short",
+                "IPVS active connections per real server (all its virtual services), one line "
+                "per LB node: with a shared pool every node should spread alike. With direct "
+                "routing an entry stays active until its timeout, not until the flow ends.",
+            ),
+            Panel(
+                "Pool table fingerprints per virtual service",
+                Kind.TIMESERIES,
+                (
+                    Query(
+                        "count by (service, vip, port, protocol) "
+                        "(count by (service, vip, port, protocol, fingerprint) "
+                        f"(bgplb_ipvs_table_fingerprint_info{{{SVC}}}))",
+                        "{{service}} {{vip}}:{{port}}/{{protocol}}",
+                    ),
+                ),
+                "short",
+                "Distinct Maglev table fingerprints across the nodes per pool-mode virtual "
+                "service: 1 when every node builds the same table (a flow that moves keeps its "
+                "real server); above 1 the nodes disagree (order, weights, flags or size).",
+                width=24,
+            ),
         ),
     ),
 )

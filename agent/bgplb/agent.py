@@ -38,8 +38,9 @@ from .reload import ReloadRefused, prepare_reload
 from .sdnotify import notify
 from .signals import install_signals
 from .statefile import ADMIN, API_TOKEN, EXABGP_CONFIG, OWNERSHIP, FileHealth
-from .status import AgentControl, ReloadResult, ReloadStatus, StatusResponse
+from .status import AgentControl, ReloadResult, ReloadStatus, StatusResponse, TrafficResponse
 from .status_view import build_status
+from .traffic import service_vips, traffic_response, vip_services
 
 log = logging.getLogger("bgplb.agent")
 
@@ -162,6 +163,7 @@ class Agent(AgentControl):
         await self.speaker.start(self.config, self._wake)
         self.health.configure(self.config)
         self.metrics.set_drained(self.admin.state, self.config)
+        self.metrics.set_vip_services(vip_services(self.config.services))
         self.metrics.set_state_files(self.state_files())
         self.metrics.config_reloaded(True, self.clock.wall())  # the file in force loaded fine
         log_event(log, "agent_started", version=__version__, services=len(self.config.services))
@@ -282,6 +284,14 @@ class Agent(AgentControl):
         if service is not None and self.config.service(service) is None:
             raise KeyError(service)
 
+    async def traffic(self, service: str) -> TrafficResponse:
+        svc = self.config.service(service)
+        if svc is None:
+            raise KeyError(service)
+        keys = [k for keys in service_vips(svc).values() for k in keys]
+        counters = await self.dataplane.read_counters(keys) if keys else {}
+        return traffic_response(svc, counters, self.clock.now())
+
     async def reload(self, probe: bool = False) -> ReloadResult:
         """Prepare, then switch all or nothing (one reload at a time). The reload runs to its
         end even if the caller stops waiting (an API timeout): never half-applied."""
@@ -336,6 +346,7 @@ class Agent(AgentControl):
         self.health.configure(new)
         self.reconciler.set_config(new)
         self.metrics.set_drained(self.admin.state, new)
+        self.metrics.set_vip_services(vip_services(new.services))
         return ReloadResult(
             ok=True,
             changed_services=prepared.changed_services,

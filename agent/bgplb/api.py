@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from .apitoken import ApiToken
 from .apitoken import TokenError as TokenError  # re-exported: client.py, tests
 from .apitoken import load_token as load_token
+from .dataplane.base import DataplaneError
 from .endpoints import ENDPOINTS as ENDPOINTS  # re-exported: tests
 from .endpoints import SERVICE_NAME_RE
 from .endpoints import openapi_document as openapi_document  # re-exported: tests
@@ -39,6 +40,7 @@ from .status import (
 log = logging.getLogger(__name__)
 
 ACTION_TIMEOUT = 30.0  # seconds for a drain/undrain/reload to complete inside the agent
+TRAFFIC_TIMEOUT = 5.0  # seconds to read one service's IPVS counters (each netlink call: less)
 
 # Every /metrics render runs on this one thread (of every listener): the thread count stays
 # put once the first scrape has run, instead of the loop's default executor growing by a
@@ -158,6 +160,21 @@ class _Handlers:
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.document)
 
+    async def traffic(self, request: web.Request) -> web.StreamResponse:
+        service = request.match_info["name"]
+        if not SERVICE_NAME_RE.match(service):
+            return _bad_name()
+        try:
+            async with asyncio.timeout(TRAFFIC_TIMEOUT):
+                result = await self.control.traffic(service)
+        except KeyError:
+            return _error(404, "unknown service", f"no service named {service!r} in the config")
+        except TimeoutError:
+            return _error(503, "traffic timed out", f"no answer within {TRAFFIC_TIMEOUT:g} s")
+        except DataplaneError as e:
+            return _error(503, "cannot read the IPVS counters", str(e))
+        return _json(result)
+
     async def drain_service(self, request: web.Request) -> web.StreamResponse:
         return await self._act("drain", request.match_info["name"])
 
@@ -172,11 +189,7 @@ class _Handlers:
 
     async def _act(self, action: str, service: str | None) -> web.StreamResponse:
         if service is not None and not SERVICE_NAME_RE.match(service):
-            return _error(
-                400,
-                "bad service name",
-                "a service name is 1-15 characters of letters, digits, '_', '-', '.'",
-            )
+            return _bad_name()
         call = self.control.drain if action == "drain" else self.control.undrain
         try:
             async with asyncio.timeout(ACTION_TIMEOUT):
@@ -207,6 +220,14 @@ class _Handlers:
         except TimeoutError:
             return _error(503, "reload timed out", f"no answer within {ACTION_TIMEOUT:g} s")
         return _json(result, 200 if result.ok else 400)
+
+
+def _bad_name() -> web.Response:
+    return _error(
+        400,
+        "bad service name",
+        "a service name is 1-15 characters of letters, digits, '_', '-', '.'",
+    )
 
 
 _TRUE = frozenset({"true", "1", "yes", ""})

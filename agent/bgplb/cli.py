@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
             g.add_argument("service", nargs="?")
             g.add_argument("--all", action="store_true", help="the whole node")
         if name == "drain":
-            c.add_argument("--wait", action="store_true", help="return once withdrawn")
+            _drain_wait_arguments(c)
         if name == "status":
             c.add_argument("--json", action="store_true")
         if name == "reload":
@@ -66,6 +66,56 @@ def _parser() -> argparse.ArgumentParser:
 
     add_unconfigured_parser(sub)
     return p
+
+
+def _drain_wait_arguments(c: argparse.ArgumentParser) -> None:
+    from .client import WAIT_TIMEOUT
+    from .drainwatch import DEFAULT_QUIET, DEFAULT_THRESHOLD
+
+    c.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the routes are withdrawn, then (ipvs mode) print this node's inbound "
+        "packets/s per VIP about once a second and return once every VIP stayed below "
+        "--threshold for --quiet seconds. Not active connections: with direct routing IPVS "
+        "sees only the inbound half of a flow and keeps an entry ESTABLISHED for up to 900 s "
+        "after its last packet. Announce-mode services have no IPVS counters: only their "
+        "withdraw is waited for",
+    )
+    c.add_argument(
+        "--threshold",
+        type=_positive,
+        default=DEFAULT_THRESHOLD,
+        metavar="PPS",
+        help=f"--wait: inbound packets/s per VIP counted as quiet (default {DEFAULT_THRESHOLD:g})",
+    )
+    c.add_argument(
+        "--quiet",
+        type=_positive,
+        default=DEFAULT_QUIET,
+        metavar="SECONDS",
+        help=f"--wait: how long every VIP must stay below it (default {DEFAULT_QUIET:g})",
+    )
+    c.add_argument(
+        "--timeout",
+        type=_positive,
+        default=WAIT_TIMEOUT,
+        metavar="SECONDS",
+        help="--wait: give up (exit 1, saying what the rate still was) after this long "
+        f"(default {WAIT_TIMEOUT:g})",
+    )
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds or packets/s: {text!r}"
+        )
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

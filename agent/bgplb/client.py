@@ -20,11 +20,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .status import StatusResponse
+from .drainwatch import (
+    DEFAULT_QUIET,
+    DEFAULT_THRESHOLD,
+    StillBusy,
+    WatchSettings,
+    announce_only,
+    watch_traffic,
+)
+from .model import ServiceMode
+from .status import ServiceStatus, StatusResponse
 
 DEFAULT_API = "http://127.0.0.1:9180"
 HTTP_TIMEOUT = 10.0  # seconds per request
-WAIT_TIMEOUT = 300.0  # seconds `drain --wait` waits for the withdraw
+WAIT_TIMEOUT = 300.0  # seconds `drain --wait` waits for the withdraw and the traffic (--timeout)
 WAIT_POLL = 0.5
 
 EXIT_OK = 0
@@ -182,20 +191,58 @@ def print_status(status: StatusResponse, out: TextIO) -> None:
 
 
 def _wait_withdrawn(
-    target: Target, service: str | None, out: TextIO, sleep: Callable[[float], None]
-) -> None:
-    deadline = time.monotonic() + WAIT_TIMEOUT
+    target: Target,
+    service: str | None,
+    out: TextIO,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    deadline: float,
+    timeout: float,
+) -> list[ServiceStatus]:
+    """Poll the status until the service (every service: None) is withdrawn; return them."""
     while True:
         status = StatusResponse.model_validate(request(target, "GET", "/api/v1/status"))
-        services = status.services if service is None else [status.service(service)]
-        if any(s is None for s in services):
+        found = status.services if service is None else [status.service(service)]
+        services = [s for s in found if s is not None]
+        if len(services) < len(found):
             raise ClientError(f"service {service} disappeared from the agent", EXIT_REFUSED)
-        if all(s is not None and s.decision == "withdraw" for s in services):
+        if all(s.decision == "withdraw" for s in services):
             out.write("withdrawn\n")
-            return
-        if time.monotonic() >= deadline:
-            raise ClientError(f"still announced after {WAIT_TIMEOUT:g} s")
+            return services
+        if clock() >= deadline:
+            raise ClientError(f"still announced after {timeout:g} s")
         sleep(WAIT_POLL)
+
+
+def _drain_wait(
+    args: argparse.Namespace,
+    target: Target,
+    service: str | None,
+    out: TextIO,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> None:
+    """``drain --wait``: the withdraw, then (ipvs mode) the inbound traffic reaching ~0."""
+    timeout = float(getattr(args, "timeout", None) or WAIT_TIMEOUT)
+    deadline = clock() + timeout
+    services = _wait_withdrawn(target, service, out, sleep, clock, deadline, timeout)
+    announce_only([s.name for s in services if s.mode != ServiceMode.IPVS], out)
+    settings = WatchSettings(
+        threshold=float(getattr(args, "threshold", DEFAULT_THRESHOLD)),
+        quiet=float(getattr(args, "quiet", DEFAULT_QUIET)),
+    )
+    try:
+        watch_traffic(
+            lambda path: request(target, "GET", path),
+            [s.name for s in services if s.mode == ServiceMode.IPVS],
+            out,
+            settings=settings,
+            deadline=deadline,
+            clock=clock,
+            sleep=sleep,
+        )
+    except StillBusy as e:
+        raise ClientError(f"{e} ({timeout:g} s after the drain)") from None
 
 
 def run_client_command(
@@ -203,6 +250,7 @@ def run_client_command(
     out: TextIO | None = None,
     err: TextIO | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """The ``status``, ``drain``, ``undrain`` and ``reload`` subcommands."""
     out = out or sys.stdout
@@ -226,7 +274,7 @@ def run_client_command(
             request(target, "POST", path, _token(target))
             out.write(f"{cmd}ed {service or 'node'}\n")
             if cmd == "drain" and getattr(args, "wait", False):
-                _wait_withdrawn(target, service, out, sleep)
+                _drain_wait(args, target, service, out, sleep, clock)
         elif cmd == "reload":
             probe = bool(getattr(args, "probe", False))
             path = "/api/v1/reload?probe=true" if probe else "/api/v1/reload"

@@ -20,6 +20,7 @@ from .status import (
     ReadyResponse,
     ReloadResult,
     StatusResponse,
+    TrafficResponse,
 )
 
 # The config's rule for service names (they name Linux interfaces).
@@ -79,6 +80,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "status",
         "Node, services, peers and prerequisites",
         ((200, StatusResponse),),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/services/{name}/traffic",
+        "traffic",
+        "One service's IPVS counters per VIP, read from the kernel now (drain --wait polls it)",
+        (
+            (200, TrafficResponse),
+            (400, ErrorResponse),
+            (404, ErrorResponse),
+            (503, ErrorResponse),
+        ),
     ),
     Endpoint(
         "POST",
@@ -193,5 +206,5 @@ _STATUS_TEXT = {
     405: "method not allowed",
     413: "request body too large (no endpoint takes a body; at most 64 KiB is read)",
     500: "internal error",
-    503: "not ready, or the agent timed out",
+    503: "not ready, the agent timed out, or the kernel did not answer",
 }

@@ -202,6 +202,9 @@ class IPVSCounters:
     packets_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    # the kernel's rate estimator (IPVS_STATS_ATTR_INPPS): packets/s, smoothed (ip_vs_est.c:
+    # sampled every 2 s, avg += (rate - avg) / 4), so it lags a change by tens of seconds
+    packets_in_per_second: int = 0
 
 
 @dataclass(frozen=True)

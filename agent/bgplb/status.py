@@ -67,6 +67,12 @@ class ServiceStatus(Frozen):
         description="the addresses of the peers this service is for (services[].peers; "
         "default every peer); 'routes' says which of them hold its prefixes now",
     )
+    inbound_packets_per_second: dict[str, int] = Field(
+        default_factory=dict,
+        description="VIP -> inbound packets/s summed over its IPVS virtual services, the "
+        "kernel's smoothed estimator as of the last observation (every resync_interval); "
+        "empty in announce mode. Fresh counters: /api/v1/services/{name}/traffic",
+    )
 
 
 class PeerStatusModel(Frozen):
@@ -141,6 +147,32 @@ class StatusResponse(Frozen):
         return next((s for s in self.services if s.name == name), None)
 
 
+class VipTraffic(Frozen):
+    """One VIP's inbound IPVS counters, summed over its virtual services (one per port)."""
+
+    vip: IPAddress
+    packets_in: int = Field(ge=0, description="inbound packets since the services were made")
+    packets_in_per_second: int = Field(
+        ge=0, description="the kernel's estimator: 2 s samples, smoothed (lags by tens of s)"
+    )
+    virtual_services: int = Field(
+        ge=0, description="how many of the VIP's virtual services the kernel has"
+    )
+
+
+class TrafficResponse(Frozen):
+    """A service's IPVS counters, read from the kernel when asked (not the last pass's)."""
+
+    service: str
+    mode: ServiceMode
+    ipvs: bool = Field(description="false: announce mode, the node has no counters for it")
+    monotonic: float = Field(
+        description="the agent's monotonic clock (seconds) when the counters were read: "
+        "divide a packets_in difference by this difference for a rate"
+    )
+    vips: list[VipTraffic] = Field(default_factory=list)
+
+
 class ErrorResponse(Frozen):
     error: str
     detail: str | None = None
@@ -199,6 +231,10 @@ class AgentControl(Protocol):
         a disk problem: returns why the drain is not persisted (None: it is)."""
 
     async def undrain(self, service: str | None) -> str | None: ...
+
+    async def traffic(self, service: str) -> TrafficResponse:
+        """The service's IPVS counters per VIP, read from the kernel now (``KeyError``: no
+        such service; ``DataplaneError``/``TimeoutError``: the kernel did not answer)."""
 
     async def reload(self, probe: bool = False) -> ReloadResult:
         """Reload the config file, all or nothing. ``probe``: first probe the changed and new

@@ -42,6 +42,7 @@ from .status import (
     StateFileStatus,
     StatusResponse,
 )
+from .traffic import inbound_rates
 
 
 class PassSource(Protocol):
@@ -106,6 +107,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
     checks = _by_service(snapshot)
     routes = _routes_by_service(advertised)
     real_servers = _real_servers_by_vip(last.observed if last else None)
+    counters = last.observed.service_counters if last else {}
     services = [
         _service(
             svc,
@@ -113,6 +115,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
             checks.get(svc.name, []),
             routes.get(svc.name, {}),
             real_servers,
+            inbound_rates(svc, counters),
             peers=[p.key for p in config.service_peers(svc)],
             drained=svc.name in admin.drained,
             wall_offset=wall - now,
@@ -199,6 +202,7 @@ def _service(
     snapshot: Sequence[tuple[CheckKey, CheckState]],
     routes: Mapping[PeerKey, list[str]],
     real_servers: RealServersByVip | None,
+    rates: dict[str, int],
     *,
     peers: list[str],
     drained: bool,
@@ -217,6 +221,7 @@ def _service(
         real_servers=_real_servers(svc, real_servers, checks),
         routes=dict(routes),
         peers=peers,
+        inbound_packets_per_second=rates,
     )
 
 

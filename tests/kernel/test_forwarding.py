@@ -124,3 +124,32 @@ async def test_counters_move_and_show_in_observe(
     assert after.owned == want
     assert AddressSpec("cnt", ip(VIP4)) in after.owned.addresses
     assert LinkSpec("cnt") in after.owned.links
+
+
+async def test_read_counters_gets_fresh_counters_and_the_inbound_estimator(
+    topology: Topology, dataplane: NetlinkDataplane
+) -> None:
+    """Issue 15 item 5: ``read_counters`` (one IPVS GET per key, on its own socket) sees
+    packets the last observation has not, and the kernel's inbound rate estimator."""
+    lab = topology.lab
+    ns1, rs1 = await topology.add_real_server()
+    await lab.http_server(ns1, rs1, 8080, "rs1")
+    want = service_state("rate", [VIP4], [(80, 8080)], [rs1])
+    await converge(dataplane, want)
+    key = VirtualServiceKey(ip(VIP4), 80, Protocol.TCP)
+    absent = VirtualServiceKey(ip(VIP4), 81, Protocol.TCP)
+    observed = await dataplane.observe()
+    assert await dataplane.read_counters([absent]) == {}
+    for _ in range(20):
+        assert await lab.http_get(topology.client, VIP4, 80) == "rs1"
+    rate = 0
+    for _ in range(30):  # the per-CPU counters are folded in every 2 s
+        fresh = await dataplane.read_counters([key, absent])
+        assert set(fresh) == {key}
+        rate = max(rate, fresh[key].packets_in_per_second)
+        if fresh[key].packets_in >= 20 * 3 and rate > 0:
+            break
+        await asyncio.sleep(0.5)
+    assert fresh[key].packets_in > observed.service_counters[key].packets_in
+    assert fresh[key].packets_in >= 20 * 3  # SYN, ACK, request, ... per connection
+    assert rate > 0, "the kernel's inbound estimator (IPVS_STATS_ATTR_INPPS) stayed 0"

@@ -58,13 +58,16 @@ IPVS = running_kernel_has_dataplane()
 IPVS_VIP = "10.99.0.3"
 SERVICES = 3 if IPVS else 2
 # What a host without IPVS cannot fill (announce-mode services have no real servers).
-NO_IPVS_HERE = r"bgplb_(ipvs_.*|real_server_healthy)"
+NO_IPVS_HERE = r"bgplb_(ipvs_.*|real_server_healthy|vip_inbound_packets_per_second)"
 EXPECTED_EMPTY = (
     set()
     if IPVS
     else {
         "fleet.json panel 11 'Traffic share per node (bytes)' A",
         "fleet.json panel 12 'New connections per node' A",
+        "fleet.json panel 13 'Inbound packets per VIP' A",
+        "fleet.json panel 14 'Active connections per real server, by node' A",
+        "fleet.json panel 15 'Pool table fingerprints per virtual service' A",
         "node.json panel 8 'Connections' A",
         "node.json panel 8 'Connections' B",
         "node.json panel 9 'Packets' A",
@@ -310,7 +313,7 @@ def _render(stack: Stack, name: str, out: Path, window: float, *extra: str) -> s
 def test_dashboards_render_from_live_data(stack: Stack, tmp_path: Path) -> None:
     window = max(30.0, time.monotonic() - stack.prom.started_at)
     fleet = _render(stack, "fleet.json", tmp_path / "fleet.png", window)
-    assert "9 panels" in fleet
+    assert "12 panels" in fleet  # 9 + per-VIP rate, connections per real server, fingerprints
     node = _render(stack, "node.json", tmp_path / "node.png", window, "--var", "node=lb2")
     assert "16 panels" in node  # 15 + the event loop lag panel (issue 13, item 8)
     if os.environ.get("BGPLB_RENDER_PNG"):  # a directory, or 1 for docs/img

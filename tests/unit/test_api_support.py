@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bgplb.model import (
@@ -29,6 +30,8 @@ from bgplb.status import (
     ReloadResult,
     ServiceStatus,
     StatusResponse,
+    TrafficResponse,
+    VipTraffic,
 )
 
 TOKEN = "tok-9f1c2a7e-secret-value"
@@ -150,6 +153,11 @@ class FakeControl:
     calls: list[tuple[str, str | None]] = field(default_factory=list)
     drained: set[str] = field(default_factory=set)
     node_drained: bool = False
+    # the traffic endpoint: web's inbound packets at the agent time ``now`` (tests move both)
+    now: float = 100.0
+    web_packets: int = 1000
+    traffic_error: Exception | None = None
+    traffic_hook: Callable[[str], None] | None = None  # called before each answer
 
     def ready(self) -> bool:
         return self.is_ready
@@ -179,6 +187,27 @@ class FakeControl:
             self.node_drained = False
         else:
             self.drained.discard(service)
+
+    async def traffic(self, service: str) -> TrafficResponse:
+        if service not in self.services:
+            raise KeyError(service)
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.traffic_error is not None:
+            raise self.traffic_error
+        if self.traffic_hook is not None:
+            self.traffic_hook(service)
+        self.calls.append(("traffic", service))
+        if service == "dns":
+            return TrafficResponse(
+                service="dns", mode=ServiceMode.ANNOUNCE, ipvs=False, monotonic=self.now
+            )
+        vip = VipTraffic(
+            vip=VIP_WEB, packets_in=self.web_packets, packets_in_per_second=7, virtual_services=1
+        )
+        return TrafficResponse(
+            service=service, mode=ServiceMode.IPVS, ipvs=True, monotonic=self.now, vips=[vip]
+        )
 
     async def reload(self, probe: bool = False) -> ReloadResult:
         await self._act("reload", None)

@@ -46,11 +46,17 @@ def token_file(tmp_path: Path) -> Path:
     return f
 
 
-async def run(*argv: str, sleep: Callable[[float], None] | None = None) -> tuple[int, str, str]:
+async def run(
+    *argv: str,
+    sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> tuple[int, str, str]:
     """Parse like the real CLI and run the (blocking) client in a thread."""
     args = _parser().parse_args(list(argv))
     out, err = io.StringIO(), io.StringIO()
     kwargs: dict[str, Any] = {"sleep": sleep} if sleep else {}
+    if clock is not None:
+        kwargs["clock"] = clock
     code = await asyncio.to_thread(run_client_command, args, out, err, **kwargs)
     return code, out.getvalue(), err.getvalue()
 
@@ -151,6 +157,11 @@ async def test_drain_wait_polls_until_withdrawn(
 
     control.status = slow_status  # type: ignore[method-assign]
     naps: list[float] = []
+
+    def nap(seconds: float) -> None:  # the client's and the agent's time move together
+        naps.append(seconds)
+        control.now += seconds
+
     code, out, err = await run(
         "drain",
         "web",
@@ -159,12 +170,16 @@ async def test_drain_wait_polls_until_withdrawn(
         base,
         "--token-file",
         str(token_file),
-        sleep=naps.append,
+        sleep=nap,
+        clock=lambda: control.now,
     )
     assert (code, err) == (0, "")
-    assert out.splitlines() == ["drained web", "withdrawn"]
+    # withdrawn, then (web is an ipvs-mode service) the traffic watch: no packets arrive
+    assert out.splitlines()[:2] == ["drained web", "withdrawn"]
+    assert out.splitlines()[-1].startswith("quiet: every VIP below 1/s for 5")
     assert len(polls) == 3
-    assert len(naps) == 2
+    assert naps[:2] == [0.5, 0.5]  # the withdraw polls, then about 1 s per rate sample
+    assert len(naps) == 2 + 5
 
 
 async def test_connection_refused_is_one_line() -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
-from ..model import DataplaneAction, ObservedDataplane
+from ..model import DataplaneAction, IPVSCounters, ObservedDataplane, VirtualServiceKey
 
 
 class DataplaneError(Exception):
@@ -28,6 +28,13 @@ class Dataplane(Protocol):
     async def apply(self, action: DataplaneAction) -> None:
         """Carry out one action; idempotent. Raises DataplaneError. The reconciler may have
         several AddAddress actions in flight at once (never other actions, nor observe)."""
+
+    async def read_counters(
+        self, keys: Collection[VirtualServiceKey]
+    ) -> Mapping[VirtualServiceKey, IPVSCounters]:
+        """The statistics of these IPVS virtual services now, not as of the last ``observe``
+        (the API's traffic endpoint; may run concurrently with anything else). A key the
+        kernel does not have is left out. Raises DataplaneError."""
 
     async def close(self) -> None:
         """Release handles (does not remove objects)."""

@@ -9,7 +9,7 @@ action on them is recorded in ``violations`` and fails. The state outlives ``clo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from ..clock import Clock
 from ..eventlog import EventLog
@@ -21,6 +21,7 @@ from ..model import (
     DataplaneAction,
     DataplaneState,
     EnsureLink,
+    IPVSCounters,
     LinkSpec,
     ObservedDataplane,
     RealServerKey,
@@ -66,6 +67,9 @@ class FakeDataplane:
         self.starts = 0
         self._failures: dict[type, int] = {}
         self._wake: Callable[[], None] | None = None
+        # what read_counters() reports for the services that exist (tests set it)
+        self.counters: dict[VirtualServiceKey, IPVSCounters] = {}
+        self.counter_reads = 0
 
     # ------------------------------------------------------------------ Dataplane Protocol
 
@@ -81,6 +85,7 @@ class FakeDataplane:
             foreign_addresses=frozenset(self.foreign_addresses),
             foreign_services=frozenset(self.foreign_services),
             interfaces=frozenset(self._interfaces()),
+            service_counters={k: c for k, c in self.counters.items() if k in self.services},
         )
 
     async def claim(self, actions: Sequence[DataplaneAction]) -> None:
@@ -109,6 +114,13 @@ class FakeDataplane:
         self._mutate(action)
         self.applied.append(action)
         self.log.record(SOURCE, name, action)
+
+    async def read_counters(
+        self, keys: Collection[VirtualServiceKey]
+    ) -> Mapping[VirtualServiceKey, IPVSCounters]:
+        self.counter_reads += 1
+        present = self.services.keys() | self.foreign_services
+        return {k: self.counters.get(k, IPVSCounters()) for k in keys if k in present}
 
     async def close(self) -> None:
         self._wake = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +104,7 @@ def _counters(stats: Any, active: int = 0, inactive: int = 0) -> IPVSCounters:
         packets_out=int(_attr(stats, "IPVS_STATS_ATTR_OUTPKTS", 0)),
         bytes_in=int(_attr(stats, "IPVS_STATS_ATTR_INBYTES", 0)),
         bytes_out=int(_attr(stats, "IPVS_STATS_ATTR_OUTBYTES", 0)),
+        packets_in_per_second=int(_attr(stats, "IPVS_STATS_ATTR_INPPS", 0)),
     )
 
 
@@ -213,8 +214,30 @@ class IpvsTable:
                 packets_out=svc_counters.packets_out,
                 bytes_in=svc_counters.bytes_in,
                 bytes_out=svc_counters.bytes_out,
+                packets_in_per_second=svc_counters.packets_in_per_second,
             )
         return IpvsSnapshot(services, real_servers, service_counters, real_server_counters)
+
+    async def service_counters(
+        self, keys: Iterable[VirtualServiceKey]
+    ) -> dict[VirtualServiceKey, IPVSCounters]:
+        """The virtual-service statistics of ``keys`` now: one GET per key (not a dump of the
+        whole table); a key the kernel does not have is left out."""
+        out: dict[VirtualServiceKey, IPVSCounters] = {}
+        for key in keys:
+            try:
+                msgs = await self._call(
+                    f"get IPVS service {key}", "service", "get", service_key_request(key)
+                )
+            except KernelCallError as e:
+                if e.code in MISSING:
+                    continue
+                raise
+            for msg in msgs:
+                decoded = decode_service(msg)
+                if decoded is not None and decoded[0].key == key:
+                    out[key] = decoded[1]
+        return out
 
     async def add_service(self, spec: VirtualServiceSpec) -> bool:
         """Create the service; False if one with that key already exists (left unchanged)."""

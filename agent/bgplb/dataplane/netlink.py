@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from ..model import (
     DataplaneAction,
     DataplaneState,
     EnsureLink,
+    IPVSCounters,
     LinkSpec,
     ObservedDataplane,
     RealServerKey,
@@ -75,6 +76,10 @@ class NetlinkDataplane:
         self._timeout = timeout
         self._rtnl = Rtnl(netns, timeout)
         self._ipvs = IpvsTable(netns, timeout)
+        # read_counters() has its own socket (and lock): an API read never waits for a pass
+        # nor interleaves with the reconciler's requests on the reconciler's socket
+        self._counters_ipvs = IpvsTable(netns, timeout)
+        self._counters_lock = asyncio.Lock()
         self._netns = netns
         self._watcher: LinkEventWatcher | None = None
         self._gate = Gate()  # AddAddress calls share it; every other call is exclusive
@@ -119,6 +124,7 @@ class NetlinkDataplane:
             self._watcher = None
         self._rtnl.close()
         self._ipvs.close()
+        self._counters_ipvs.close()
         async with self._gate.exclusive():
             await self._ledger.flush()
 
@@ -135,6 +141,13 @@ class NetlinkDataplane:
                 raise
             except Exception as e:  # pyroute2 raises more than OSError; keep the contract
                 raise DataplaneError(f"observe: {type(e).__name__}: {e}") from e
+
+    async def read_counters(
+        self, keys: Collection[VirtualServiceKey]
+    ) -> Mapping[VirtualServiceKey, IPVSCounters]:
+        async with self._counters_lock:
+            with as_dataplane_error("read IPVS counters"):
+                return await self._counters_ipvs.service_counters(keys)
 
     async def apply(self, action: DataplaneAction) -> None:
         """AddAddress actions may run concurrently with each other (the reconciler sends a

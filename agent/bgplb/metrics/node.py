@@ -28,7 +28,7 @@ from .. import __version__
 from ..exposition import FastSnapshot
 from ..logs import bad_requests_seen
 from ..model import ObservedDataplane, PeerKey, PeerState, PeerStatus
-from .ipvs import DataplaneSource, IPVSCollector
+from .ipvs import DataplaneSource, IPVSCollector, VipServices
 from .ipvs import render as render_ipvs
 from .services import ConfigLike, ServiceMetrics
 
@@ -183,7 +183,13 @@ class Metrics(ServiceMetrics):
 
     def snapshot(self) -> Scrape:
         """What a scrape renders, taken on the thread that updates the metrics (the loop)."""
-        return Scrape(self._base, self.ipvs, self.ipvs.observed(), self.fast.snapshot())
+        return Scrape(
+            self._base,
+            self.ipvs,
+            self.ipvs.observed(),
+            self.fast.snapshot(),
+            self.ipvs.vip_services,
+        )
 
     def exposition(self, openmetrics: bool = False) -> bytes:
         """The ``/metrics`` body now (snapshot and render on this thread)."""
@@ -194,6 +200,11 @@ class Metrics(ServiceMetrics):
         self.ipvs.source = source
         with contextlib.suppress(RuntimeError):  # called on the agent's loop (Agent.start)
             self.event_loop = asyncio.get_running_loop()
+
+    def set_vip_services(self, vips: VipServices) -> None:
+        """Which virtual services carry each service VIP (``traffic.vip_services``): the
+        per-VIP inbound rate sums their counters. Call at start and after each reload."""
+        self.ipvs.vip_services = dict(vips)
 
     def set_drained(self, admin: AdminState, config: ConfigLike) -> None:
         """Operator drains: per configured service, and the node-wide flag."""
@@ -284,12 +295,14 @@ class Scrape:
         ipvs: IPVSCollector,
         observed: ObservedDataplane | None,
         fast: FastSnapshot,
+        vips: VipServices | None = None,
     ) -> None:
         self.base, self.ipvs, self.observed, self.fast = base, ipvs, observed, fast
+        self.vips: VipServices = vips or {}
 
     def render(self, openmetrics: bool = False) -> bytes:
         """The ``/metrics`` body: the Prometheus text format, or OpenMetrics 1.0."""
-        ipvs = render_ipvs(self.observed, self.ipvs.per_real_server, openmetrics)
+        ipvs = render_ipvs(self.observed, self.ipvs.per_real_server, openmetrics, self.vips)
         if not openmetrics:
             return generate_latest(self.base) + (ipvs + self.fast.render()).encode()
         head = bytes(om_generate_latest(self.base)).removesuffix(b"# EOF\n")  # type: ignore[no-untyped-call]
