@@ -173,6 +173,10 @@ class VirtualServiceSpec:
     key: VirtualServiceKey
     scheduler: str = "wlc"
     persistence: int | None = None  # seconds; None = no persistence
+    # mh scheduler flags (pool mode): IP_VS_SVC_F_SCHED1 (a new flow hashed to a weight-0
+    # server falls back to the next one) and IP_VS_SVC_F_SCHED2 (hash the source port too)
+    mh_fallback: bool = False
+    mh_port: bool = False
 
 
 @dataclass(frozen=True, order=True)

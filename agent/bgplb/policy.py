@@ -272,7 +272,12 @@ def _vip_objects(
     for port in svc.ports:
         key = VirtualServiceKey(vip, port.port, port.protocol)
         keys.add(key)
-        services.add(VirtualServiceSpec(key, port.scheduler, port.persistence))
+        pool = svc.preserve_connections
+        services.add(
+            VirtualServiceSpec(
+                key, port.scheduler, port.persistence, mh_fallback=pool, mh_port=pool
+            )
+        )
         real_servers.update(_real_servers(node, svc, key, port, states))
     return VipNeed(
         svc.name, vip, AddressSpec(svc.name, vip), LinkSpec(svc.name), frozenset(keys), False
