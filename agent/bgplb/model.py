@@ -46,6 +46,7 @@ class Reason(enum.StrEnum):
 
     HEALTHY = "healthy"
     STARTING = "starting"  # checks have not yet reached `rise`
+    POOL_SETTLING = "pool_settling"  # pool mode: a real-server check has not decided yet
     CHECK_FAILED = "check_failed"  # detail names the check
     BELOW_MIN_HEALTHY = "below_min_healthy"
     DRAINING = "draining"  # service drained by the operator

@@ -239,6 +239,13 @@ def _health(svc: ServiceConfig, states: HealthSnapshot) -> tuple[Reason, str]:
         return Reason.CHECK_FAILED, ", ".join(failed)
     if starting:
         return Reason.STARTING, ", ".join(starting)
+    if svc.preserve_connections:
+        unsettled = _unsettled(svc, states)
+        if unsettled:
+            return Reason.POOL_SETTLING, (
+                f"{len(unsettled)} real-server checks not settled yet "
+                f"(pool mode waits for all): {', '.join(unsettled[:3])}"
+            )
     if svc.mode is ServiceMode.IPVS and svc.real_servers:
         up = 0
         all_new = True
@@ -255,6 +262,25 @@ def _health(svc: ServiceConfig, states: HealthSnapshot) -> tuple[Reason, str]:
             reason = Reason.STARTING if all_new else Reason.BELOW_MIN_HEALTHY
             return reason, f"{up}/{len(svc.real_servers)} real servers up (min {svc.min_healthy})"
     return Reason.HEALTHY, ""
+
+
+def _unsettled(svc: ServiceConfig, states: HealthSnapshot) -> list[str]:
+    """Real-server checks still in their initial state: no rise/fall decision yet (never
+    changed, and fewer than ``fall`` failures in a row). A pool-mode node announces only when
+    there are none, so its weights, hence its Maglev table, equal the other nodes'."""
+    out: list[str] = []
+    for rs in svc.real_servers:
+        target = real_server_target(svc, rs)
+        for check in rs.checks:
+            state = states.get(CheckKey(svc.name, target, check.label))
+            settled = state is not None and (
+                state.changed_at is not None
+                or state.status is CheckStatus.UP
+                or state.failures >= check.fall
+            )
+            if not settled:
+                out.append(f"{target}/{check.label}")
+    return out
 
 
 def _vip_objects(
