@@ -242,6 +242,9 @@ class ObservedDataplane:
     interfaces: frozenset[str] = frozenset()  # every link name present (for announce mode)
     service_counters: Mapping[VirtualServiceKey, IPVSCounters] = field(default_factory=dict)
     real_server_counters: Mapping[RealServerKey, IPVSCounters] = field(default_factory=dict)
+    # the kernel's dump order of each owned virtual service's real servers (head of
+    # svc->destinations first): pool mode's Maglev table depends on it (pool.py)
+    dest_order: Mapping[VirtualServiceKey, tuple[RealServerKey, ...]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- actions

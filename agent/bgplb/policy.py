@@ -12,7 +12,7 @@ import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .admin import AdminState
 from .config import (
@@ -46,6 +46,7 @@ from .model import (
     VirtualServiceKey,
     VirtualServiceSpec,
 )
+from .pool import PoolTable
 from .routeset import freeze_routes
 
 
@@ -76,6 +77,7 @@ class Desired:
     routes: RouteSet
     vips: tuple[VipNeed, ...] = ()
     next_change: float | None = None  # when a decision flips by itself (a drain delay ends)
+    pools: Mapping[VirtualServiceKey, PoolTable] = field(default_factory=dict)  # pool mode
 
 
 def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now: float) -> Desired:
@@ -88,6 +90,7 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
     decisions: dict[str, ServiceDecision] = {}
     routes: dict[PeerKey, set[Route]] = defaultdict(set)
     deadlines: list[float] = []
+    pools: dict[VirtualServiceKey, PoolTable] = {}
     for svc in config.services:
         if svc.mode is ServiceMode.IPVS:
             links.add(LinkSpec(svc.name))
@@ -95,6 +98,8 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
             need = _vip_objects(config.node, svc, vip, health, services, real_servers)
             needs.append(need)
             addresses.add(need.address)
+            if svc.preserve_connections:
+                pools.update(_pool_tables(svc, vip))
         decision = decide(config.node, svc, health, admin, now)
         decisions[svc.name] = decision
         since = admin.drained_since(svc.name)
@@ -118,6 +123,7 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
         routes=freeze_routes(routes),
         vips=tuple(needs),
         next_change=min(deadlines, default=None),
+        pools=pools,
     )
 
 
@@ -334,6 +340,20 @@ def _real_servers(
         weight = rs.weight if healthy else 0
         rs_key = RealServerKey(key, rs.address, rs.port if rs.port is not None else port.target)
         yield RealServerSpec(rs_key, weight, rs.forward)
+
+
+def _pool_tables(
+    svc: ServiceConfig, vip: IPAddress
+) -> Iterable[tuple[VirtualServiceKey, PoolTable]]:
+    """The canonical order (config order) and intended weights of a pool-mode VIP's services."""
+    servers = [rs for rs in svc.real_servers if rs.address.version == vip.version]
+    for port in svc.ports:
+        key = VirtualServiceKey(vip, port.port, port.protocol)
+        order = tuple(
+            RealServerKey(key, rs.address, rs.port if rs.port is not None else port.target)
+            for rs in servers
+        )
+        yield key, PoolTable(svc.name, key, order, tuple(rs.weight for rs in servers))
 
 
 def _next_hop(peer: PeerConfig, vip: IPAddress) -> tuple[bool, IPAddress | None]:
