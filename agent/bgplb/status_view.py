@@ -29,12 +29,14 @@ from .model import (
     RouteSet,
 )
 from .policy import ServiceDecision
+from .pool import PoolView
 from .reconciler import AdminSource, HealthSource, PassResult
 from .statefile import FileHealth
 from .status import (
     CheckStatusModel,
     NodeStatus,
     PeerStatusModel,
+    PoolTableStatus,
     PrerequisiteStatus,
     RealServerStatus,
     ReloadStatus,
@@ -113,6 +115,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
             checks.get(svc.name, []),
             routes.get(svc.name, {}),
             real_servers,
+            pools=last.pools if last else (),
             drained=svc.name in admin.drained,
             wall_offset=wall - now,
         )
@@ -199,6 +202,7 @@ def _service(
     routes: Mapping[PeerKey, list[str]],
     real_servers: RealServersByVip | None,
     *,
+    pools: Sequence[PoolView] = (),
     drained: bool,
     wall_offset: float,
 ) -> ServiceStatus:
@@ -214,6 +218,17 @@ def _service(
         checks=checks,
         real_servers=_real_servers(svc, real_servers, checks),
         routes=dict(routes),
+        pool_tables=[
+            PoolTableStatus(
+                vip=v.key.vip,
+                port=v.key.port,
+                protocol=str(v.key.protocol),
+                order_ok=v.order_ok,
+                fingerprint=v.fingerprint,
+            )
+            for v in pools
+            if v.service == svc.name
+        ],
     )
 
 
