@@ -345,3 +345,10 @@ def test_pool_tables_one_series_each_and_old_fingerprints_removed() -> None:
     m.set_pool_tables([])
     assert samples(m, info) == {}
     assert samples(m, "bgplb_ipvs_table_order_ok") == {}
+
+
+def test_pool_families_are_absent_from_the_text_without_pool_services() -> None:
+    m = Metrics()
+    assert b"bgplb_ipvs_table" not in m.exposition()
+    m.set_pool_tables([POOL_VIEW])
+    assert b'bgplb_ipvs_table_order_ok{service="web"' in m.exposition()

@@ -114,7 +114,7 @@ class ServiceMetrics:
         )
         pool = ["service", "vip", "port", "protocol"]
         self.ipvs_table_order_ok = fast.add(
-            exposition.Gauge(
+            exposition.SparseGauge(
                 "bgplb_ipvs_table_order_ok",
                 "Pool mode: 1 while the kernel lists the virtual service's real servers in the "
                 "config's order (the Maglev table's input), 0 if not.",
@@ -122,7 +122,7 @@ class ServiceMetrics:
             )
         )
         self.ipvs_table_fingerprint = fast.add(
-            exposition.Gauge(
+            exposition.SparseGauge(
                 "bgplb_ipvs_table_fingerprint_info",
                 "Pool mode: 1, labelled with a hash of the Maglev table's inputs (real server "
                 "order, intended weights, flags, scheduler, table size); equal on every node.",
