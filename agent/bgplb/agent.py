@@ -137,6 +137,7 @@ class Agent(AgentControl):
             self._commands_seen = sent
         self.metrics.set_check_states(self.health.snapshot())
         self.metrics.set_decisions(result.decisions)
+        self.metrics.set_pool_tables(result.pools)
         self.admin.retry()  # a drain the disk refused is written once it allows
         self.metrics.set_state_files(self.state_files())
 

@@ -152,6 +152,18 @@ class Gauge(Family[float]):
         return family
 
 
+class SparseGauge(Gauge):
+    """A Gauge whose text is empty (no HELP/TYPE either) while it has no series: for the
+    ``bgplb_ipvs_*`` families kept here (pool mode), absent on a node without them, as the
+    IPVS collector's families are without an observation."""
+
+    def render_values(
+        self, values: dict[Labels, float], text: dict[Labels, str], out: list[str], om: bool
+    ) -> None:
+        if values:
+            super().render_values(values, text, out, om)
+
+
 class Counter(Gauge):
     """Like Gauge, but only goes up; ``name`` ends ``_total``."""
 

@@ -46,6 +46,7 @@ class Reason(enum.StrEnum):
 
     HEALTHY = "healthy"
     STARTING = "starting"  # checks have not yet reached `rise`
+    POOL_SETTLING = "pool_settling"  # pool mode: a real-server check has not decided yet
     CHECK_FAILED = "check_failed"  # detail names the check
     BELOW_MIN_HEALTHY = "below_min_healthy"
     DRAINING = "draining"  # service drained by the operator
@@ -173,6 +174,10 @@ class VirtualServiceSpec:
     key: VirtualServiceKey
     scheduler: str = "wlc"
     persistence: int | None = None  # seconds; None = no persistence
+    # mh scheduler flags (pool mode): IP_VS_SVC_F_SCHED1 (a new flow hashed to a weight-0
+    # server falls back to the next one) and IP_VS_SVC_F_SCHED2 (hash the source port too)
+    mh_fallback: bool = False
+    mh_port: bool = False
 
 
 @dataclass(frozen=True, order=True)
@@ -240,6 +245,9 @@ class ObservedDataplane:
     interfaces: frozenset[str] = frozenset()  # every link name present (for announce mode)
     service_counters: Mapping[VirtualServiceKey, IPVSCounters] = field(default_factory=dict)
     real_server_counters: Mapping[RealServerKey, IPVSCounters] = field(default_factory=dict)
+    # the kernel's dump order of each owned virtual service's real servers (head of
+    # svc->destinations first): pool mode's Maglev table depends on it (pool.py)
+    dest_order: Mapping[VirtualServiceKey, tuple[RealServerKey, ...]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- actions

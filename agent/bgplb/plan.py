@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, TypeVar
 
 from .model import (
@@ -29,6 +29,8 @@ from .model import (
     IPAddress,
     LinkSpec,
     ObservedDataplane,
+    RealServerKey,
+    RealServerSpec,
     RemoveAddress,
     RemoveLink,
     RemoveRealServer,
@@ -40,6 +42,7 @@ from .model import (
     action_vips,
 )
 from .policy import Desired, VipNeed
+from .pool import PoolTable, order_repairable
 from .routeset import freeze_routes
 
 T = TypeVar("T")
@@ -51,6 +54,9 @@ class Plan:
     actions: tuple[DataplaneAction, ...]
     conflicts: Mapping[str, str] = field(default_factory=dict)  # service -> what collides
     skipped: DataplaneState = field(default_factory=DataplaneState)  # desired, not to be made
+    # pool mode: virtual services re-created because their real servers' order was wrong and
+    # nothing was announced for them (pool.py)
+    rebuilt: frozenset[VirtualServiceKey] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -69,23 +75,35 @@ def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) ->
     ]
 
     have_vs = {s.key: s for s in have.services}
+    rebuild = _rebuild(desired.pools, observed, advertised, have_vs.keys() - skipped.service_keys())
     for vs in in_order(want.services - skipped.services):
         old = have_vs.get(vs.key)
-        if old is None:
+        if vs.key in rebuild:
+            actions += [RemoveVirtualService(vs.key), AddVirtualService(vs)]
+        elif old is None:
             actions.append(AddVirtualService(vs))
         elif old != vs:
             actions.append(UpdateVirtualService(vs))
 
     have_rs = {r.key: r for r in have.real_servers}
+    pooled: dict[VirtualServiceKey, dict[RealServerKey, RealServerSpec]] = {}
     for rs in in_order(want.real_servers - skipped.real_servers):
+        if rs.key.service in desired.pools:
+            pooled.setdefault(rs.key.service, {})[rs.key] = rs
+            continue
         old_rs = have_rs.get(rs.key)
         if old_rs is None:
             actions.append(AddRealServer(rs))
         elif old_rs != rs:
             actions.append(UpdateRealServer(rs))
+    for key in in_order(pooled):
+        current = {} if key in rebuild else have_rs
+        actions += _pool_real_servers(desired.pools[key], pooled[key], current)
 
     want_rs, want_vs = want.real_server_keys(), want.service_keys()
-    actions += [RemoveRealServer(k) for k in in_order(have_rs.keys() - want_rs)]
+    actions += [
+        RemoveRealServer(k) for k in in_order(have_rs.keys() - want_rs) if k.service not in rebuild
+    ]
     actions += [RemoveVirtualService(k) for k in in_order(have_vs.keys() - want_vs)]
     actions += [RemoveAddress(x) for x in in_order(have.addresses - want.addresses)]
     actions += [RemoveLink(x) for x in in_order(have.links - want.links)]
@@ -97,7 +115,53 @@ def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) ->
             for peer, routes in advertised.items()
         }
     )
-    return Plan(withdraw, tuple(actions), conflicts, skipped)
+    return Plan(withdraw, tuple(actions), conflicts, skipped, frozenset(rebuild))
+
+
+def _rebuild(
+    pools: Mapping[VirtualServiceKey, PoolTable],
+    observed: ObservedDataplane,
+    advertised: RouteSet,
+    present: Iterable[VirtualServiceKey],
+) -> set[VirtualServiceKey]:
+    """Pool-mode virtual services whose real servers are in an order that adds cannot fix,
+    and whose VIP is announced to no peer: those are re-created (withdraw-before-teardown
+    holds: nothing is announced for them). An announced one is left alone (pool.py's view
+    reports it)."""
+    announced = {r.prefix.network_address for routes in advertised.values() for r in routes}
+    return {
+        key
+        for key in present
+        if key in pools
+        and key.vip not in announced
+        and not order_repairable(pools[key], observed.dest_order.get(key, ()))
+    }
+
+
+def _pool_real_servers(
+    table: PoolTable,
+    want: Mapping[RealServerKey, RealServerSpec],
+    have: Mapping[RealServerKey, RealServerSpec],
+) -> list[DataplaneAction]:
+    """A pool-mode service's real servers: the missing ones added in reverse canonical order
+    (the kernel puts each at the head, so the dump ends in canonical order), each at its
+    configured weight (one added at weight 0 gets no Maglev slots); only after every add, the
+    unhealthy ones lowered to weight 0 and the other changes."""
+    adds: list[DataplaneAction] = []
+    after: list[DataplaneAction] = []
+    for key in reversed(table.order):
+        spec = want.get(key)
+        if spec is None:
+            continue
+        old = have.get(key)
+        if old is None:
+            intended = replace(spec, weight=table.weight(key))
+            adds.append(AddRealServer(intended))
+            if intended != spec:
+                after.append(UpdateRealServer(spec))
+        elif old != spec:
+            after.append(UpdateRealServer(spec))
+    return adds + after
 
 
 def order_key(value: object) -> Any:

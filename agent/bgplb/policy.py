@@ -12,7 +12,7 @@ import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .admin import AdminState
 from .config import (
@@ -46,6 +46,7 @@ from .model import (
     VirtualServiceKey,
     VirtualServiceSpec,
 )
+from .pool import PoolTable
 from .routeset import freeze_routes
 
 
@@ -76,6 +77,7 @@ class Desired:
     routes: RouteSet
     vips: tuple[VipNeed, ...] = ()
     next_change: float | None = None  # when a decision flips by itself (a drain delay ends)
+    pools: Mapping[VirtualServiceKey, PoolTable] = field(default_factory=dict)  # pool mode
 
 
 def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now: float) -> Desired:
@@ -88,6 +90,7 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
     decisions: dict[str, ServiceDecision] = {}
     routes: dict[PeerKey, set[Route]] = defaultdict(set)
     deadlines: list[float] = []
+    pools: dict[VirtualServiceKey, PoolTable] = {}
     for svc in config.services:
         if svc.mode is ServiceMode.IPVS:
             links.add(LinkSpec(svc.name))
@@ -95,6 +98,8 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
             need = _vip_objects(config.node, svc, vip, health, services, real_servers)
             needs.append(need)
             addresses.add(need.address)
+            if svc.preserve_connections:
+                pools.update(_pool_tables(svc, vip))
         decision = decide(config.node, svc, health, admin, now)
         decisions[svc.name] = decision
         since = admin.drained_since(svc.name)
@@ -118,6 +123,7 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
         routes=freeze_routes(routes),
         vips=tuple(needs),
         next_change=min(deadlines, default=None),
+        pools=pools,
     )
 
 
@@ -239,6 +245,13 @@ def _health(svc: ServiceConfig, states: HealthSnapshot) -> tuple[Reason, str]:
         return Reason.CHECK_FAILED, ", ".join(failed)
     if starting:
         return Reason.STARTING, ", ".join(starting)
+    if svc.preserve_connections:
+        unsettled = _unsettled(svc, states)
+        if unsettled:
+            return Reason.POOL_SETTLING, (
+                f"{len(unsettled)} real-server checks not settled yet "
+                f"(pool mode waits for all): {', '.join(unsettled[:3])}"
+            )
     if svc.mode is ServiceMode.IPVS and svc.real_servers:
         up = 0
         all_new = True
@@ -257,6 +270,25 @@ def _health(svc: ServiceConfig, states: HealthSnapshot) -> tuple[Reason, str]:
     return Reason.HEALTHY, ""
 
 
+def _unsettled(svc: ServiceConfig, states: HealthSnapshot) -> list[str]:
+    """Real-server checks still in their initial state: no rise/fall decision yet (never
+    changed, and fewer than ``fall`` failures in a row). A pool-mode node announces only when
+    there are none, so its weights, hence its Maglev table, equal the other nodes'."""
+    out: list[str] = []
+    for rs in svc.real_servers:
+        target = real_server_target(svc, rs)
+        for check in rs.checks:
+            state = states.get(CheckKey(svc.name, target, check.label))
+            settled = state is not None and (
+                state.changed_at is not None
+                or state.status is CheckStatus.UP
+                or state.failures >= check.fall
+            )
+            if not settled:
+                out.append(f"{target}/{check.label}")
+    return out
+
+
 def _vip_objects(
     node: NodeConfig,
     svc: ServiceConfig,
@@ -272,7 +304,12 @@ def _vip_objects(
     for port in svc.ports:
         key = VirtualServiceKey(vip, port.port, port.protocol)
         keys.add(key)
-        services.add(VirtualServiceSpec(key, port.scheduler, port.persistence))
+        pool = svc.preserve_connections
+        services.add(
+            VirtualServiceSpec(
+                key, port.scheduler, port.persistence, mh_fallback=pool, mh_port=pool
+            )
+        )
         real_servers.update(_real_servers(node, svc, key, port, states))
     return VipNeed(
         svc.name, vip, AddressSpec(svc.name, vip), LinkSpec(svc.name), frozenset(keys), False
@@ -303,6 +340,20 @@ def _real_servers(
         weight = rs.weight if healthy else 0
         rs_key = RealServerKey(key, rs.address, rs.port if rs.port is not None else port.target)
         yield RealServerSpec(rs_key, weight, rs.forward)
+
+
+def _pool_tables(
+    svc: ServiceConfig, vip: IPAddress
+) -> Iterable[tuple[VirtualServiceKey, PoolTable]]:
+    """The canonical order (config order) and intended weights of a pool-mode VIP's services."""
+    servers = [rs for rs in svc.real_servers if rs.address.version == vip.version]
+    for port in svc.ports:
+        key = VirtualServiceKey(vip, port.port, port.protocol)
+        order = tuple(
+            RealServerKey(key, rs.address, rs.port if rs.port is not None else port.target)
+            for rs in servers
+        )
+        yield key, PoolTable(svc.name, key, order, tuple(rs.weight for rs in servers))
 
 
 def _next_hop(peer: PeerConfig, vip: IPAddress) -> tuple[bool, IPAddress | None]:

@@ -42,6 +42,7 @@ from .model import (
     ObservedDataplane,
     Reason,
     RouteSet,
+    VirtualServiceKey,
 )
 from .plan import plan
 from .policy import (
@@ -52,6 +53,7 @@ from .policy import (
     prefixes_given_up,
     vip_owners,
 )
+from .pool import PoolView, pool_views
 from .routegate import RouteGate, Wanted
 from .routeset import prefix_sets, prefix_texts, same_routes
 
@@ -89,6 +91,7 @@ class PassResult:
     duration: float
     withdrew_first: bool = False  # routes were withdrawn before removals
     conflicts: Mapping[str, str] = field(default_factory=dict)
+    pools: tuple[PoolView, ...] = ()  # pool-mode virtual services: order and fingerprint
 
 
 class Reconciler:
@@ -130,6 +133,7 @@ class Reconciler:
         self.passes = 0
         self.failed_passes = 0
         self.last_error: str | None = None
+        self._order_warned: set[VirtualServiceKey] = set()
 
     @property
     def config(self) -> Config:
@@ -277,7 +281,9 @@ class Reconciler:
             duration=self._clock.now() - started,
             withdrew_first=withdrew,
             conflicts=steps.conflicts,
+            pools=pool_views(desired.pools, observed),
         )
+        self._log_pools(result.pools, steps.rebuilt)
         self._log_changes(result)
         self.last = result
         self.passes += 1
@@ -341,6 +347,29 @@ class Reconciler:
             log_event(
                 log, "shutdown_step_failed", logging.ERROR, step=what, error=str(e) or repr(e)
             )
+
+    def _log_pools(
+        self, views: tuple[PoolView, ...], rebuilt: frozenset[VirtualServiceKey]
+    ) -> None:
+        """One WARNING when a pool table's order goes wrong while announced (the agent does
+        not touch it then), one INFO per re-creation."""
+        for key in sorted(rebuilt):
+            log_event(log, "pool_table_rebuilt", vip=key.vip, port=key.port, protocol=key.protocol)
+        wrong = {v.key: v for v in views if not v.order_ok}
+        for key, v in sorted(wrong.items()):
+            if key not in self._order_warned:
+                log_event(
+                    log,
+                    "pool_table_order_wrong",
+                    logging.WARNING,
+                    service=v.service,
+                    vip=key.vip,
+                    port=key.port,
+                    protocol=key.protocol,
+                    observed=" ".join(str(k) for k in v.observed),
+                    fix="drain the node to let the agent rebuild the table",
+                )
+        self._order_warned = set(wrong)
 
     def _log_changes(self, result: PassResult) -> None:
         before = self.last.decisions if self.last is not None else {}

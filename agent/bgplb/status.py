@@ -49,6 +49,19 @@ class RealServerStatus(Frozen):
     healthy: bool
 
 
+class PoolTableStatus(Frozen):
+    """Pool mode (preserve_connections): one virtual service's Maglev table."""
+
+    vip: IPAddress
+    port: int = Field(ge=1, le=65535)
+    protocol: str
+    order_ok: bool = Field(
+        description="the kernel lists the real servers in the config's order; false: drain "
+        "the node to let the agent rebuild the table"
+    )
+    fingerprint: str = Field(description="hash of the table's inputs: equal on every node")
+
+
 class ServiceStatus(Frozen):
     name: str
     mode: ServiceMode
@@ -73,6 +86,7 @@ class ServiceStatus(Frozen):
         "kernel's smoothed estimator as of the last observation (every resync_interval); "
         "empty in announce mode. Fresh counters: /api/v1/services/{name}/traffic",
     )
+    pool_tables: list[PoolTableStatus] = Field(default_factory=list)
 
 
 class PeerStatusModel(Frozen):

@@ -29,12 +29,14 @@ from .model import (
     RouteSet,
 )
 from .policy import ServiceDecision
+from .pool import PoolView
 from .reconciler import AdminSource, HealthSource, PassResult
 from .statefile import FileHealth
 from .status import (
     CheckStatusModel,
     NodeStatus,
     PeerStatusModel,
+    PoolTableStatus,
     PrerequisiteStatus,
     RealServerStatus,
     ReloadStatus,
@@ -117,6 +119,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
             real_servers,
             inbound_rates(svc, counters),
             peers=[p.key for p in config.service_peers(svc)],
+            pools=last.pools if last else (),
             drained=svc.name in admin.drained,
             wall_offset=wall - now,
         )
@@ -205,6 +208,7 @@ def _service(
     rates: dict[str, int],
     *,
     peers: list[str],
+    pools: Sequence[PoolView] = (),
     drained: bool,
     wall_offset: float,
 ) -> ServiceStatus:
@@ -222,6 +226,17 @@ def _service(
         routes=dict(routes),
         peers=peers,
         inbound_packets_per_second=rates,
+        pool_tables=[
+            PoolTableStatus(
+                vip=v.key.vip,
+                port=v.key.port,
+                protocol=str(v.key.protocol),
+                order_ok=v.order_ok,
+                fingerprint=v.fingerprint,
+            )
+            for v in pools
+            if v.service == svc.name
+        ],
     )
 
 

@@ -65,5 +65,5 @@ def test_the_ipvs_panels_are_covered_by_this_check() -> None:
         "bgplb_ipvs_real_server_inactive_connections",
         "bgplb_ipvs_real_server_packets_total",
         "bgplb_ipvs_real_server_bytes_total",
-        "bgplb_ipvs_table_fingerprint_info",
+        "bgplb_ipvs_table_fingerprint_info",  # pool mode (BgplbPoolTableMismatch)
     }

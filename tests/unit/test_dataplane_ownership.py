@@ -201,3 +201,30 @@ def test_decode_dest_reads_weight_forward_and_connections() -> None:
     assert spec == RealServerSpec(RS4, weight=0, forward=ForwardMethod.TUNNEL)
     assert counters.active_connections == 4
     assert counters.inactive_connections == 6
+
+
+def test_pool_flags_round_trip_and_unmodelled_flags_are_cleared() -> None:
+    pool = VirtualServiceSpec(VS4, "mh", mh_fallback=True, mh_port=True)
+    request = service_request(pool)
+    # include/uapi/linux/ip_vs.h: IP_VS_SVC_F_SCHED1 = 0x8 (mh-fallback), SCHED2 = 0x10 (mh-port)
+    assert request["flags"] == {"flags": 0x8 | 0x10, "mask": 0xFFFF}
+    assert service_request(VirtualServiceSpec(VS4, "mh", mh_port=True))["flags"]["flags"] == 0x10
+    for flags, expected in [
+        (0x8 | 0x10 | 0x2, pool),  # hashed is not modelled: ignored
+        (0x10, VirtualServiceSpec(VS4, "mh", mh_port=True)),  # fallback lost: a difference
+        (0x2 | 0x4, VirtualServiceSpec(VS4, "mh")),  # one-packet: not modelled, cleared on set
+    ]:
+        msg = _round_trip(
+            [
+                ("IPVS_SVC_ATTR_AF", socket.AF_INET),
+                ("IPVS_SVC_ATTR_PROTOCOL", socket.IPPROTO_TCP),
+                ("IPVS_SVC_ATTR_ADDR", str(VS4.vip)),
+                ("IPVS_SVC_ATTR_PORT", VS4.port),
+                ("IPVS_SVC_ATTR_SCHED_NAME", "mh"),
+                ("IPVS_SVC_ATTR_FLAGS", {"flags": flags, "mask": 0xFFFFFFFF}),
+            ],
+            "IPVS_CMD_ATTR_SERVICE",
+        )
+        decoded = decode_service(msg)
+        assert decoded is not None
+        assert decoded[0] == expected, hex(flags)

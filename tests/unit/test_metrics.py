@@ -26,10 +26,13 @@ from bgplb.model import (
     ObservedDataplane,
     PeerState,
     PeerStatus,
+    Protocol,
     Reason,
     Route,
+    VirtualServiceKey,
 )
 from bgplb.policy import ServiceDecision
+from bgplb.pool import PoolView
 
 from .test_api_support import (
     CHECK_ERROR,
@@ -80,6 +83,10 @@ def routes() -> dict[str, frozenset[Route]]:
     return {"192.0.2.1": frozenset({web_route, dns_route}), "192.0.2.2": frozenset()}
 
 
+POOL_VS = VirtualServiceKey(VIP_WEB, 80, Protocol.TCP)
+POOL_VIEW = PoolView("web", POOL_VS, True, "0123456789abcdef", ())
+
+
 def fed(per_real_server: bool = True) -> Metrics:
     """A Metrics fed with two services, two peers and IPVS counters."""
     m = Metrics(dataplane=observed, per_real_server=per_real_server, exabgp_version="5.0.15")
@@ -105,6 +112,7 @@ def fed(per_real_server: bool = True) -> Metrics:
     m.speaker_restarted()
     m.reconcile_pass(a_pass(0.012, ("AddAddress failed: EEXIST",)))
     m.config_reloaded(True, 1.7e9)
+    m.set_pool_tables([POOL_VIEW])
     return m
 
 
@@ -322,3 +330,25 @@ def test_ipvs_read_at_scrape_time_and_knob() -> None:
     assert "bgplb_ipvs_real_server" not in text
     off.set_check_states({K_WEB_1: UP})
     assert samples(off, "bgplb_real_server_healthy") == {}
+
+
+def test_pool_tables_one_series_each_and_old_fingerprints_removed() -> None:
+    m = fed()
+    labels = {"service": "web", "vip": str(VIP_WEB), "port": "80", "protocol": "tcp"}
+    assert value(m, "bgplb_ipvs_table_order_ok", **labels) == 1.0
+    info = "bgplb_ipvs_table_fingerprint_info"
+    assert value(m, info, **labels, fingerprint="0123456789abcdef") == 1.0
+    m.set_pool_tables([PoolView("web", POOL_VS, False, "fedcba9876543210", ())])
+    assert value(m, "bgplb_ipvs_table_order_ok", **labels) == 0.0
+    assert list(samples(m, info).values()) == [1.0]  # the old fingerprint's series is gone
+    assert value(m, info, **labels, fingerprint="fedcba9876543210") == 1.0
+    m.set_pool_tables([])
+    assert samples(m, info) == {}
+    assert samples(m, "bgplb_ipvs_table_order_ok") == {}
+
+
+def test_pool_families_are_absent_from_the_text_without_pool_services() -> None:
+    m = Metrics()
+    assert b"bgplb_ipvs_table" not in m.exposition()
+    m.set_pool_tables([POOL_VIEW])
+    assert b'bgplb_ipvs_table_order_ok{service="web"' in m.exposition()

@@ -348,3 +348,18 @@ def test_withdrawn_service_keeps_its_health_reason_when_vip_missing() -> None:
     d = desired_state(cfg, {key("web", "tcp"): down()}, NO_ADMIN, NOW)
     _, decisions = announceable(d, _observed(DataplaneState()))
     assert decisions["web"].reason is Reason.CHECK_FAILED
+
+
+def test_pool_services_carry_the_mh_flags() -> None:
+    cfg = config(
+        ipvs_service(
+            "pool",
+            vips=("10.9.0.1",),
+            preserve_connections=True,
+            real_servers=[real_server("10.1.0.1", forward="dr")],
+        ),
+        ipvs_service("plain", vips=("10.9.0.2",)),
+    )
+    d = desired_state(cfg, {}, NO_ADMIN, NOW)
+    assert VirtualServiceSpec(vs("10.9.0.1", 80), "mh", None, True, True) in d.dataplane.services
+    assert VirtualServiceSpec(vs("10.9.0.2", 80), "wlc") in d.dataplane.services

@@ -29,6 +29,7 @@ def check_config(config: Config) -> list[ConfigIssue]:
         issues.extend(_ports(service, p))
         issues.extend(_backends(config, service, p))
         issues.extend(_checks(service, p))
+        issues.extend(_pool(service, p))
     return issues
 
 
@@ -318,6 +319,43 @@ def _checks(s: ServiceConfig, p: str) -> Iterator[ConfigIssue]:
                 yield ConfigIssue(
                     f"{owner}[{k}].port", f"required: no single port to default to ({why})"
                 )
+
+
+def _pool(s: ServiceConfig, p: str) -> Iterator[ConfigIssue]:
+    """preserve_connections (pool mode): every LB node must build the same Maglev table and a
+    node that receives a flow mid-way must forward it (docs/forwarding.md "Pool mode")."""
+    if not s.preserve_connections:
+        return
+    pc = f"{p}.preserve_connections"
+    if s.mode is not ServiceMode.IPVS:
+        yield ConfigIssue(pc, "needs mode ipvs (pool mode is an IPVS Maglev table)")
+        return
+    if not s.real_servers:
+        yield ConfigIssue(
+            f"{p}.real_servers",
+            "preserve_connections needs a shared pool of real_servers: the local backend "
+            "differs per node, so a flow moved to another node cannot keep its backend",
+        )
+    for j, rs in enumerate(s.real_servers):
+        if rs.forward is ForwardMethod.MASQ:
+            yield ConfigIssue(
+                f"{p}.real_servers[{j}].forward",
+                "masq is refused with preserve_connections: replies must bypass the LB node "
+                "(dr or tunnel), or a flow moved to another node loses its NAT state",
+            )
+    if s.unhealthy_real_server == "remove":
+        yield ConfigIssue(
+            f"{p}.unhealthy_real_server",
+            "remove is refused with preserve_connections: removing a real server reshuffles "
+            "the Maglev table (flows move to other servers); weight0 keeps its slots",
+        )
+    for k, port in enumerate(s.ports):
+        if port.scheduler != "mh":
+            yield ConfigIssue(
+                f"{p}.ports[{k}].scheduler",
+                f"{port.scheduler} with preserve_connections: pool mode needs mh (Maglev "
+                "hashing gives every node the same choice); leave scheduler unset or set mh",
+            )
 
 
 # --------------------------------------------------------------------------- attributes

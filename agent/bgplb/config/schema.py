@@ -11,7 +11,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ..model import ForwardMethod, PeerType, Protocol, RouteAttributes, ServiceMode
@@ -325,6 +332,7 @@ class ServiceConfig(Strict):
     on_down: Literal["withdraw", "announce_degraded"] = "withdraw"
     attributes: StateAttributes = StateAttributes()
     drain_delay: float | None = Field(default=None, ge=0, le=3600)  # default: node.drain_delay
+    preserve_connections: bool = False  # pool mode (docs/forwarding.md)
     # the names of the peers (peers[].name) this service is announced to; None = every peer
     peers: tuple[str, ...] | None = None
 
@@ -351,6 +359,18 @@ class ServiceConfig(Strict):
                 {"value": v},
             )
         return v
+
+    @model_validator(mode="after")
+    def _pool_scheduler(self) -> ServiceConfig:
+        """Pool mode hashes with Maglev: a port whose ``scheduler`` was not set gets ``mh``
+        (one that was set to something else is refused by the cross-checks)."""
+        if self.preserve_connections and self.ports:
+            ports = tuple(
+                p if "scheduler" in p.model_fields_set else p.model_copy(update={"scheduler": "mh"})
+                for p in self.ports
+            )
+            object.__setattr__(self, "ports", ports)
+        return self
 
 
 class Config(Strict):

@@ -56,6 +56,8 @@ class FakeDataplane:
         self.addresses: set[AddressSpec] = set()
         self.services: dict[VirtualServiceKey, VirtualServiceSpec] = {}
         self.real_servers: dict[RealServerKey, RealServerSpec] = {}
+        # the kernel's svc->destinations order: a new real server goes to the head
+        self.dest_order: dict[VirtualServiceKey, list[RealServerKey]] = {}
         self.foreign_links: set[str] = set()
         self.foreign_addresses: set[AddressSpec] = set()
         self.foreign_services: set[VirtualServiceKey] = set()
@@ -86,6 +88,7 @@ class FakeDataplane:
             foreign_services=frozenset(self.foreign_services),
             interfaces=frozenset(self._interfaces()),
             service_counters={k: c for k, c in self.counters.items() if k in self.services},
+            dest_order={k: tuple(v) for k, v in self.dest_order.items() if v},
         )
 
     async def claim(self, actions: Sequence[DataplaneAction]) -> None:
@@ -168,6 +171,13 @@ class FakeDataplane:
         self._remove_service(key)
         self._notify()
 
+    def reorder(self, key: VirtualServiceKey, order: Sequence[RealServerKey]) -> None:
+        """The dump lists ``key``'s real servers in ``order`` (e.g. added by someone else in
+        another order, or one deleted and re-added)."""
+        assert sorted(order) == sorted(self.dest_order.get(key, ())), order
+        self.dest_order[key] = list(order)
+        self._notify()
+
     def delete_link(self, name: str) -> None:
         self._remove_link(LinkSpec(name))
         self._notify()
@@ -216,9 +226,12 @@ class FakeDataplane:
             case AddRealServer(real_server=r) | UpdateRealServer(real_server=r):
                 if r.key.service not in self.services:
                     raise DataplaneError(f"{type(action).__name__} {r.key}: no {r.key.service}")
+                if r.key not in self.real_servers:
+                    self.dest_order.setdefault(r.key.service, []).insert(0, r.key)
                 self.real_servers[r.key] = r
             case RemoveRealServer(key=rk):
-                self.real_servers.pop(rk, None)
+                if self.real_servers.pop(rk, None) is not None:
+                    self.dest_order[rk.service].remove(rk)
 
     def _remove_link(self, link: LinkSpec) -> None:
         self.links.discard(link)
@@ -227,3 +240,4 @@ class FakeDataplane:
     def _remove_service(self, key: VirtualServiceKey) -> None:
         self.services.pop(key, None)
         self.real_servers = {k: v for k, v in self.real_servers.items() if k.service != key}
+        self.dest_order.pop(key, None)

@@ -31,6 +31,9 @@ from ..model import (
 from .bounded import EXISTS, MISSING, KernelCallError, bounded, changed
 
 IP_VS_SVC_F_PERSISTENT = 0x1
+# include/uapi/linux/ip_vs.h: IP_VS_SVC_F_SCHED1/2, for mh MH_FALLBACK / MH_PORT
+IP_VS_SVC_F_SCHED_MH_FALLBACK = 0x8
+IP_VS_SVC_F_SCHED_MH_PORT = 0x10
 IP_VS_CONN_F_FWD_MASK = 0x7
 FLAGS_MASK = 0xFFFF  # every service flag we do not model is cleared
 
@@ -69,11 +72,17 @@ def service_request(spec: VirtualServiceSpec) -> Any:
         protocol=PROTOCOL_NUMBERS[spec.key.protocol],
         sched_name=spec.scheduler,
         timeout=spec.persistence or 0,
-        flags={
-            "flags": IP_VS_SVC_F_PERSISTENT if spec.persistence else 0,
-            "mask": FLAGS_MASK,
-        },
+        flags={"flags": service_flags(spec), "mask": FLAGS_MASK},
         **extra,
+    )
+
+
+def service_flags(spec: VirtualServiceSpec) -> int:
+    """The service flags we model; FLAGS_MASK clears every other one."""
+    return (
+        (IP_VS_SVC_F_PERSISTENT if spec.persistence else 0)
+        | (IP_VS_SVC_F_SCHED_MH_FALLBACK if spec.mh_fallback else 0)
+        | (IP_VS_SVC_F_SCHED_MH_PORT if spec.mh_port else 0)
     )
 
 
@@ -126,6 +135,8 @@ def decode_service(msg: Any) -> tuple[VirtualServiceSpec, IPVSCounters] | None:
         key=key,
         scheduler=str(_attr(svc, "IPVS_SVC_ATTR_SCHED_NAME", "")),
         persistence=int(_attr(svc, "IPVS_SVC_ATTR_TIMEOUT", 0)) if persistent else None,
+        mh_fallback=bool(flags & IP_VS_SVC_F_SCHED_MH_FALLBACK),
+        mh_port=bool(flags & IP_VS_SVC_F_SCHED_MH_PORT),
     )
     return spec, _counters(svc.get_attr("IPVS_SVC_ATTR_STATS64"))
 
@@ -247,7 +258,7 @@ class IpvsTable:
         )
 
     async def set_service(self, spec: VirtualServiceSpec) -> bool:
-        """Modify scheduler / persistence in place; False if the service does not exist."""
+        """Modify scheduler / persistence / flags in place; False if the service does not exist."""
         return await changed(
             self._call(f"set IPVS service {spec.key}", "service", "set", service_request(spec)),
             MISSING,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from ..model import AddressSpec, DataplaneState, LinkSpec, ObservedDataplane
+from ..model import (
+    AddressSpec,
+    DataplaneState,
+    LinkSpec,
+    ObservedDataplane,
+    RealServerKey,
+    RealServerSpec,
+    VirtualServiceKey,
+)
 from .ipvs import IpvsSnapshot
 from .owned import owns_address, owns_link
 from .ownership import OwnershipRecord
@@ -46,4 +54,15 @@ def observed_dataplane(
         interfaces=names,
         service_counters={k: snapshot.service_counters[k] for k in owned_vs},
         real_server_counters={k: snapshot.real_server_counters[k] for k in owned_rs},
+        dest_order=_dest_order(owned_rs),
     )
+
+
+def _dest_order(
+    real_servers: dict[RealServerKey, RealServerSpec],
+) -> dict[VirtualServiceKey, tuple[RealServerKey, ...]]:
+    """Per virtual service, its real servers in the dump's order (dicts keep it)."""
+    order: dict[VirtualServiceKey, list[RealServerKey]] = {}
+    for key in real_servers:
+        order.setdefault(key.service, []).append(key)
+    return {k: tuple(v) for k, v in order.items()}

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # types only: metrics must not pull the core in at import tim
     from ..admin import AdminState
     from ..health.tracker import CheckKey, CheckResult, CheckState
     from ..policy import ServiceDecision
+    from ..pool import PoolView
 
 CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -111,6 +112,24 @@ class ServiceMetrics:
                 ["service", "peer"],
             )
         )
+        pool = ["service", "vip", "port", "protocol"]
+        self.ipvs_table_order_ok = fast.add(
+            exposition.SparseGauge(
+                "bgplb_ipvs_table_order_ok",
+                "Pool mode: 1 while the kernel lists the virtual service's real servers in the "
+                "config's order (the Maglev table's input), 0 if not.",
+                pool,
+            )
+        )
+        self.ipvs_table_fingerprint = fast.add(
+            exposition.SparseGauge(
+                "bgplb_ipvs_table_fingerprint_info",
+                "Pool mode: 1, labelled with a hash of the Maglev table's inputs (real server "
+                "order, intended weights, flags, scheduler, table size); equal on every node.",
+                [*pool, "fingerprint"],
+            )
+        )
+        self._pool_series: set[tuple[str, ...]] = set()
         self._checks: set[tuple[str, str, str]] = set()
         self._services: set[str] = set()
         self._real_servers: set[tuple[str, str]] = set()
@@ -205,7 +224,27 @@ class ServiceMetrics:
         for series in [s for s in self._route_series if s[0] == name]:
             self._route_series.discard(series)
             self.routes_advertised.remove(series)
+        kept = {s for s in self._pool_series if s[0] != name}
+        self._drop_pool_series(self._pool_series - kept)
+        self._pool_series = kept
         self._services.discard(name)
+
+    def set_pool_tables(self, views: Sequence[PoolView]) -> None:
+        """Pool-mode virtual services of the last pass (``pool.pool_views``): one series
+        each; those of tables that left (or changed fingerprint) are removed."""
+        seen: set[tuple[str, ...]] = set()
+        for v in views:
+            labels = (v.service, str(v.key.vip), str(v.key.port), str(v.key.protocol))
+            self.ipvs_table_order_ok.set(labels, 1 if v.order_ok else 0)
+            self.ipvs_table_fingerprint.set((*labels, v.fingerprint), 1)
+            seen |= {labels, (*labels, v.fingerprint)}
+        self._drop_pool_series(self._pool_series - seen)
+        self._pool_series = seen
+
+    def _drop_pool_series(self, series: set[tuple[str, ...]]) -> None:
+        for gone in series:
+            family = self.ipvs_table_order_ok if len(gone) == 4 else self.ipvs_table_fingerprint
+            family.remove(gone)
 
     # ------------------------------------------------------------------ BGP
 
