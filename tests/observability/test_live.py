@@ -40,6 +40,7 @@ from tests.harness.netns import kill_pids, run, tempdir
 from tests.harness.vm import running_kernel_has_dataplane
 
 from .conftest import DASHBOARDS, REPO
+from .expected import NO_POOL_HERE
 from .prom import SLOW, PromServer
 
 pytestmark = pytest.mark.observability
@@ -59,7 +60,7 @@ IPVS_VIP = "10.99.0.3"
 SERVICES = 3 if IPVS else 2
 # What a host without IPVS cannot fill (announce-mode services have no real servers).
 NO_IPVS_HERE = r"bgplb_(ipvs_.*|real_server_healthy|vip_inbound_packets_per_second)"
-EXPECTED_EMPTY = (
+EXPECTED_EMPTY = NO_POOL_HERE | (
     set()
     if IPVS
     else {
@@ -67,7 +68,6 @@ EXPECTED_EMPTY = (
         "fleet.json panel 12 'New connections per node' A",
         "fleet.json panel 13 'Inbound packets per VIP' A",
         "fleet.json panel 14 'Active connections per real server, by node' A",
-        "fleet.json panel 15 'Pool table fingerprints per virtual service' A",
         "node.json panel 8 'Connections' A",
         "node.json panel 8 'Connections' B",
         "node.json panel 9 'Packets' A",
