@@ -13,8 +13,12 @@ from typing import Any
 import pytest
 from pyroute2.netlink.generic import ipvs as genl
 
+from bgplb.admin import AdminStore
+from bgplb.agent import Agent
+from bgplb.bgp.fake import FakeSpeaker
 from bgplb.clock import FakeClock
 from bgplb.config import Config, ConfigError, parse_config
+from bgplb.dataplane.fake import FakeDataplane
 from bgplb.dataplane.ipvsknobs import daemon_attrs, decode_daemon, knobmsg
 from bgplb.dataplane.knobs import (
     AMEMTHRESH,
@@ -29,9 +33,12 @@ from bgplb.dataplane.knobs import (
 )
 from bgplb.dataplane.knobsfake import KERNEL_TIMEOUTS, FakeIpvsKnobs, FakeSysctls
 from bgplb.dataplane.sysctl import ProcSysctls, SysctlError
+from bgplb.eventlog import EventLog
 from bgplb.knobkeeper import KnobKeeper
+from bgplb.metrics import Metrics
+from bgplb.reconciler import Reconciler
 
-from .fixtures import config, ipvs_service, real_server
+from .fixtures import StaticHealth, config, ipvs_service, real_server
 
 POOL_SYSCTLS = {
     SLOPPY_TCP: 0,
@@ -369,3 +376,66 @@ async def test_a_burst_of_passes_looks_once_per_interval_unless_the_config_chang
     assert ipvs.calls.count("timeouts") == 3
     await keeper.reconcile(pool())  # a reload: another config object, looked at at once
     assert ipvs.calls.count("timeouts") == 4
+
+
+# --------------------------------------------------------------------------- metrics, status
+
+
+async def test_metrics_show_knobs_and_daemons() -> None:
+    keeper, sysctls, _ = rig()
+    sysctls.fail[SLOPPY_TCP] = errno.EPERM
+    await keeper.reconcile(pool(connection_sync=SYNC))
+    m = Metrics()
+    m.set_knobs(keeper.states(), keeper.errors, keeper.daemon_up())
+    text = m.exposition().decode()
+    assert 'bgplb_kernel_knob_ok{knob="net.ipv4.vs.sloppy_tcp"} 0.0' in text
+    assert 'bgplb_kernel_knob_ok{knob="net.ipv4.vs.conntrack"} 1.0' in text
+    assert 'bgplb_kernel_knob_errors_total{knob="net.ipv4.vs.sloppy_tcp"} 1.0' in text
+    assert 'bgplb_connection_sync_daemon_up{role="master"} 1.0' in text
+    await keeper.reconcile(pool())
+    m.set_knobs(keeper.states(), keeper.errors, keeper.daemon_up())
+    assert "bgplb_connection_sync_daemon_up{" not in m.exposition().decode()
+
+
+async def test_the_agent_keeps_knobs_in_its_pass_and_shows_them_in_status(
+    tmp_path: Path,
+) -> None:
+    cfg = pool(state_dir=str(tmp_path), connection_sync=SYNC)
+    clock = FakeClock()
+    log = EventLog(clock=clock)
+    keeper, sysctls, ipvs = rig()
+    agent = Agent(
+        cfg,
+        dataplane=FakeDataplane(log, clock),
+        speaker=FakeSpeaker(log),
+        clock=clock,
+        knobs=keeper,
+        notifier=lambda _: None,
+    )
+    await agent.start()
+    await agent.reconciler.reconcile_once()
+    assert sysctls.values[SLOPPY_TCP] == 1
+    status = agent.status()
+    knobs = {k.knob: k for k in status.kernel_knobs}
+    assert knobs[SLOPPY_TCP].ok
+    assert knobs[SLOPPY_TCP].got == "1"
+    assert knobs["sync.backup"].ok
+    text = agent.metrics.exposition().decode()
+    assert 'bgplb_connection_sync_daemon_up{role="backup"} 1.0' in text
+    await agent.reconciler.shutdown(0, keep_dataplane=False)
+    assert ipvs.running == {}
+
+
+async def test_keep_dataplane_on_exit_leaves_the_daemons(tmp_path: Path) -> None:
+    cfg = plain(connection_sync=SYNC)
+    clock = FakeClock()
+    log = EventLog(clock=clock)
+    keeper, _, ipvs = rig()
+    dp, sp = FakeDataplane(log, clock), FakeSpeaker(log)
+    rec = Reconciler(cfg, dp, sp, StaticHealth(), AdminStore(tmp_path, clock), clock, knobs=keeper)
+    await dp.start(rec.wake)
+    await sp.start(cfg, rec.wake)
+    await rec.reconcile_once()
+    assert set(ipvs.running) == {SyncRole.MASTER, SyncRole.BACKUP}
+    await rec.shutdown(0, keep_dataplane=True)
+    assert set(ipvs.running) == {SyncRole.MASTER, SyncRole.BACKUP}
