@@ -32,6 +32,7 @@ from bgplb.dataplane.knobs import (
     desired_knobs,
 )
 from bgplb.dataplane.knobsfake import KERNEL_TIMEOUTS, FakeIpvsKnobs, FakeSysctls
+from bgplb.dataplane.prereq import check_prerequisites
 from bgplb.dataplane.sysctl import ProcSysctls, SysctlError
 from bgplb.eventlog import EventLog
 from bgplb.knobkeeper import KnobKeeper
@@ -376,6 +377,38 @@ async def test_a_burst_of_passes_looks_once_per_interval_unless_the_config_chang
     assert ipvs.calls.count("timeouts") == 3
     await keeper.reconcile(pool())  # a reload: another config object, looked at at once
     assert ipvs.calls.count("timeouts") == 4
+
+
+# --------------------------------------------------------------------------- check-node
+
+
+def _root(tmp_path: Path, values: dict[str, int]) -> Path:
+    root = tmp_path / "root"
+    for key, value in values.items():
+        path = root / "proc/sys" / key.replace(".", "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{value}\n")
+    return root
+
+
+def test_check_node_reports_each_pool_sysctl_with_its_value_and_fix(tmp_path: Path) -> None:
+    found = {p.name: p for p in check_prerequisites(pool(), _root(tmp_path, POOL_SYSCTLS))}
+    for key, want in {SLOPPY_TCP: 1, SLOPPY_SCTP: 1, CONNTRACK: 0, AMEMTHRESH: 32768}.items():
+        p = found[f"sysctl {key}"]
+        assert not p.ok
+        assert f"want {want}" in p.detail
+        assert f"sysctl -w {key}={want}" in p.fix
+        assert "agent sets it" in p.fix
+    good = {**POOL_SYSCTLS, SLOPPY_TCP: 1, SLOPPY_SCTP: 1, CONNTRACK: 0, AMEMTHRESH: 32768}
+    good[DROP_ENTRY] = 2  # automatic mode, currently on
+    found = {p.name: p for p in check_prerequisites(pool(), _root(tmp_path / "b", good))}
+    assert all(found[f"sysctl {k}"].ok for k in POOL_SYSCTLS)
+
+
+def test_check_node_without_pool_mode_does_not_ask_for_sloppy(tmp_path: Path) -> None:
+    names = {p.name for p in check_prerequisites(plain(), _root(tmp_path, POOL_SYSCTLS))}
+    assert f"sysctl {SLOPPY_TCP}" not in names
+    assert f"sysctl {CONNTRACK}" in names  # masq still wants it 1
 
 
 # --------------------------------------------------------------------------- metrics, status
