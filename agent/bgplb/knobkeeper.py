@@ -198,6 +198,7 @@ class KnobKeeper:
         for role in sorted(self._ours - set(wanted), key=lambda r: r.value):
             await self._stop(role, running)
         changed = False
+        failed: set[SyncRole] = set()  # their error stays their state for this pass
         for role, d in wanted.items():
             have = running.get(role)
             if have is not None and d.matches(have):
@@ -211,6 +212,7 @@ class KnobKeeper:
                 await self._ipvs.start_daemon(d)
             except KernelCallError as e:
                 self._failed(daemon_knob(role), _daemon_text(d) or "", str(e))
+                failed.add(role)
                 continue
             self._ours.add(role)
             log_event(log, "sync_daemon_started", role=role.value, daemon=_daemon_text(d))
@@ -222,16 +224,11 @@ class KnobKeeper:
                     self._failed(daemon_knob(d.role), _daemon_text(d) or "", str(e))
                 return
         for role, d in wanted.items():
-            knob = daemon_knob(role)
-            if knob in self._states and self._states[knob].error and role not in self._ours:
-                continue  # its start failed just now: keep that error
+            if role in failed:
+                continue
             have = running.get(role)
-            self._set(
-                knob,
-                _daemon_text(d) or "",
-                _daemon_text(have),
-                have is not None and d.matches(have),
-            )
+            ok = have is not None and d.matches(have)
+            self._set(daemon_knob(role), _daemon_text(d) or "", _daemon_text(have), ok)
 
     async def _stop(self, role: SyncRole, running: dict[SyncRole, SyncDaemon]) -> None:
         knob = daemon_knob(role)

@@ -472,3 +472,14 @@ async def test_keep_dataplane_on_exit_leaves_the_daemons(tmp_path: Path) -> None
     assert set(ipvs.running) == {SyncRole.MASTER, SyncRole.BACKUP}
     await rec.shutdown(0, keep_dataplane=True)
     assert set(ipvs.running) == {SyncRole.MASTER, SyncRole.BACKUP}
+
+
+async def test_a_failed_restart_of_a_running_daemon_keeps_its_error() -> None:
+    keeper, _, ipvs = rig()
+    await keeper.reconcile(plain(connection_sync=SYNC))
+    ipvs.fail["start_daemon"] = errno.EADDRNOTAVAIL  # e.g. the new interface has no address
+    await keeper.reconcile(plain(connection_sync={**SYNC, "sync_id": 9}))
+    master = next(s for s in keeper.states() if s.knob == "sync.master")
+    assert not master.ok
+    assert "EADDRNOTAVAIL" in (master.error or "")
+    assert keeper.daemon_up() == {"master": False, "backup": False}
