@@ -23,11 +23,13 @@ from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config
 from .dataplane.base import Dataplane
+from .dataplane.knobs import desired_knobs
 from .dataplane.prereq import Prerequisite, check_prerequisites
 from .health.checks import Prober
 from .health.runner import HealthRunner
 from .health.tracker import CheckKey, CheckResult, CheckState
 from .hostlinks import host_issues
+from .knobkeeper import KnobKeeper
 from .logs import log_event, register_secret
 from .looplag import LoopLagMonitor
 from .metrics import Metrics
@@ -66,6 +68,7 @@ class Agent(AgentControl):
         notifier: Notify = notify,
         watchdog_seconds: float | None = None,
         check_node: bool = False,
+        knobs: KnobKeeper | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -83,8 +86,16 @@ class Agent(AgentControl):
         self.health = HealthRunner(clock, self._wake, prober)
         self.health.on_result = self._on_check_result
         self.health.on_watch_lost = self.metrics.watch_lost
+        self.knobs = knobs  # sysctls, IPVS timeouts, sync daemons (knobkeeper.py)
         self.reconciler = Reconciler(
-            config, dataplane, speaker, self.health, self.admin, clock, on_pass=self._on_pass
+            config,
+            dataplane,
+            speaker,
+            self.health,
+            self.admin,
+            clock,
+            on_pass=self._on_pass,
+            knobs=knobs,
         )
         self.api_token: ApiToken | None = None  # set by _serve
         adopt = getattr(dataplane, "set_desired_source", None)
@@ -140,6 +151,8 @@ class Agent(AgentControl):
         self.metrics.set_pool_tables(result.pools)
         self.admin.retry()  # a drain the disk refused is written once it allows
         self.metrics.set_state_files(self.state_files())
+        if self.knobs is not None:
+            self.metrics.set_knobs(self.knobs.states(), self.knobs.errors, self.knobs.daemon_up())
 
     async def start(self) -> None:
         for peer in self.config.peers:
@@ -148,6 +161,9 @@ class Agent(AgentControl):
                     register_secret(peer.md5_password_file.read_text().strip())
         if self.check_node:
             self.prerequisites = check_prerequisites(self.config)
+        if self.knobs is not None:  # what the keeper sets is reported as kernel_knobs
+            kept = {f"sysctl {key}" for key, _ in desired_knobs(self.config).sysctls}
+            self.prerequisites = [p for p in self.prerequisites if p.name not in kept]
         for p in self.prerequisites:
             if not p.ok:
                 log_event(

@@ -55,7 +55,10 @@ async def _serve(agent: Agent) -> int:
 
 def build_real_agent(config: Config, config_path: Path) -> Agent:
     from .bgp.exabgp import ExaBGPSpeaker
+    from .dataplane.ipvsknobs import NetlinkIpvsKnobs
     from .dataplane.netlink import NetlinkDataplane
+    from .dataplane.sysctl import ProcSysctls
+    from .knobkeeper import KnobKeeper
 
     clock = SystemClock()
     return Agent(
@@ -66,6 +69,7 @@ def build_real_agent(config: Config, config_path: Path) -> Agent:
         config_path=config_path,
         watchdog_seconds=watchdog_interval(),
         check_node=True,
+        knobs=KnobKeeper(ProcSysctls(), NetlinkIpvsKnobs(), clock=clock),
     )
 
 

@@ -81,6 +81,14 @@ class AdminSource(Protocol):
     def state(self) -> AdminState: ...
 
 
+class KnobSource(Protocol):
+    """``knobkeeper.KnobKeeper``: the node's kernel knobs (never raises, bounds itself)."""
+
+    async def reconcile(self, config: Config) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class PassResult:
     decisions: Mapping[str, ServiceDecision]
@@ -108,8 +116,10 @@ class Reconciler:
         debounce: float = DEBOUNCE,
         pass_timeout: float = PASS_TIMEOUT,
         io_timeout: float = IO_TIMEOUT,
+        knobs: KnobSource | None = None,
     ) -> None:
         self._config = config
+        self._knobs = knobs
         self._owners = vip_owners(config)
         self._dataplane = dataplane
         self._speaker = speaker
@@ -212,6 +222,8 @@ class Reconciler:
             await self._first(self._grace_over, grace)
             if not keep_dataplane:
                 await self._best_effort("tear down the dataplane", self._io(self._teardown()))
+                if self._knobs is not None:
+                    await self._best_effort("stop the sync daemons", self._knobs.stop())
             await self._best_effort("stop the speaker", self._io(self._speaker.stop()))
 
     def end_grace(self) -> None:
@@ -256,6 +268,8 @@ class Reconciler:
         self._next_change = desired.next_change
         await self._withdraw_early(desired)
         observed = await self._applier.observe()
+        if self._knobs is not None:  # sysctls, IPVS timeouts, sync daemons (knobkeeper.py)
+            await self._knobs.reconcile(config)
         advertised = self._gate.advertised()
         steps = plan(desired, observed, advertised)
         withdrew = not same_routes(steps.withdraw, advertised)

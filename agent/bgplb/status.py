@@ -106,6 +106,19 @@ class PrerequisiteStatus(Frozen):
     fix: str | None = None
 
 
+class KernelKnobStatus(Frozen):
+    """A kernel knob the config wants (docs/forwarding.md#kernel-knobs)."""
+
+    knob: str = Field(
+        description="a sysctl (net.ipv4.vs.sloppy_tcp, ...), ipvs.timeouts, sync.master, "
+        "sync.backup or knobs (the whole pass)"
+    )
+    want: str
+    got: str | None = Field(default=None, description="as read back; null: not read")
+    ok: bool
+    error: str | None = Field(default=None, description="the last failure: file or call, errno")
+
+
 class NodeStatus(Frozen):
     router_id: ipaddress.IPv4Address
     local_as: int = Field(ge=1)
@@ -153,6 +166,11 @@ class StatusResponse(Frozen):
     peers: list[PeerStatusModel] = Field(default_factory=list)
     prerequisites: list[PrerequisiteStatus] = Field(default_factory=list)
     state_files: list[StateFileStatus] = Field(default_factory=list)
+    kernel_knobs: list[KernelKnobStatus] = Field(
+        default_factory=list,
+        description="sysctls, IPVS timeouts and sync daemons the agent keeps (pool mode, "
+        "node.ipvs, node.connection_sync)",
+    )
     last_reload: ReloadStatus | None = Field(
         default=None, description="the last reload's outcome; null: none since the start"
     )

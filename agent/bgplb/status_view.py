@@ -34,6 +34,7 @@ from .reconciler import AdminSource, HealthSource, PassResult
 from .statefile import FileHealth
 from .status import (
     CheckStatusModel,
+    KernelKnobStatus,
     NodeStatus,
     PeerStatusModel,
     PoolTableStatus,
@@ -154,8 +155,19 @@ def build_status(agent: StatusSource) -> StatusResponse:
             )
             for name, h in agent.state_files().items()
         ],
+        kernel_knobs=_kernel_knobs(agent),
         last_reload=agent.last_reload,
     )
+
+
+def _kernel_knobs(agent: StatusSource) -> list[KernelKnobStatus]:
+    keeper = getattr(agent, "knobs", None)  # knobkeeper.KnobKeeper (None: not kept)
+    if keeper is None:
+        return []
+    return [
+        KernelKnobStatus(knob=k.knob, want=k.want, got=k.got, ok=k.ok, error=k.error)
+        for k in keeper.states()
+    ]
 
 
 def _mutating_api(agent: StatusSource) -> str | None:

@@ -2,7 +2,9 @@
 
 Without a config every check applies. With one, only what its services use: IPVS, the
 schedulers named, masquerading (forwarding, ``vs.conntrack``), persistence
-(``expire_quiescent_template``), IPv6 VIPs. Nothing is changed here: this only reads
+(``expire_quiescent_template``), IPv6 VIPs, pool mode (``sloppy_tcp``/``sloppy_sctp``,
+``vs.conntrack=0``, the memory defense of ``node.ipvs``; the agent sets these itself in its
+namespace, knobkeeper.py). Nothing is changed here: this only reads
 ``/sys/module``, ``/lib/modules`` and ``/proc/sys`` (under ``root``, for tests).
 """
 
@@ -17,10 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import Config, ConfigError, RealServerConfig, load_config
+from ..config.schema import IpvsKnobsConfig
 from ..model import ForwardMethod, ServiceMode
+from . import knobs
 
 MODULES_FILE = "deploy/modules-load.d/bgp-lb.conf -> /etc/modules-load.d/"
 SYSCTL_FILE = "deploy/sysctl.d/90-bgp-lb.conf -> /etc/sysctl.d/"
+POOL_SYSCTL_FILE = "deploy/sysctl.d/91-bgp-lb-pool.conf -> /etc/sysctl.d/"
 DEFAULT_SCHEDULER = "wlc"
 
 
@@ -41,6 +46,8 @@ class Needs:
     masq: bool = True
     masq_v6: bool = True
     persistence: bool = True
+    pool: bool = False  # pool mode: conflicts with masq's vs.conntrack=1, so never by default
+    memory_defense: tuple[tuple[str, int], ...] = ()  # node.ipvs: amemthresh, drop_entry
 
     @staticmethod
     def of(config: Config | None) -> Needs:
@@ -56,7 +63,16 @@ class Needs:
             masq=bool(masq),
             masq_v6=any(v.version == 6 for s in masq for v in s.vips),
             persistence=any(p.persistence for p in ports),
+            pool=knobs.pool_mode(config),
+            memory_defense=_memory_defense(config),
         )
+
+
+def _memory_defense(config: Config) -> tuple[tuple[str, int], ...]:
+    ipvs = config.node.ipvs or (IpvsKnobsConfig() if knobs.pool_mode(config) else None)
+    if ipvs is None:
+        return ()
+    return ((knobs.AMEMTHRESH, ipvs.amemthresh), (knobs.DROP_ENTRY, ipvs.drop_entry))
 
 
 def _any_masq(real_servers: Iterable[RealServerConfig]) -> bool:
@@ -109,6 +125,9 @@ def check_module(root: Path, name: str, why: str, autoload: bool) -> Prerequisit
     return Prerequisite(f"module {name}", ok, f"{detail} ({why})", "" if ok else fix)
 
 
+AGENT_SETS = "the agent sets it in its namespace at start; by hand: "
+
+
 def check_sysctl(root: Path, key: str, want: int, why: str) -> Prerequisite:
     path = root / "proc/sys" / key.replace(".", "/")
     try:
@@ -117,9 +136,34 @@ def check_sysctl(root: Path, key: str, want: int, why: str) -> Prerequisite:
         missing = "absent (is ip_vs loaded?)" if ".vs." in key else "absent"
         fix = f"load ip_vs, then sysctl -w {key}={want}" if ".vs." in key else ""
         return Prerequisite(f"sysctl {key}", False, f"{missing} ({why})", fix)
-    ok = value == str(want)
+    try:
+        ok = knobs.sysctl_holds(key, want, int(value))
+    except ValueError:
+        ok = False
     fix = "" if ok else f"sysctl -w {key}={want}; to keep it: {SYSCTL_FILE}"
     return Prerequisite(f"sysctl {key}", ok, f"{value}, want {want} ({why})", fix)
+
+
+def check_pool(root: Path, needs: Needs) -> list[Prerequisite]:
+    """Pool mode and ``node.ipvs``: what the agent keeps (knobkeeper.py), checked here too
+    so that a node can be verified before the agent runs."""
+    wanted: list[tuple[str, int]] = []
+    if needs.pool:
+        wanted += [(knobs.SLOPPY_TCP, 1), (knobs.SLOPPY_SCTP, 1), (knobs.CONNTRACK, 0)]
+    wanted += list(needs.memory_defense)
+    out = []
+    for key, want in wanted:
+        why = knobs.WHY[key]
+        if key == knobs.CONNTRACK and needs.masq:
+            why += "; this config also masquerades: its replies lose conntrack state"
+        p = check_sysctl(root, key, want, why)
+        if not p.ok:  # vs.conntrack=0 is not in any file: masq nodes keep 1 (forwarding.md)
+            fix = p.fix.replace(SYSCTL_FILE, POOL_SYSCTL_FILE if key != knobs.CONNTRACK else "")
+            p = Prerequisite(
+                p.name, p.ok, p.detail, AGENT_SETS + fix.removesuffix("; to keep it: ")
+            )
+        out.append(p)
+    return out
 
 
 def check_prerequisites(config: Config | None, root: Path = Path("/")) -> list[Prerequisite]:
@@ -152,10 +196,12 @@ def check_prerequisites(config: Config | None, root: Path = Path("/")) -> list[P
                     "VIPs on the dummy link are not answered/announced by ARP on other links",
                 )
             )  # fmt: skip
+    out += check_pool(root, needs)
     if needs.masq:
         out.append(
             check_sysctl(root, "net.ipv4.ip_forward", 1, "masq replies are forwarded by the node")
         )
+    if needs.masq and not needs.pool:  # pool mode wants 0 (check_pool)
         out.append(
             check_sysctl(
                 root, "net.ipv4.vs.conntrack", 1,

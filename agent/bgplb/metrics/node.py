@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import platform
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -53,6 +53,16 @@ class FileHealthLike(Protocol):
 
     @property
     def errors(self) -> int: ...
+
+
+class KnobLike(Protocol):
+    """``knobkeeper.KnobState``."""
+
+    @property
+    def knob(self) -> str: ...
+
+    @property
+    def ok(self) -> bool: ...
 
 
 class Metrics(ServiceMetrics):
@@ -166,6 +176,29 @@ class Metrics(ServiceMetrics):
             registry=r,
         )
         self._state_file_errors_seen: dict[str, int] = {}
+        self.kernel_knob_ok = Gauge(
+            "bgplb_kernel_knob_ok",
+            "1 while the kernel knob (a sysctl, the IPVS timeouts, a sync daemon) holds the "
+            "value the config wants; 0 while it does not or cannot be read.",
+            ["knob"],
+            registry=r,
+        )
+        self.kernel_knob_errors = Counter(
+            "bgplb_kernel_knob_errors",
+            "Failed reads and writes of the kernel knob.",
+            ["knob"],
+            registry=r,
+        )
+        self._knob_errors_seen: dict[str, int] = {}
+        self._knobs_shown: set[str] = set()
+        self.sync_daemon_up = Gauge(
+            "bgplb_connection_sync_daemon_up",
+            "1 while the configured IPVS sync daemon of the role runs with the configured "
+            "parameters (node.connection_sync).",
+            ["role"],
+            registry=r,
+        )
+        self._roles_shown: set[str] = set()
         self.http_bad_requests = FunctionCounter(
             "bgplb_http_bad_requests",
             "HTTP requests the API could not parse (answered 4xx), logged or not.",
@@ -284,6 +317,26 @@ class Metrics(ServiceMetrics):
             seen = self._state_file_errors_seen.get(name, 0)
             self.state_file_errors.labels(name).inc(max(0, health.errors - seen))
             self._state_file_errors_seen[name] = max(seen, health.errors)
+
+    def set_knobs(
+        self, states: Sequence[KnobLike], errors: Mapping[str, int], daemons: Mapping[str, bool]
+    ) -> None:
+        """``knobkeeper.KnobKeeper``: its states, error counts and sync daemons."""
+        shown = {s.knob for s in states}
+        for knob in self._knobs_shown - shown:  # no longer wanted
+            _discard(self.kernel_knob_ok, (knob,))
+        for state in states:
+            self.kernel_knob_ok.labels(state.knob).set(1 if state.ok else 0)
+        self._knobs_shown = shown
+        for knob, n in errors.items():
+            seen = self._knob_errors_seen.get(knob, 0)
+            self.kernel_knob_errors.labels(knob).inc(max(0, n - seen))
+            self._knob_errors_seen[knob] = max(seen, n)
+        for role in self._roles_shown - set(daemons):
+            _discard(self.sync_daemon_up, (role,))
+        for role, up in daemons.items():
+            self.sync_daemon_up.labels(role).set(1 if up else 0)
+        self._roles_shown = set(daemons)
 
 
 class Scrape:
