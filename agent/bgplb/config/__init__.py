@@ -8,14 +8,12 @@ dicts. Native YAML/JSON and the original Go bgp-lb's JSON (the "seed" format) ar
 from __future__ import annotations
 
 from .attributes import ServiceState, default_attributes, route_attributes
+from .base import CHECK_NAME_RE, IFNAME_RE, SCHEDULERS, Strict
 from .crosschecks import check_against_host, check_config
 from .fields import GSHUT
 from .issues import ConfigError, ConfigIssue
 from .loader import ParsedConfig, load, load_config, parse, parse_config, read_config_data
 from .schema import (
-    CHECK_NAME_RE,
-    IFNAME_RE,
-    SCHEDULERS,
     ApiConfig,
     AttributesConfig,
     Check,
@@ -31,7 +29,6 @@ from .schema import (
     RealServerConfig,
     ServiceConfig,
     StateAttributes,
-    Strict,
     TcpCheck,
 )
 

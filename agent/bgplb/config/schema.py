@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -22,6 +20,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..model import ForwardMethod, PeerType, Protocol, RouteAttributes, ServiceMode
+from .base import CHECK_NAME_RE, IFNAME_RE, SCHEDULERS, Strict
 from .fields import (
     GSHUT,
     Community,
@@ -33,43 +32,9 @@ from .fields import (
     LargeCommunity,
     Vip,
 )
+from .knobs import ConnectionSyncConfig, IpvsKnobsConfig
 
-__all__ = ["GSHUT"]
-
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
-CHECK_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_NUL = re.compile(r"\x00")
-SCHEDULERS = frozenset(
-    {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos"}
-)
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*")
-    @classmethod
-    def _no_control_characters(cls, v: object, info: ValidationInfo) -> object:
-        """No text field may carry NUL or line breaks: they end up in HTTP headers, ExaBGP's
-        config and file paths, where they fail late or inject. An exec check's argv and env
-        go to execve() unquoted: only NUL is refused there."""
-        pattern = _NUL if info.field_name in ("argv", "env") else _CONTROL
-        values: list[object] = [v]
-        if isinstance(v, tuple):
-            values = list(v)
-        elif isinstance(v, dict):
-            values = [*v.keys(), *v.values()]
-        for item in values:
-            if isinstance(item, str | Path) and pattern.search(str(item)):
-                what = (
-                    "a NUL character"
-                    if pattern is _NUL
-                    else "a control character (NUL, newline, ...)"
-                )
-                raise PydanticCustomError("control_character", "contains {what}", {"what": what})
-        return v
-
+__all__ = ["GSHUT", "ConnectionSyncConfig", "IpvsKnobsConfig", "Strict"]
 
 # --------------------------------------------------------------------------- node
 
@@ -85,56 +50,6 @@ class ApiConfig(Strict):
     token_file: Path | None = None  # bearer token for mutating endpoints; none = they are disabled
     metrics_listen: IPAddr | None = None  # /metrics on its own listener as well
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
-
-
-# the largest timeout the kernel takes: INT_MAX / HZ seconds at HZ=1000
-MAX_IPVS_TIMEOUT = 2147483
-
-
-class IpvsKnobsConfig(Strict):
-    """``node.ipvs``: IPVS connection timeouts (set through IPVS_CMD_SET_CONFIG) and the
-    memory defense (sysctls). In force when given, and with these defaults in pool mode
-    (a service with ``preserve_connections``). docs/config.md justifies the defaults."""
-
-    tcp_timeout: int = Field(default=300, ge=1, le=MAX_IPVS_TIMEOUT)  # kernel default 900
-    tcp_fin_timeout: int = Field(default=60, ge=1, le=MAX_IPVS_TIMEOUT)  # kernel default 120
-    udp_timeout: int = Field(default=300, ge=1, le=MAX_IPVS_TIMEOUT)  # kernel default 300
-    amemthresh: int = Field(default=32768, ge=0, le=2147483647)  # pages (128 MiB at 4 KiB)
-    drop_entry: int = Field(default=1, ge=0, le=3)  # 0 never, 1/2 automatic, 3 always
-
-
-class ConnectionSyncConfig(Strict):
-    """``node.connection_sync``: the kernel's IPVS sync daemons (a master and a backup)."""
-
-    interface: str  # the dedicated sync segment (docs/forwarding.md)
-    sync_id: int = Field(default=0, ge=0, le=255)
-    group: IPAddr = ipaddress.IPv4Address("224.0.0.81")
-    port: int = Field(default=8848, ge=1, le=65535)
-    ttl: int = Field(default=1, ge=1, le=255)
-    # UDP payload per sync message; none = the interface's MTU minus the headers. The kernel
-    # clamps smaller values, so values below 1472 (a 1500 MTU) are refused here.
-    maxlen: int | None = Field(default=None, ge=1472, le=65487)
-
-    @field_validator("interface")
-    @classmethod
-    def _ifname(cls, v: str) -> str:
-        if not IFNAME_RE.match(v):
-            raise PydanticCustomError(
-                "ifname",
-                "'{value}' is not a valid Linux interface name "
-                "(1-15 characters: letters, digits, '_', '-', '.')",
-                {"value": v},
-            )
-        return v
-
-    @field_validator("group")
-    @classmethod
-    def _multicast(cls, v: ipaddress.IPv4Address | ipaddress.IPv6Address) -> object:
-        if not v.is_multicast:
-            raise PydanticCustomError(
-                "multicast", "'{value}' is not a multicast address", {"value": str(v)}
-            )
-        return v
 
 
 class NodeConfig(Strict):
