@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     from .unconfigured import add_unconfigured_parser
 
     add_unconfigured_parser(sub)
+    from .fleet.cli import add_fleet_parser
+
+    add_fleet_parser(sub)
     return p
 
 
@@ -137,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .unconfigured import run_unconfigured
 
         return run_unconfigured(args)
+    if cmd == "fleet":
+        from .fleet.cli import run_fleet
+
+        return run_fleet(args)
     from .client import run_client_command
 
     return run_client_command(args)
