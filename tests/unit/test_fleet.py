@@ -498,3 +498,24 @@ def test_frr_accepts_the_snippets(tmp_path: Path) -> None:
             env={**os.environ, "VTYSH_PAGER": "cat"},
         )
         assert (done.returncode == 0) == (path != bad), (path, done.stdout, done.stderr)
+
+
+def test_a_failed_write_leaves_out_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("mine")
+    calls = []
+
+    def failing_fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    code, _, err, _ = render(tmp_path, fleet(), "--force")
+    assert code == 1
+    assert "No space left on device" in err
+    assert [p.name for p in out.iterdir()] == ["keep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.yaml", "out"]  # no temp dirs
