@@ -519,3 +519,17 @@ def test_a_failed_write_leaves_out_as_it_was(
     assert "No space left on device" in err
     assert [p.name for p in out.iterdir()] == ["keep"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.yaml", "out"]  # no temp dirs
+
+
+def test_the_example_in_docs_fleet_md_renders(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fleet.md").read_text()
+    example = doc.split("## The fleet file\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "fleet.yaml").write_text(
+        example.replace("AAAA...", "AAAAC3NzaC1lZDI1NTE5AAAAIExample")
+    )
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "api-token").write_text("tok\n")
+    (tmp_path / "secrets" / "tor1.md5").write_text("md5key\n")
+    rendering = render_fleet(load_fleet(tmp_path / "fleet.yaml"))
+    assert "node lb1: 1 peer, 1 service, instance-id bgplb-lb1-" in rendering.progress[0]
+    assert rendering.progress[0] in doc  # the sample output is this render's (same secrets)

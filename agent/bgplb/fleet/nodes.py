@@ -86,7 +86,6 @@ def render_node(fleet: Fleet, index: int) -> RenderedNode:
         api = dict(merged.get("api") or {})
         api.setdefault("token_file", str(TOKEN_PATH))
         merged["api"] = api
-        secrets[PurePosixPath(str(api["token_file"]))] = token + "\n"
     try:
         node_config = NodeConfig.model_validate(merged)
     except ValidationError as e:
@@ -97,6 +96,8 @@ def render_node(fleet: Fleet, index: int) -> RenderedNode:
             root = f"{where}.node" if own else "defaults"
             issues.append(ConfigIssue(join_path(inner, root), issue.message))
         raise ConfigError(issues) from None
+    if token is not None and node_config.api.token_file is not None:
+        secrets[PurePosixPath(node_config.api.token_file)] = token + "\n"
     sessions = []
     peers = []
     for j, session in enumerate(node.sessions):

@@ -57,8 +57,8 @@ def render_fleet(fleet: Fleet, network_version: NetworkVersion = 2) -> Rendering
         for name, text in seed.files.items():
             out.files[paths[name]] = text
         out.progress.append(
-            f"node {node.name}: {len(node.config.peers)} peers, "
-            f"{len(node.config.services)} services, instance-id {seed.instance_id}"
+            f"node {node.name}: {_count(len(node.config.peers), 'peer')}, "
+            f"{_count(len(node.config.services), 'service')}, instance-id {seed.instance_id}"
         )
     for router in spec.routers:
         path = PurePosixPath("routers", f"{router.name}.frr.conf")
@@ -66,7 +66,7 @@ def render_fleet(fleet: Fleet, network_version: NetworkVersion = 2) -> Rendering
             router, nodes, fleet.source.name, fleet.md5_keys.get(router.name)
         )
         count = sum(1 for n in nodes for s in n.sessions if s.router.name == router.name)
-        out.progress.append(f"router {router.name}: {count} neighbors")
+        out.progress.append(f"router {router.name}: {_count(count, 'neighbor')}")
         if count == 0:
             out.notes.append(f"router {router.name}: no node has a session with it")
         if router.bfd is not None and not _agent_has_bfd():
@@ -84,6 +84,10 @@ def render_fleet(fleet: Fleet, network_version: NetworkVersion = 2) -> Rendering
             )
     out.progress.append(f"prometheus: {sum(1 for t in targets if t)} file_sd targets")
     return out
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _agent_has_bfd() -> bool:
