@@ -3,6 +3,7 @@ AS_TRANS, the ExaBGP text, the config's errors, and the reconciler with a FakeCl
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from pathlib import Path
 from typing import Any
@@ -293,3 +294,30 @@ def test_auto_is_every_default() -> None:
     lb = config(pool(4)).services[0].link_bandwidth
     assert lb is not None
     assert (lb.capacity, lb.unit, lb.hold_down) == (None, 125_000, 10.0)
+
+
+# --------------------------------------------------------------------------- metric
+
+
+def test_metric_follows_what_was_advertised() -> None:
+    from prometheus_client import generate_latest
+
+    from bgplb.metrics import Metrics
+    from bgplb.model import RouteAttributes
+
+    m = Metrics()
+    bw = RouteAttributes(extended_communities=("bandwidth:65001:750000",))
+    low = RouteAttributes(extended_communities=("bandwidth:65001:250000",))
+    web4 = Route(ipaddress.ip_network(V4), None, bw, service="web")
+    web6 = Route(ipaddress.ip_network(V6), None, low, service="web")
+    plain = Route(ipaddress.ip_network("10.99.0.2/32"), None, service="api")
+    m.set_routes({"10.0.0.1": frozenset({web4, web6, plain}), "10.0.0.2": frozenset({web4})})
+    text = generate_latest(m.registry).decode()
+    assert 'bgplb_link_bandwidth_bytes_per_second{service="web",vip="10.99.0.1"} 750000.0' in text
+    assert 'bgplb_link_bandwidth_bytes_per_second{service="web",vip="2001:db8::1"} 250000.0' in text
+    assert 'bgplb_link_bandwidth_bytes_per_second{service="api"' not in text
+    m.set_routes({"10.0.0.1": frozenset({web4}), "10.0.0.2": frozenset()})  # v6 withdrawn
+    text = generate_latest(m.registry).decode()
+    assert 'vip="2001:db8::1"} 250000.0' not in text
+    m.set_routes({"10.0.0.1": frozenset(), "10.0.0.2": frozenset()})
+    assert "bgplb_link_bandwidth_bytes_per_second{" not in generate_latest(m.registry).decode()
