@@ -33,6 +33,7 @@ from .clock import Clock
 from .config import Config
 from .dataplane.base import Dataplane
 from .health.tracker import HealthSnapshot
+from .linkbw import BandwidthHold, capacities
 from .logs import log_event
 from .model import (
     DataplaneAction,
@@ -144,6 +145,7 @@ class Reconciler:
         self.failed_passes = 0
         self.last_error: str | None = None
         self._order_warned: set[VirtualServiceKey] = set()
+        self._bandwidth = BandwidthHold()  # link_bandwidth's hold-down (linkbw.py)
 
     @property
     def config(self) -> Config:
@@ -264,8 +266,13 @@ class Reconciler:
         started = self._clock.now()
         config = self._config
         fast_seen = self._gate.fast_withdrawals
-        desired = desired_state(config, self._health.snapshot(), self._admin.state, started)
-        self._next_change = desired.next_change
+        health = self._health.snapshot()
+        held = self._bandwidth.update(config, capacities(config, health), started)
+        desired = desired_state(config, health, self._admin.state, started, held)
+        self._next_change = min(
+            (t for t in (desired.next_change, self._bandwidth.next_change) if t is not None),
+            default=None,
+        )
         await self._withdraw_early(desired)
         observed = await self._applier.observe()
         if self._knobs is not None:  # sysctls, IPVS timeouts, sync daemons (knobkeeper.py)

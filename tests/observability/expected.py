@@ -12,3 +12,8 @@ NO_POOL_HERE = frozenset(
         "alert BgplbPoolTableMismatch selector",
     }
 )
+
+# No service of the ECMP lab sets link_bandwidth (UCMP): the host stack's web does, so only the
+# lab may find these empty.
+NO_UCMP_METRICS = r"bgplb_link_bandwidth_bytes_per_second"
+NO_UCMP_HERE = frozenset({"alert BgplbLinkBandwidthMissing selector"})

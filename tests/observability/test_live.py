@@ -136,7 +136,9 @@ def _agent(bl: BgpLab, n: int) -> tuple[AgentProc, Backend]:
     workdir = tempdir("agent")
     (workdir / "www").mkdir()
     (workdir / "www" / "index.html").write_text("ok\n")
-    web = service("web", ["10.99.0.1"], bl.lb_v4(n))
+    # UCMP: web carries the link-bandwidth community (lbN: capacity N), so the
+    # BgplbLinkBandwidthMissing selector has series here
+    web = service("web", ["10.99.0.1"], bl.lb_v4(n), link_bandwidth={"capacity": n})
     api = {**service("api", ["10.99.0.2"], bl.lb_v4(n)), "checks": [TCP_API_CHECK]}
     services = [web, api]
     if IPVS:

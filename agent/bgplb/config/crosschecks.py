@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Literal
 
 from ..model import ForwardMethod, PeerType, ServiceMode
+from .bandwidth import link_bandwidth_issues
 from .fields import GSHUT
 from .issues import ConfigIssue
 from .schema import AttributesConfig, Check, Config, PeerConfig, ServiceConfig
@@ -30,6 +31,7 @@ def check_config(config: Config) -> list[ConfigIssue]:
         issues.extend(_backends(config, service, p))
         issues.extend(_checks(service, p))
         issues.extend(_pool(service, p))
+        issues.extend(link_bandwidth_issues(service, p))
     return issues
 
 

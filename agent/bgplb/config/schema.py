@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..model import ForwardMethod, PeerType, Protocol, RouteAttributes, ServiceMode
+from .bandwidth import LinkBandwidthConfig, parse_link_bandwidth
 from .base import CHECK_NAME_RE, IFNAME_RE, SCHEDULERS, Strict
 from .fields import (
     GSHUT,
@@ -302,6 +303,20 @@ class ServiceConfig(Strict):
     preserve_connections: bool = False  # pool mode (docs/forwarding.md)
     # the names of the peers (peers[].name) this service is announced to; None = every peer
     peers: tuple[str, ...] | None = None
+    # UCMP: announce the link-bandwidth community from healthy capacity (config/bandwidth.py)
+    link_bandwidth: LinkBandwidthConfig | None = None
+
+    @field_validator("link_bandwidth", mode="before")
+    @classmethod
+    def _auto(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            raise PydanticCustomError(
+                "link_bandwidth",
+                "'{value}' is not a link_bandwidth setting: 'auto' or a mapping "
+                "(capacity, unit, hold_down)",
+                {"value": v},
+            )
+        return parse_link_bandwidth(v)
 
     @field_validator("peers")
     @classmethod
