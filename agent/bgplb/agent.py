@@ -69,20 +69,26 @@ class Agent(AgentControl):
         watchdog_seconds: float | None = None,
         check_node: bool = False,
         knobs: KnobKeeper | None = None,
+        image_version: str = "",
     ) -> None:
         self.config = config
+        self.image_version = image_version  # buildinfo.image_version(); "" off the image
         self.config_path = config_path
         self.dataplane = dataplane
         self.speaker = speaker
         self.clock = clock
         self.metrics = metrics or Metrics(
-            per_real_server=config.node.metrics_per_real_server, exabgp_version=_exabgp_version()
+            per_real_server=config.node.metrics_per_real_server,
+            exabgp_version=_exabgp_version(),
+            image_version=image_version,
         )
         self.notifier = notifier
         self.watchdog_seconds = watchdog_seconds
         self.check_node = check_node
         self.started_at = clock.now()
-        self.admin = AdminStore(config.node.state_dir, clock)
+        self.admin = AdminStore(
+            config.node.state_dir, clock, start_drained=config.node.start_drained
+        )
         self.health = HealthRunner(clock, self._wake, prober)
         self.health.on_result = self._on_check_result
         self.health.on_watch_lost = self.metrics.watch_lost

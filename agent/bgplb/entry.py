@@ -55,6 +55,7 @@ async def _serve(agent: Agent) -> int:
 
 def build_real_agent(config: Config, config_path: Path) -> Agent:
     from .bgp.exabgp import ExaBGPSpeaker
+    from .buildinfo import image_version
     from .dataplane.ipvsknobs import NetlinkIpvsKnobs
     from .dataplane.netlink import NetlinkDataplane
     from .dataplane.sysctl import ProcSysctls
@@ -70,6 +71,7 @@ def build_real_agent(config: Config, config_path: Path) -> Agent:
         watchdog_seconds=watchdog_interval(),
         check_node=True,
         knobs=KnobKeeper(ProcSysctls(), NetlinkIpvsKnobs(), clock=clock),
+        image_version=image_version(),
     )
 
 

@@ -122,7 +122,12 @@ class KernelKnobStatus(Frozen):
 class NodeStatus(Frozen):
     router_id: ipaddress.IPv4Address
     local_as: int = Field(ge=1)
-    version: str
+    version: str = Field(description="the agent's version")
+    image_version: str = Field(
+        default="",
+        description="the appliance image's version (IMAGE_VERSION in /etc/os-release); "
+        "empty off the image",
+    )
     ready: bool
     drained: bool
     uptime: float = Field(ge=0, description="seconds since the agent started")

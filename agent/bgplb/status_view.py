@@ -88,6 +88,8 @@ class StatusSource(Protocol):
     @property
     def started_at(self) -> float: ...
     @property
+    def image_version(self) -> str: ...
+    @property
     def prerequisites(self) -> Sequence[Prerequisite]: ...
     @property
     def api_token(self) -> ApiTokenLike | None: ...
@@ -130,6 +132,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
         router_id=config.node.router_id,
         local_as=config.node.local_as,
         version=__version__,
+        image_version=agent.image_version,
         ready=agent.ready(),
         drained=admin.node_drained_at is not None,
         uptime=max(0.0, now - agent.started_at),

@@ -72,6 +72,9 @@ class NodeConfig(Strict):
     loop_lag_interval: float = Field(default=0.010, ge=0.001, le=10.0)
     ipvs: IpvsKnobsConfig | None = None  # timeouts and memory defense (pool mode: defaults)
     connection_sync: ConnectionSyncConfig | None = None  # IPVS sync daemons (docs/forwarding.md)
+    # a fresh state_dir (no admin.json: a new or replaced disk) starts the node drained until
+    # an operator undrains; an existing admin.json wins (docs/operations.md)
+    start_drained: bool = False
 
     @property
     def local_backend_v4(self) -> ipaddress.IPv4Address:

@@ -75,6 +75,7 @@ class Metrics(ServiceMetrics):
         dataplane: DataplaneSource | None = None,
         per_real_server: bool = True,
         exabgp_version: str = "",
+        image_version: str = "",
         bad_requests: Callable[[], int] = bad_requests_seen,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -158,11 +159,14 @@ class Metrics(ServiceMetrics):
         )
         self.build_info = Gauge(
             "bgplb_build_info",
-            "Always 1; labels carry the agent, Python and ExaBGP versions.",
-            ["version", "python", "exabgp"],
+            "Always 1; labels carry the agent, Python, ExaBGP and appliance image versions "
+            "(image_version: IMAGE_VERSION in /etc/os-release, empty off the image).",
+            ["version", "python", "exabgp", "image_version"],
             registry=r,
         )
-        self.build_info.labels(__version__, platform.python_version(), exabgp_version).set(1)
+        self.build_info.labels(
+            __version__, platform.python_version(), exabgp_version, image_version
+        ).set(1)
         self.state_file_ok = Gauge(
             "bgplb_state_file_ok",
             "1 while the state file is as it should be; 0 while it needs an operator.",
