@@ -62,9 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--api", default=None, help="API base URL (default from config)")
         c.add_argument("--token-file", default=None)
 
+    from .doctor_cli import add_doctor_parser
     from .unconfigured import add_unconfigured_parser
 
     add_unconfigured_parser(sub)
+    add_doctor_parser(sub)
     return p
 
 
@@ -133,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .dataplane.prereq import run_check_node
 
         return run_check_node(args)
+    if cmd == "doctor":
+        from .doctor_cli import run_doctor
+
+        return run_doctor(args)
     if cmd == "unconfigured":
         from .unconfigured import run_unconfigured
 

@@ -145,6 +145,15 @@ class NodeStatus(Frozen):
     )
 
 
+class ProcessStatus(Frozen):
+    """A helper process the agent runs and supervises (ExaBGP; bfdd once BFD exists)."""
+
+    name: str = Field(description="exabgp (later: bfdd)")
+    running: bool
+    pid: int | None = None
+    restarts: int = Field(default=0, ge=0, description="restarts since the agent started")
+
+
 class StateFileStatus(Frozen):
     """One file the agent keeps or reads (docs/operations.md#state-files)."""
 
@@ -171,6 +180,9 @@ class StatusResponse(Frozen):
     peers: list[PeerStatusModel] = Field(default_factory=list)
     prerequisites: list[PrerequisiteStatus] = Field(default_factory=list)
     state_files: list[StateFileStatus] = Field(default_factory=list)
+    processes: list[ProcessStatus] = Field(
+        default_factory=list, description="the helper processes the agent supervises"
+    )
     kernel_knobs: list[KernelKnobStatus] = Field(
         default_factory=list,
         description="sysctls, IPVS timeouts and sync daemons the agent keeps (pool mode, "

@@ -39,6 +39,7 @@ from .status import (
     PeerStatusModel,
     PoolTableStatus,
     PrerequisiteStatus,
+    ProcessStatus,
     RealServerStatus,
     ReloadStatus,
     ServiceStatus,
@@ -158,6 +159,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
             )
             for name, h in agent.state_files().items()
         ],
+        processes=_processes(agent.speaker),
         kernel_knobs=_kernel_knobs(agent),
         last_reload=agent.last_reload,
     )
@@ -308,3 +310,20 @@ def _peers(
             )
         )
     return out
+
+
+def _processes(speaker: Speaker) -> list[ProcessStatus]:
+    """ExaBGP's process, when the speaker says whether it runs (``running``; bfdd joins
+    here once BFD exists: the doctor reads this list)."""
+    running = getattr(speaker, "running", None)
+    if not isinstance(running, bool):
+        return []
+    pid = getattr(speaker, "pid", None)
+    return [
+        ProcessStatus(
+            name="exabgp",
+            running=running,
+            pid=pid if running and isinstance(pid, int) else None,
+            restarts=speaker.restarts(),
+        )
+    ]
