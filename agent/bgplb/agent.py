@@ -70,8 +70,11 @@ class Agent(AgentControl):
         check_node: bool = False,
         knobs: KnobKeeper | None = None,
         image_version: str = "",
+        config_adjust: Callable[[Config], Config] | None = None,
+        legacy_metrics: bool = False,
     ) -> None:
         self.config = config
+        self.config_adjust = config_adjust  # applied to every reloaded file (gocompat)
         self.image_version = image_version  # buildinfo.image_version(); "" off the image
         self.config_path = config_path
         self.dataplane = dataplane
@@ -81,6 +84,7 @@ class Agent(AgentControl):
             per_real_server=config.node.metrics_per_real_server,
             exabgp_version=_exabgp_version(),
             image_version=image_version,
+            legacy_path_gauge=legacy_metrics,
         )
         self.notifier = notifier
         self.watchdog_seconds = watchdog_seconds
@@ -147,6 +151,7 @@ class Agent(AgentControl):
         self.metrics.reconcile_pass(result)
         self.metrics.set_peers(self.speaker.peers())
         self.metrics.set_routes(self.speaker.advertised())
+        self.metrics.set_path_advertisement(self.config, self.speaker.advertised())
         self.metrics.set_speaker(self.speaker)
         sent = int(getattr(self.speaker, "commands_sent", 0))
         if sent > self._commands_seen:
@@ -343,6 +348,7 @@ class Agent(AgentControl):
                 self.health.specs(),
                 self.health.prober,
                 host_issues=host_issues if self.check_node else None,
+                adjust=self.config_adjust,
                 probe=probe,
             )
         except ReloadRefused as refused:

@@ -121,6 +121,13 @@ def _positive(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .gocompat import is_go_command_line
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if is_go_command_line(argv):  # the Go bgp-lb's flags, no subcommand
+        from .gocompat_entry import run_go_command_line
+
+        return run_go_command_line(argv)
     args = _parser().parse_args(argv)
     cmd: str = args.command
     if cmd in ("check-config", "print-config"):

@@ -294,6 +294,9 @@ class ServiceConfig(Strict):
     vips: tuple[Vip, ...] = Field(min_length=1)
     mode: ServiceMode = ServiceMode.IPVS
     interface: str | None = None  # announce mode: the existing interface holding the VIP
+    # announce mode: false announces without looking for the VIP on any interface (the Go
+    # bgp-lb's -network-setup=false); the operator routes the traffic to the node
+    require_vip: bool = True
     ports: tuple[PortConfig, ...] = ()
     real_servers: tuple[RealServerConfig, ...] = ()
     unhealthy_real_server: Literal["weight0", "remove"] = "weight0"
