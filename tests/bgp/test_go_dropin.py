@@ -10,6 +10,7 @@ The Go config has no state_dir/runtime_dir: the agent runs in a private mount na
 tmpfs over /var/lib and /run, so the defaults touch nothing on the host."""
 
 # Blocking process/file calls inside async tests are short and local on purpose.
+# ruff: noqa: ASYNC221
 
 from __future__ import annotations
 
@@ -110,6 +111,17 @@ async def test_go_command_line_with_the_go_example_config_announces_and_exports_
             status_doc = json.loads(st)
             assert status_doc["services"][0]["name"] == "matchbox"
             assert status_doc["services"][0]["decision"] == "announce"
+            # bgp-lb doctor against the live agent: ExaBGP, the session, the acknowledged route
+            res = subprocess.run(
+                ["ip", "netns", "exec", ns, str(BGP_LB), "doctor", str(config), "--json"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            report = json.loads(res.stdout)
+            level = {(f["step"], f["name"]): f["level"] for f in report["findings"]}
+            assert level[("processes", "exabgp")] == "ok", report
+            assert level[("sessions", f"peer {bl.r1_v4(1)}")] == "ok", report
+            assert level[("acknowledged", f"service matchbox -> {bl.r1_v4(1)}")] == "ok", report
+            assert level[("checks", "matchbox/http")] == "ok", report
             # the health check fails -> withdrawn, the gauge drops to 0 (as the Go tool did)
             (www / "healthz").unlink()
             await wait_until(lambda: bl.router.fib(VIP) == [], 20)
