@@ -42,6 +42,10 @@ class GoFlagError(Exception):
     """A command line the Go binary would refuse (exit 2)."""
 
 
+class GoHelp(Exception):  # not an error: -h / -help print the usage, exit 0 (as Go)
+    """``-h`` or ``-help`` among the Go flags."""
+
+
 @dataclass(frozen=True)
 class GoFlags:
     config: str = GO_DEFAULT_CONFIG
@@ -81,6 +85,8 @@ def parse_go_flags(argv: Sequence[str]) -> GoFlags:
         if not name or name[0] in "-=":
             raise GoFlagError(f"bad flag syntax: {arg}")
         name, eq, value = name.partition("=")
+        if name in ("h", "help"):
+            raise GoHelp
         if name not in FLAGS:
             raise GoFlagError(f"flag provided but not defined: -{name}")
         if name in BOOL_FLAGS:

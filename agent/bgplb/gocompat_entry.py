@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .agent import EXIT_CONFIG
 from .config import ConfigError, load_config
-from .gocompat import USAGE, GoFlagError, adjust_config, parse_go_flags
+from .gocompat import USAGE, GoFlagError, GoHelp, adjust_config, parse_go_flags
 from .logs import setup_logging
 
 EXIT_USAGE = 2
@@ -21,6 +21,9 @@ EXIT_USAGE = 2
 def run_go_command_line(argv: Sequence[str]) -> int:
     try:
         flags = parse_go_flags(argv)
+    except GoHelp:
+        print(USAGE)
+        return 0
     except GoFlagError as e:
         print(f"bgp-lb: {e}\n{USAGE}", file=sys.stderr)
         return EXIT_USAGE

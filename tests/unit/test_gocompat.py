@@ -227,3 +227,11 @@ async def test_reload_applies_the_go_flags_again(tmp_path: Path) -> None:
     assert all(s.ports == () for s in h.agent.config.services)
     assert h.agent.config.node.api.metrics_port == 8081
     await h.stop()
+
+
+def test_help_among_the_go_flags_prints_the_usage_and_exits_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["-config", "x.json", "-help"]) == 0
+    assert "-ipvs-setup[=BOOL]" in capsys.readouterr().out
+    assert main(["--log-level=info", "-h"]) == 0
