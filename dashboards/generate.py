@@ -384,9 +384,14 @@ NODE_ROWS = (
             Panel(
                 "Build",
                 Kind.TABLE,
-                (Query(f"bgplb_build_info{{{NODE}}}", "{{version}} {{python}} {{exabgp}}"),),
+                (
+                    Query(
+                        f"bgplb_build_info{{{NODE}}}",
+                        "{{version}} {{python}} {{exabgp}} {{image_version}}",
+                    ),
+                ),
                 "short",
-                "Agent, Python and ExaBGP versions.",
+                "Agent, Python, ExaBGP and image versions.",
                 width=8,
                 height=5,
             ),

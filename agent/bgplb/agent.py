@@ -69,20 +69,30 @@ class Agent(AgentControl):
         watchdog_seconds: float | None = None,
         check_node: bool = False,
         knobs: KnobKeeper | None = None,
+        image_version: str = "",
+        config_adjust: Callable[[Config], Config] | None = None,
+        legacy_metrics: bool = False,
     ) -> None:
         self.config = config
+        self.config_adjust = config_adjust  # applied to every reloaded file (gocompat)
+        self.image_version = image_version  # buildinfo.image_version(); "" off the image
         self.config_path = config_path
         self.dataplane = dataplane
         self.speaker = speaker
         self.clock = clock
         self.metrics = metrics or Metrics(
-            per_real_server=config.node.metrics_per_real_server, exabgp_version=_exabgp_version()
+            per_real_server=config.node.metrics_per_real_server,
+            exabgp_version=_exabgp_version(),
+            image_version=image_version,
+            legacy_path_gauge=legacy_metrics,
         )
         self.notifier = notifier
         self.watchdog_seconds = watchdog_seconds
         self.check_node = check_node
         self.started_at = clock.now()
-        self.admin = AdminStore(config.node.state_dir, clock)
+        self.admin = AdminStore(
+            config.node.state_dir, clock, start_drained=config.node.start_drained
+        )
         self.health = HealthRunner(clock, self._wake, prober)
         self.health.on_result = self._on_check_result
         self.health.on_watch_lost = self.metrics.watch_lost
@@ -141,6 +151,7 @@ class Agent(AgentControl):
         self.metrics.reconcile_pass(result)
         self.metrics.set_peers(self.speaker.peers())
         self.metrics.set_routes(self.speaker.advertised())
+        self.metrics.set_path_advertisement(self.config, self.speaker.advertised())
         self.metrics.set_speaker(self.speaker)
         sent = int(getattr(self.speaker, "commands_sent", 0))
         if sent > self._commands_seen:
@@ -337,6 +348,7 @@ class Agent(AgentControl):
                 self.health.specs(),
                 self.health.prober,
                 host_issues=host_issues if self.check_node else None,
+                adjust=self.config_adjust,
                 probe=probe,
             )
         except ReloadRefused as refused:

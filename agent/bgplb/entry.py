@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .agent import EXIT_CONFIG, Agent
@@ -19,7 +20,7 @@ from .sdnotify import watchdog_interval
 from .signals import install_signals
 
 
-async def _serve(agent: Agent) -> int:
+async def serve_agent(agent: Agent) -> int:
     from .api import build_app, serve
 
     issues = await host_issues(agent.config)
@@ -53,8 +54,14 @@ async def _serve(agent: Agent) -> int:
             await r.cleanup()
 
 
-def build_real_agent(config: Config, config_path: Path) -> Agent:
+def build_real_agent(
+    config: Config,
+    config_path: Path,
+    config_adjust: Callable[[Config], Config] | None = None,
+    go_command_line: bool = False,
+) -> Agent:
     from .bgp.exabgp import ExaBGPSpeaker
+    from .buildinfo import image_version
     from .dataplane.ipvsknobs import NetlinkIpvsKnobs
     from .dataplane.netlink import NetlinkDataplane
     from .dataplane.sysctl import ProcSysctls
@@ -63,13 +70,16 @@ def build_real_agent(config: Config, config_path: Path) -> Agent:
     clock = SystemClock()
     return Agent(
         config,
-        dataplane=NetlinkDataplane(config.node.state_dir),
+        dataplane=NetlinkDataplane(config.node.state_dir, adopt_first_start=go_command_line),
         speaker=ExaBGPSpeaker(clock),
         clock=clock,
         config_path=config_path,
         watchdog_seconds=watchdog_interval(),
         check_node=True,
         knobs=KnobKeeper(ProcSysctls(), NetlinkIpvsKnobs(), clock=clock),
+        image_version=image_version(),
+        config_adjust=config_adjust,
+        legacy_metrics=go_command_line,
     )
 
 
@@ -85,4 +95,4 @@ def run_agent(args: argparse.Namespace) -> int:
         args.log_format or config.node.log.format, args.log_level or config.node.log.level
     )
     agent = build_real_agent(config, path)
-    return asyncio.run(_serve(agent))
+    return asyncio.run(serve_agent(agent))

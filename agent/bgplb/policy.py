@@ -103,7 +103,7 @@ def desired_state(
     for svc in config.services:
         if svc.mode is ServiceMode.IPVS:
             links.add(LinkSpec(svc.name))
-        for vip in svc.vips:
+        for vip in svc.vips if svc.mode is ServiceMode.IPVS or svc.require_vip else ():
             need = _vip_objects(config.node, svc, vip, health, services, real_servers)
             needs.append(need)
             addresses.add(need.address)

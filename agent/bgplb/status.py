@@ -122,7 +122,12 @@ class KernelKnobStatus(Frozen):
 class NodeStatus(Frozen):
     router_id: ipaddress.IPv4Address
     local_as: int = Field(ge=1)
-    version: str
+    version: str = Field(description="the agent's version")
+    image_version: str = Field(
+        default="",
+        description="the appliance image's version (IMAGE_VERSION in /etc/os-release); "
+        "empty off the image",
+    )
     ready: bool
     drained: bool
     uptime: float = Field(ge=0, description="seconds since the agent started")
@@ -138,6 +143,15 @@ class NodeStatus(Frozen):
     mutating_api: str | None = Field(
         default=None, description="why drain/undrain/reload are disabled; null: enabled"
     )
+
+
+class ProcessStatus(Frozen):
+    """A helper process the agent runs and supervises (ExaBGP; bfdd once BFD exists)."""
+
+    name: str = Field(description="exabgp (later: bfdd)")
+    running: bool
+    pid: int | None = None
+    restarts: int = Field(default=0, ge=0, description="restarts since the agent started")
 
 
 class StateFileStatus(Frozen):
@@ -166,6 +180,9 @@ class StatusResponse(Frozen):
     peers: list[PeerStatusModel] = Field(default_factory=list)
     prerequisites: list[PrerequisiteStatus] = Field(default_factory=list)
     state_files: list[StateFileStatus] = Field(default_factory=list)
+    processes: list[ProcessStatus] = Field(
+        default_factory=list, description="the helper processes the agent supervises"
+    )
     kernel_knobs: list[KernelKnobStatus] = Field(
         default_factory=list,
         description="sysctls, IPVS timeouts and sync daemons the agent keeps (pool mode, "

@@ -39,6 +39,7 @@ from .status import (
     PeerStatusModel,
     PoolTableStatus,
     PrerequisiteStatus,
+    ProcessStatus,
     RealServerStatus,
     ReloadStatus,
     ServiceStatus,
@@ -88,6 +89,8 @@ class StatusSource(Protocol):
     @property
     def started_at(self) -> float: ...
     @property
+    def image_version(self) -> str: ...
+    @property
     def prerequisites(self) -> Sequence[Prerequisite]: ...
     @property
     def api_token(self) -> ApiTokenLike | None: ...
@@ -130,6 +133,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
         router_id=config.node.router_id,
         local_as=config.node.local_as,
         version=__version__,
+        image_version=agent.image_version,
         ready=agent.ready(),
         drained=admin.node_drained_at is not None,
         uptime=max(0.0, now - agent.started_at),
@@ -155,6 +159,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
             )
             for name, h in agent.state_files().items()
         ],
+        processes=_processes(agent.speaker),
         kernel_knobs=_kernel_knobs(agent),
         last_reload=agent.last_reload,
     )
@@ -305,3 +310,20 @@ def _peers(
             )
         )
     return out
+
+
+def _processes(speaker: Speaker) -> list[ProcessStatus]:
+    """ExaBGP's process, when the speaker says whether it runs (``running``; bfdd joins
+    here once BFD exists: the doctor reads this list)."""
+    running = getattr(speaker, "running", None)
+    if not isinstance(running, bool):
+        return []
+    pid = getattr(speaker, "pid", None)
+    return [
+        ProcessStatus(
+            name="exabgp",
+            running=running,
+            pid=pid if running and isinstance(pid, int) else None,
+            restarts=speaker.restarts(),
+        )
+    ]

@@ -191,14 +191,21 @@ def _unknown_peer(config: Config, name: str, known: str) -> str:
 
 def _mode(s: ServiceConfig, p: str) -> Iterator[ConfigIssue]:
     if s.mode is ServiceMode.ANNOUNCE:
-        if s.interface is None:
+        if s.interface is None and s.require_vip:
             yield ConfigIssue(f"{p}.interface", "required in announce mode (e.g. lo)")
         for field in ("ports", "real_servers"):
             if getattr(s, field):
                 yield ConfigIssue(
                     f"{p}.{field}", "announce mode has no IPVS: remove it (or use mode: ipvs)"
                 )
-    elif s.interface is not None:
+    else:
+        if not s.require_vip:
+            yield ConfigIssue(
+                f"{p}.require_vip",
+                "only used in announce mode: ipvs mode puts the VIP on its dummy",
+            )
+        if s.interface is None:
+            return
         yield ConfigIssue(
             f"{p}.interface",
             "only used in announce mode; in ipvs mode the VIP goes on a dummy interface named "

@@ -73,6 +73,9 @@ class NodeConfig(Strict):
     loop_lag_interval: float = Field(default=0.010, ge=0.001, le=10.0)
     ipvs: IpvsKnobsConfig | None = None  # timeouts and memory defense (pool mode: defaults)
     connection_sync: ConnectionSyncConfig | None = None  # IPVS sync daemons (docs/forwarding.md)
+    # a fresh state_dir (no admin.json: a new or replaced disk) starts the node drained until
+    # an operator undrains; an existing admin.json wins (docs/operations.md)
+    start_drained: bool = False
 
     @property
     def local_backend_v4(self) -> ipaddress.IPv4Address:
@@ -292,6 +295,9 @@ class ServiceConfig(Strict):
     vips: tuple[Vip, ...] = Field(min_length=1)
     mode: ServiceMode = ServiceMode.IPVS
     interface: str | None = None  # announce mode: the existing interface holding the VIP
+    # announce mode: false announces without looking for the VIP on any interface (the Go
+    # bgp-lb's -network-setup=false); the operator routes the traffic to the node
+    require_vip: bool = True
     ports: tuple[PortConfig, ...] = ()
     real_servers: tuple[RealServerConfig, ...] = ()
     unhealthy_real_server: Literal["weight0", "remove"] = "weight0"

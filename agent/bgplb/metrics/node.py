@@ -27,9 +27,10 @@ from prometheus_client.registry import Collector
 from .. import __version__
 from ..exposition import FastSnapshot
 from ..logs import bad_requests_seen
-from ..model import ObservedDataplane, PeerKey, PeerState, PeerStatus
+from ..model import ObservedDataplane, PeerKey, PeerState, PeerStatus, RouteSet
 from .ipvs import DataplaneSource, IPVSCollector, VipServices
 from .ipvs import render as render_ipvs
+from .legacy import LegacyConfig, LegacyPathGauge
 from .services import ConfigLike, ServiceMetrics
 
 if TYPE_CHECKING:  # types only: metrics must not pull the core in at import time
@@ -75,6 +76,8 @@ class Metrics(ServiceMetrics):
         dataplane: DataplaneSource | None = None,
         per_real_server: bool = True,
         exabgp_version: str = "",
+        image_version: str = "",
+        legacy_path_gauge: bool = False,
         bad_requests: Callable[[], int] = bad_requests_seen,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -158,11 +161,15 @@ class Metrics(ServiceMetrics):
         )
         self.build_info = Gauge(
             "bgplb_build_info",
-            "Always 1; labels carry the agent, Python and ExaBGP versions.",
-            ["version", "python", "exabgp"],
+            "Always 1; labels carry the agent, Python, ExaBGP and appliance image versions "
+            "(image_version: IMAGE_VERSION in /etc/os-release, empty off the image).",
+            ["version", "python", "exabgp", "image_version"],
             registry=r,
         )
-        self.build_info.labels(__version__, platform.python_version(), exabgp_version).set(1)
+        self.build_info.labels(
+            __version__, platform.python_version(), exabgp_version, image_version
+        ).set(1)
+        self.legacy = LegacyPathGauge(r) if legacy_path_gauge else None  # the Go tool's gauge
         self.state_file_ok = Gauge(
             "bgplb_state_file_ok",
             "1 while the state file is as it should be; 0 while it needs an operator.",
@@ -245,6 +252,11 @@ class Metrics(ServiceMetrics):
         self.node_drained.set(1 if admin.node_drained_at is not None else 0)
 
     # ------------------------------------------------------------------ BGP
+
+    def set_path_advertisement(self, config: LegacyConfig, advertised: RouteSet) -> None:
+        """The Go bgp-lb's ``bgp_lb_path_advertisement`` (only when it is exported)."""
+        if self.legacy is not None:
+            self.legacy.set(config, advertised)
 
     def set_peers(self, peers: Mapping[PeerKey, PeerStatus]) -> None:
         """Session state per peer; counts up/down transitions; forgets removed peers."""
