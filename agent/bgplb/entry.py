@@ -54,6 +54,7 @@ async def _serve(agent: Agent) -> int:
 
 
 def build_real_agent(config: Config, config_path: Path) -> Agent:
+    from .bfd.frr import FrrBfd
     from .bgp.exabgp import ExaBGPSpeaker
     from .dataplane.ipvsknobs import NetlinkIpvsKnobs
     from .dataplane.netlink import NetlinkDataplane
@@ -70,6 +71,7 @@ def build_real_agent(config: Config, config_path: Path) -> Agent:
         watchdog_seconds=watchdog_interval(),
         check_node=True,
         knobs=KnobKeeper(ProcSysctls(), NetlinkIpvsKnobs(), clock=clock),
+        bfd=FrrBfd(clock),  # idle until a peer has bfd set
     )
 
 

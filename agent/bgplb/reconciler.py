@@ -28,6 +28,8 @@ from typing import Protocol
 
 from .admin import AdminState
 from .applier import ADD_BATCH, Applier
+from .bfd.base import BfdSession
+from .bfd.hold import held_peers, hold_routes
 from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config
@@ -40,6 +42,7 @@ from .model import (
     Decision,
     IPNetwork,
     ObservedDataplane,
+    PeerKey,
     Reason,
     RouteSet,
     VirtualServiceKey,
@@ -81,6 +84,12 @@ class AdminSource(Protocol):
     def state(self) -> AdminState: ...
 
 
+class BfdSource(Protocol):
+    """``bfd.base.Bfd``: the BFD session per peer with ``bfd`` set."""
+
+    def sessions(self) -> Mapping[PeerKey, BfdSession]: ...
+
+
 class KnobSource(Protocol):
     """``knobkeeper.KnobKeeper``: the node's kernel knobs (never raises, bounds itself)."""
 
@@ -100,6 +109,7 @@ class PassResult:
     withdrew_first: bool = False  # routes were withdrawn before removals
     conflicts: Mapping[str, str] = field(default_factory=dict)
     pools: tuple[PoolView, ...] = ()  # pool-mode virtual services: order and fingerprint
+    held: Mapping[PeerKey, str] = field(default_factory=dict)  # peer -> why it gets no route
 
 
 class Reconciler:
@@ -117,9 +127,11 @@ class Reconciler:
         pass_timeout: float = PASS_TIMEOUT,
         io_timeout: float = IO_TIMEOUT,
         knobs: KnobSource | None = None,
+        bfd: BfdSource | None = None,
     ) -> None:
         self._config = config
         self._knobs = knobs
+        self._bfd = bfd
         self._owners = vip_owners(config)
         self._dataplane = dataplane
         self._speaker = speaker
@@ -285,7 +297,8 @@ class Reconciler:
             applied, errors = await self._applier.apply_all(steps.actions)
             observed = await self._applier.observe()
         routes, decisions = announceable(desired, observed, steps.conflicts)
-        routes = await self._gate.announce(routes, fast_seen, self._wanted_now)
+        held = held_peers(config, self._bfd.sessions()) if self._bfd is not None else {}
+        routes = await self._gate.announce(hold_routes(routes, held), fast_seen, self._wanted_now)
         result = PassResult(
             decisions=decisions,
             observed=observed,
@@ -296,6 +309,7 @@ class Reconciler:
             withdrew_first=withdrew,
             conflicts=steps.conflicts,
             pools=pool_views(desired.pools, observed),
+            held=held,
         )
         self._log_pools(result.pools, steps.rebuilt)
         self._log_changes(result)
