@@ -88,3 +88,20 @@ async def test_a_reload_that_turns_bfd_off_releases_the_peer(tmp_path: Path) -> 
     assert bfd.sessions() == {}
     await h.until(lambda: VIP in h.announced(EBGP_PEER), limit=1.0)
     assert await h.stop() == 0
+
+
+async def test_bgp_lb_status_shows_bfd_and_why_routes_are_held(tmp_path: Path) -> None:
+    import io
+
+    from bgplb.client import print_status
+
+    h, _ = harness(tmp_path)
+    await h.start()
+    await h.clock.advance(1.0)
+    out = io.StringIO()
+    print_status(h.agent.status(), out)
+    [row] = [line for line in out.getvalue().splitlines() if line.startswith(EBGP_PEER)]
+    assert row.endswith("bfd down; held: bfd_not_up: bfd session down")
+    [other] = [line for line in out.getvalue().splitlines() if line.startswith(IBGP_PEER)]
+    assert "bfd" not in other
+    assert await h.stop() == 0
