@@ -441,7 +441,7 @@ NODE_ROWS = (
                     ),
                 ),
                 "short",
-                "BFD state changes the agent saw (it polls bfdd every second: shorter flaps can "
+                "BFD state changes the agent saw (it polls bfdd every 1-5 s: shorter flaps can "
                 "be missed; the router's counters are exact) and restarts of bfdd or zebra.",
                 width=12,
             ),

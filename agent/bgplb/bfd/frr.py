@@ -3,10 +3,10 @@
 Each daemon gets its own pid file, zserv socket, vty socket directory and bfdd control
 socket there (no ``-N``, no /etc/frr), reads a config file rendered from ``peers[].bfd``,
 runs under the guard (never outlives the agent) and is restarted with backoff. Sessions are
-observed with ``vtysh --vty_socket DIR -c 'show bfd peers json'`` every ``poll_interval``
-(each call bounded by ``vtysh_timeout``); a change wakes the reconciler. A reload edits
-bfdd's peers through vtysh (unchanged sessions are kept); if that fails bfdd is restarted on
-the new file. Nothing runs when no peer has ``bfd`` set.
+observed with ``vtysh --vty_socket DIR -c 'show bfd peers json'`` every second until all are
+Up, then every 5 s (each call bounded by ``vtysh_timeout``); a change wakes the reconciler.
+A reload edits bfdd's peers through vtysh (unchanged sessions are kept); if that fails bfdd
+is restarted on the new file. Nothing runs when no peer has ``bfd`` set.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class FrrBfd:
         netns: str | None = None,
         frr_bin: Path = FRR_BIN,
         poll_interval: float = 1.0,
+        steady_interval: float = 5.0,
         vtysh_timeout: float = 2.0,
         zserv_wait: float = 10.0,
         lookup: Lookup = lookup_route,
@@ -68,6 +69,7 @@ class FrrBfd:
         self._netns = netns
         self._bin = frr_bin
         self._poll_interval = poll_interval
+        self._steady_interval = steady_interval
         self._vtysh_timeout = vtysh_timeout
         self._zserv_wait = zserv_wait
         self._lookup = lookup
@@ -201,9 +203,13 @@ class FrrBfd:
     # ------------------------------------------------------------------ observation
 
     async def _poll(self) -> None:
+        """Every ``poll_interval`` until every session is Up (routes wait for it), then every
+        ``steady_interval``: each vtysh call costs ~30-60 ms of CPU. The router, not this
+        poll, acts on a session going down."""
         while True:
             await self.observe()
-            await self._clock.sleep(self._poll_interval)
+            steady = all(s.state is BfdState.UP for s in self._sessions.values())
+            await self._clock.sleep(self._steady_interval if steady else self._poll_interval)
 
     async def observe(self) -> None:
         """One ``show bfd peers json``; wakes the reconciler when a state changed."""

@@ -1,7 +1,7 @@
 """The BFD families (peers with ``peers[].bfd``): session up, state changes, daemon restarts.
 
-State changes are the ones the agent saw: it polls bfdd (bfd/frr.py), so a flap shorter than
-the poll interval can go uncounted; the router's own counters are exact.
+State changes are the ones the agent saw: it polls bfdd every 1-5 s (bfd/frr.py), so a flap
+shorter than that can go uncounted; the router's own counters are exact.
 """
 
 from __future__ import annotations
