@@ -176,3 +176,29 @@ async def test_a_peer_whose_bfd_never_comes_up_gets_no_route(
     assert st["held"].startswith("bfd_not_up: bfd session ")
     assert st["routes_advertised"] == 0
     assert bl.router.fib(VIP) == []
+
+
+async def test_a_reload_retimes_the_session_without_a_flap(
+    bgp_lab_factory, agent_factory: AgentFactory
+) -> None:  # type: ignore[no-untyped-def]
+    bl: BgpLab = bgp_lab_factory(n_lbs=1, bfd=(100, 3))
+    agent = start_agent(agent_factory, bl)
+    await up_with_bfd(bl, agent)
+    flaps = bl.router.peer_flaps(bl.lb_v4(1))
+
+    def remote_rx() -> int:
+        out = bl.router.vtysh_json_list("show bfd peers json")
+        [p] = [p for p in out if p.get("peer") == bl.lb_v4(1)]
+        return int(p["remote-receive-interval"])
+
+    assert remote_rx() == 100
+    agent.config["peers"][0]["bfd"] = {"interval_ms": 200, "multiplier": 3}
+    agent.write_config()
+    agent.signal(signal.SIGHUP)
+    await wait_until(lambda: len(agent.events("config_reloaded")) == 1, 15, interval=0.2)
+    await wait_until(lambda: remote_rx() == 200, 10, interval=0.2)
+    assert bl.router.bfd_peers()[bl.lb_v4(1)] == "up"
+    assert bl.router.peer_flaps(bl.lb_v4(1)) == flaps  # BGP not reset
+    assert bl.router.fib(VIP) == [bl.lb_v4(1)]
+    assert agent.events("bfd_reconfigured")
+    assert not agent.events("bfd_reconfigure_failed")

@@ -137,10 +137,16 @@ class Router:
             run(*argv, timeout=self.command_timeout)
             self.pids[daemon] = _read_pid(pidfile, timeout=max(5.0, self.command_timeout))
 
+    def vtysh_json_list(self, command: str) -> list[dict[str, object]]:
+        out = json.loads(self.vtysh(command) or "[]")
+        assert isinstance(out, list)
+        return out
+
     def bfd_peers(self) -> dict[str, str]:
         """peer address -> BFD state as this router's bfdd sees it."""
-        out = json.loads(self.vtysh("show bfd peers json") or "[]")
-        return {str(p["peer"]): str(p["status"]) for p in out}
+        return {
+            str(p["peer"]): str(p["status"]) for p in self.vtysh_json_list("show bfd peers json")
+        }
 
     def stop(self) -> None:
         kill_pids([p for d, p in sorted(self.pids.items(), key=lambda x: x[0] != "bgpd")])
