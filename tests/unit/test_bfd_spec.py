@@ -124,3 +124,17 @@ def test_route_lookup_argv_and_answer() -> None:
     answer = '[{"dst":"10.0.1.1","dev":"eth0","prefsrc":"10.0.1.2","flags":[],"uid":0}]'
     assert parse_route(answer) == PeerRoute("eth0", "10.0.1.2")
     assert parse_route("[]") == PeerRoute(None, None)
+
+
+def test_check_node_wants_frr_only_for_bfd_peers(tmp_path: Any) -> None:
+    from bgplb.dataplane.prereq import check_frr, check_prerequisites
+
+    assert not [p for p in check_prerequisites(cfg(PLAIN), tmp_path) if "frr" in p.name]
+    missing = {p.name: p for p in check_prerequisites(cfg(ONE_HOP), tmp_path)}
+    assert not missing["program /usr/lib/frr/bfdd"].ok
+    assert "apt-get install frr" in missing["program /usr/lib/frr/bfdd"].fix
+    for rel in ("usr/lib/frr/zebra", "usr/lib/frr/bfdd", "usr/bin/vtysh"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("#!/bin/sh\n")
+        (tmp_path / rel).chmod(0o755)
+    assert all(p.ok for p in check_frr(tmp_path))
