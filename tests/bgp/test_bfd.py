@@ -202,3 +202,21 @@ async def test_a_reload_retimes_the_session_without_a_flap(
     assert bl.router.fib(VIP) == [bl.lb_v4(1)]
     assert agent.events("bfd_reconfigured")
     assert not agent.events("bfd_reconfigure_failed")
+
+
+async def test_ipv6_sessions_come_up_too(bgp_lab_factory, agent_factory: AgentFactory) -> None:  # type: ignore[no-untyped-def]
+    bl: BgpLab = bgp_lab_factory(n_lbs=1, bfd=(100, 3))
+    peers = [peer(bl, 1, bfd=BFD), peer(bl, 1, v6=True, bfd=BFD, next_hop_v4=bl.lb_v4(1))]
+    agent, _ = agent_factory(bl, 1, peers=peers, start=False)
+    os.chmod(agent.workdir, 0o711)
+    agent.start()
+
+    def both_up() -> bool:
+        seen = bl.router.bfd_peers()
+        return seen.get(bl.lb_v4(1)) == "up" and seen.get(bl.lb_v6(1)) == "up"
+
+    await wait_until(both_up, 20, interval=0.2)
+    await wait_until(
+        lambda: [p["bfd"] for p in agent.status()["peers"]] == ["up", "up"], 10, interval=0.2
+    )
+    await wait_until(lambda: bl.router.fib(VIP) == [bl.lb_v4(1)], 10, interval=0.1)
