@@ -417,6 +417,41 @@ NODE_ROWS = (
             ),
         ),
     ),
+    Row(
+        "BFD",
+        (
+            Panel(
+                "BFD session up per peer",
+                Kind.TIMESERIES,
+                (Query(f"bgplb_bfd_session_up{{{NODE}}}", "{{peer}}"),),
+                "short",
+                "Peers with bfd set: 1 while bfdd's session is Up (the BGP sessions panel above "
+                "shows BGP). BGP up with BFD down means the router's fast failover is gone (FRR "
+                "8.4 tears BGP down only on an Up -> Down transition): alert "
+                "BgplbBfdDownWhileBgpEstablished.",
+                width=12,
+            ),
+            Panel(
+                "BFD state changes and bfdd restarts (15m)",
+                Kind.TIMESERIES,
+                (
+                    Query(
+                        "sum by (peer, state) (increase("
+                        f"bgplb_bfd_session_state_changes_total{{{NODE}}}[15m]))",
+                        "{{peer}} -> {{state}}",
+                    ),
+                    Query(
+                        f"increase(bgplb_bfd_daemon_restarts_total{{{NODE}}}[15m])",
+                        "bfdd/zebra restarts",
+                    ),
+                ),
+                "short",
+                "BFD state changes the agent saw (it polls bfdd every 1-5 s: shorter flaps can "
+                "be missed; the router's counters are exact) and restarts of bfdd or zebra.",
+                width=12,
+            ),
+        ),
+    ),
 )
 
 NODE_VAR = 'label_values(up{job="bgplb"}, node)'

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import __version__
 from .admin import AdminStore
 from .apitoken import ApiToken
+from .bfd.base import Bfd
 from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config
@@ -72,6 +73,7 @@ class Agent(AgentControl):
         image_version: str = "",
         config_adjust: Callable[[Config], Config] | None = None,
         legacy_metrics: bool = False,
+        bfd: Bfd | None = None,
     ) -> None:
         self.config = config
         self.config_adjust = config_adjust  # applied to every reloaded file (gocompat)
@@ -97,6 +99,7 @@ class Agent(AgentControl):
         self.health.on_result = self._on_check_result
         self.health.on_watch_lost = self.metrics.watch_lost
         self.knobs = knobs  # sysctls, IPVS timeouts, sync daemons (knobkeeper.py)
+        self.bfd = bfd  # FRR's bfdd for peers with bfd set (bfd/); None: no peer has it
         self.reconciler = Reconciler(
             config,
             dataplane,
@@ -106,6 +109,7 @@ class Agent(AgentControl):
             clock,
             on_pass=self._on_pass,
             knobs=knobs,
+            bfd=bfd,
         )
         self.api_token: ApiToken | None = None  # set by _serve
         adopt = getattr(dataplane, "set_desired_source", None)
@@ -150,6 +154,8 @@ class Agent(AgentControl):
         """Called by the reconciler after each pass: metrics follow the new state."""
         self.metrics.reconcile_pass(result)
         self.metrics.set_peers(self.speaker.peers())
+        if self.bfd is not None:
+            self.metrics.set_bfd(self.bfd.sessions(), self.bfd.restarts())
         self.metrics.set_routes(self.speaker.advertised())
         self.metrics.set_path_advertisement(self.config, self.speaker.advertised())
         self.metrics.set_speaker(self.speaker)
@@ -188,6 +194,8 @@ class Agent(AgentControl):
         self.metrics.set_observed_source(lambda: getattr(self.reconciler.last, "observed", None))
         self.loop_lag.start()  # bgplb_event_loop_lag_seconds
         await self.dataplane.start(self._wake)
+        if self.bfd is not None:  # before the speaker: its routes wait for BFD Up
+            await self.bfd.start(self.config, self._wake)
         await self.speaker.start(self.config, self._wake)
         self.health.configure(self.config)
         self.metrics.set_drained(self.admin.state, self.config)
@@ -216,6 +224,7 @@ class Agent(AgentControl):
                 log, "task_crashed", level=logging.CRITICAL, task=task.get_name(), error=repr(exc)
             )
             await self._emergency_withdraw()
+            await self._stop_bfd()
             await self._cancel_tasks(stop_wait)
             self.loop_lag.stop()
             return EXIT_CRASH
@@ -225,6 +234,7 @@ class Agent(AgentControl):
         await self.reconciler.shutdown(
             self.config.node.shutdown_grace, self.config.node.keep_dataplane_on_exit
         )
+        await self._stop_bfd()  # only now: the speaker closed its sessions first
         await self.dataplane.close()
         log_event(log, "agent_stopped")
         self.loop_lag.stop()
@@ -258,6 +268,15 @@ class Agent(AgentControl):
                 await self.speaker.stop()
         except Exception as exc:  # best effort: we are going down anyway
             log_event(log, "emergency_withdraw_failed", level=logging.ERROR, error=repr(exc))
+
+    async def _stop_bfd(self) -> None:
+        if self.bfd is None:
+            return
+        try:
+            async with asyncio.timeout(10):
+                await self.bfd.stop()
+        except Exception as exc:  # best effort: the guards kill the daemons with us anyway
+            log_event(log, "bfd_stop_failed", level=logging.ERROR, error=repr(exc))
 
     # ------------------------------------------------------------------ watchdog
 
@@ -370,6 +389,8 @@ class Agent(AgentControl):
                 except Exception as again:
                     errors.append(f"speaker: restoring the previous peers failed: {again}")
                 return ReloadResult(ok=False, errors=errors)
+            if self.bfd is not None:  # logs and falls back to a bfdd restart by itself
+                await self.bfd.reconfigure(new)
         self.config = new
         self.loop_lag.interval = new.node.loop_lag_interval  # from the next tick on
         self.health.configure(new)

@@ -29,7 +29,7 @@ from .drainwatch import (
     watch_traffic,
 )
 from .model import ServiceMode
-from .status import ServiceStatus, StatusResponse
+from .status import PeerStatusModel, ServiceStatus, StatusResponse
 
 DEFAULT_API = "http://127.0.0.1:9180"
 HTTP_TIMEOUT = 10.0  # seconds per request
@@ -128,6 +128,17 @@ def _error_text(err: urllib.error.HTTPError) -> str:
 # --------------------------------------------------------------------------- output
 
 
+def _peer_reason(p: PeerStatusModel) -> str:
+    """The session's reason, and for a peer with bfd set its BFD state and why its routes
+    are held (``bfd_not_up``)."""
+    parts = [p.reason] if p.reason else []
+    if p.bfd is not None:
+        parts.append(f"bfd {p.bfd}")
+    if p.held:
+        parts.append(f"held: {p.held}")
+    return "; ".join(parts)
+
+
 def _table(rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -171,7 +182,7 @@ def print_status(status: StatusResponse, out: TextIO) -> None:
                 str(p.state),
                 str(p.routes_advertised),
                 p.name or "-",
-                p.reason,
+                _peer_reason(p),
             ]
         )
     if len(prow) > 1:

@@ -60,6 +60,7 @@ def build_real_agent(
     config_adjust: Callable[[Config], Config] | None = None,
     go_command_line: bool = False,
 ) -> Agent:
+    from .bfd.frr import FrrBfd
     from .bgp.exabgp import ExaBGPSpeaker
     from .buildinfo import image_version
     from .dataplane.ipvsknobs import NetlinkIpvsKnobs
@@ -80,6 +81,7 @@ def build_real_agent(
         image_version=image_version(),
         config_adjust=config_adjust,
         legacy_metrics=go_command_line,
+        bfd=FrrBfd(clock),  # idle until a peer has bfd set
     )
 
 

@@ -28,6 +28,8 @@ from typing import Protocol
 
 from .admin import AdminState
 from .applier import ADD_BATCH, Applier
+from .bfd.base import BfdSession
+from .bfd.hold import held_peers, hold_routes
 from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config
@@ -41,6 +43,7 @@ from .model import (
     Decision,
     IPNetwork,
     ObservedDataplane,
+    PeerKey,
     Reason,
     RouteSet,
     VirtualServiceKey,
@@ -82,6 +85,12 @@ class AdminSource(Protocol):
     def state(self) -> AdminState: ...
 
 
+class BfdSource(Protocol):
+    """``bfd.base.Bfd``: the BFD session per peer with ``bfd`` set."""
+
+    def sessions(self) -> Mapping[PeerKey, BfdSession]: ...
+
+
 class KnobSource(Protocol):
     """``knobkeeper.KnobKeeper``: the node's kernel knobs (never raises, bounds itself)."""
 
@@ -101,6 +110,7 @@ class PassResult:
     withdrew_first: bool = False  # routes were withdrawn before removals
     conflicts: Mapping[str, str] = field(default_factory=dict)
     pools: tuple[PoolView, ...] = ()  # pool-mode virtual services: order and fingerprint
+    held: Mapping[PeerKey, str] = field(default_factory=dict)  # peer -> why it gets no route
 
 
 class Reconciler:
@@ -118,9 +128,11 @@ class Reconciler:
         pass_timeout: float = PASS_TIMEOUT,
         io_timeout: float = IO_TIMEOUT,
         knobs: KnobSource | None = None,
+        bfd: BfdSource | None = None,
     ) -> None:
         self._config = config
         self._knobs = knobs
+        self._bfd = bfd
         self._owners = vip_owners(config)
         self._dataplane = dataplane
         self._speaker = speaker
@@ -267,8 +279,8 @@ class Reconciler:
         config = self._config
         fast_seen = self._gate.fast_withdrawals
         health = self._health.snapshot()
-        held = self._bandwidth.update(config, capacities(config, health), started)
-        desired = desired_state(config, health, self._admin.state, started, held)
+        bandwidth = self._bandwidth.update(config, capacities(config, health), started)
+        desired = desired_state(config, health, self._admin.state, started, bandwidth)
         self._next_change = min(
             (t for t in (desired.next_change, self._bandwidth.next_change) if t is not None),
             default=None,
@@ -292,7 +304,8 @@ class Reconciler:
             applied, errors = await self._applier.apply_all(steps.actions)
             observed = await self._applier.observe()
         routes, decisions = announceable(desired, observed, steps.conflicts)
-        routes = await self._gate.announce(routes, fast_seen, self._wanted_now)
+        held = held_peers(config, self._bfd.sessions()) if self._bfd is not None else {}
+        routes = await self._gate.announce(hold_routes(routes, held), fast_seen, self._wanted_now)
         result = PassResult(
             decisions=decisions,
             observed=observed,
@@ -303,6 +316,7 @@ class Reconciler:
             withdrew_first=withdrew,
             conflicts=steps.conflicts,
             pools=pool_views(desired.pools, observed),
+            held=held,
         )
         self._log_pools(result.pools, steps.rebuilt)
         self._log_changes(result)

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .bfd.base import BfdState
 from .model import (
     CheckStatus,
     Decision,
@@ -97,6 +98,15 @@ class PeerStatusModel(Frozen):
     state: PeerState
     reason: str = Field(default="", description="why the session is not up, as reported")
     routes_advertised: int = Field(default=0, ge=0)
+    bfd: BfdState | None = Field(
+        default=None, description="the BFD session's state (peers with bfd set; else null)"
+    )
+    bfd_detail: str = Field(default="", description="why BFD is unknown, or bfdd's diagnostic")
+    held: str = Field(
+        default="",
+        description="why this peer gets no route now (bfd_not_up: announced only once its BFD "
+        "session is Up)",
+    )
 
 
 class PrerequisiteStatus(Frozen):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import __version__
+from .bfd.base import Bfd, BfdSession
 from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config, ServiceConfig
@@ -87,6 +88,8 @@ class StatusSource(Protocol):
     @property
     def speaker(self) -> Speaker: ...
     @property
+    def bfd(self) -> Bfd | None: ...
+    @property
     def started_at(self) -> float: ...
     @property
     def image_version(self) -> str: ...
@@ -144,7 +147,13 @@ def build_status(agent: StatusSource) -> StatusResponse:
     return StatusResponse(
         node=node,
         services=services,
-        peers=_peers(config, agent.speaker.peers(), advertised),
+        peers=_peers(
+            config,
+            agent.speaker.peers(),
+            advertised,
+            agent.bfd.sessions() if agent.bfd is not None else {},
+            last.held if last else {},
+        ),
         prerequisites=[
             PrerequisiteStatus(name=p.name, ok=p.ok, detail=p.detail, fix=p.fix)
             for p in agent.prerequisites
@@ -293,11 +302,16 @@ def _real_servers(
 
 
 def _peers(
-    config: Config, states: Mapping[PeerKey, PeerStatus], advertised: RouteSet
+    config: Config,
+    states: Mapping[PeerKey, PeerStatus],
+    advertised: RouteSet,
+    bfd: Mapping[PeerKey, BfdSession],
+    held: Mapping[PeerKey, str],
 ) -> list[PeerStatusModel]:
     out = []
     for peer in config.peers:
         st = states.get(peer.key)
+        session = bfd.get(peer.key)
         out.append(
             PeerStatusModel(
                 address=peer.key,
@@ -307,6 +321,9 @@ def _peers(
                 state=st.state if st else PeerState.IDLE,
                 reason=st.reason if st else "",
                 routes_advertised=len(advertised.get(peer.key, ())),
+                bfd=session.state if session is not None else None,
+                bfd_detail=session.detail if session is not None else "",
+                held=held.get(peer.key, ""),
             )
         )
     return out

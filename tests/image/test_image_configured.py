@@ -255,7 +255,10 @@ def test_unit_hardening_and_exabgp_in_the_agents_cgroup(node: Node) -> None:
     assert set(values["CapabilityBoundingSet"].split()) == {
         "cap_net_admin", "cap_net_bind_service", "cap_net_raw",
         "cap_setuid", "cap_setgid", "cap_kill",
+        "cap_sys_admin", "cap_chown",  # FRR's zebra + bfdd for peers[].bfd (docs/bgp.md)
     }  # fmt: skip
+    # no second zebra: Debian's own FRR service is masked (the agent runs its own)
+    assert node.ssh.run("systemctl is-enabled frr.service || true").strip() == "masked"
     assert values["NoNewPrivileges"] == "yes"
     assert values["ProtectSystem"] == "strict"
     assert values["Restart"] == "on-failure"

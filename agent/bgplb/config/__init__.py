@@ -10,6 +10,7 @@ from __future__ import annotations
 from .attributes import ServiceState, default_attributes, route_attributes
 from .bandwidth import LinkBandwidthConfig
 from .base import CHECK_NAME_RE, IFNAME_RE, SCHEDULERS, Strict
+from .bfd import BfdConfig
 from .crosschecks import check_against_host, check_config
 from .fields import GSHUT
 from .issues import ConfigError, ConfigIssue
@@ -40,6 +41,7 @@ __all__ = [
     "SCHEDULERS",
     "ApiConfig",
     "AttributesConfig",
+    "BfdConfig",
     "Check",
     "CheckBase",
     "Config",

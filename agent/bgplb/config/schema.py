@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 from ..model import ForwardMethod, PeerType, Protocol, RouteAttributes, ServiceMode
 from .bandwidth import LinkBandwidthConfig, parse_link_bandwidth
 from .base import CHECK_NAME_RE, IFNAME_RE, SCHEDULERS, Strict
+from .bfd import BfdConfig
 from .fields import (
     GSHUT,
     Community,
@@ -35,7 +36,7 @@ from .fields import (
 )
 from .knobs import ConnectionSyncConfig, IpvsKnobsConfig
 
-__all__ = ["GSHUT", "ConnectionSyncConfig", "IpvsKnobsConfig", "Strict"]
+__all__ = ["GSHUT", "BfdConfig", "ConnectionSyncConfig", "IpvsKnobsConfig", "Strict"]
 
 # --------------------------------------------------------------------------- node
 
@@ -97,6 +98,7 @@ class PeerConfig(Strict):
     md5_password_file: Path | None = None
     passive: bool = False
     multihop: int | None = Field(default=None, ge=1, le=255)
+    bfd: BfdConfig | None = None  # opt-in: FRR's bfdd runs a session to this peer
 
     @property
     def key(self) -> str:

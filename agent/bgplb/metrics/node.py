@@ -25,9 +25,11 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_gener
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..bfd.base import BfdSession
 from ..exposition import FastSnapshot
 from ..logs import bad_requests_seen
 from ..model import ObservedDataplane, PeerKey, PeerState, PeerStatus, RouteSet
+from .bfd import BfdMetrics
 from .ipvs import DataplaneSource, IPVSCollector, VipServices
 from .ipvs import render as render_ipvs
 from .legacy import LegacyConfig, LegacyPathGauge
@@ -99,6 +101,7 @@ class Metrics(ServiceMetrics):
             ["peer"],
             registry=r,
         )
+        self.bfd = BfdMetrics(r)
         self.speaker_commands_total = Counter(
             "bgplb_speaker_commands", "Commands written to the BGP speaker.", registry=r
         )
@@ -273,6 +276,9 @@ class Metrics(ServiceMetrics):
             _discard(self.session_up, (gone,))
             _discard(self.session_transitions, (gone,))
             del self._peer_up[gone]
+
+    def set_bfd(self, sessions: Mapping[PeerKey, BfdSession], restarts: int) -> None:
+        self.bfd.set_sessions(sessions, restarts)
 
     def speaker_commands(self, n: int = 1) -> None:
         if n > 0:
