@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from ..model import ForwardMethod, PeerType, Protocol, RouteAttributes, ServiceMode
 from .bandwidth import LinkBandwidthConfig, parse_link_bandwidth
-from .base import CHECK_NAME_RE, IFNAME_RE, SCHEDULERS, Strict
+from .base import CHECK_NAME_RE, SCHEDULERS, Strict, check_ifname
 from .bfd import BfdConfig
 from .fields import (
     GSHUT,
@@ -341,14 +341,7 @@ class ServiceConfig(Strict):
     @field_validator("name", "interface")
     @classmethod
     def _ifname(cls, v: str | None) -> str | None:
-        if v is not None and not IFNAME_RE.match(v):
-            raise PydanticCustomError(
-                "ifname",
-                "'{value}' is not a valid Linux interface name "
-                "(1-15 characters: letters, digits, '_', '-', '.')",
-                {"value": v},
-            )
-        return v
+        return None if v is None else check_ifname(v)
 
     @model_validator(mode="after")
     def _pool_scheduler(self) -> ServiceConfig:
