@@ -389,7 +389,7 @@ class Lab:
             return
         with contextlib.suppress(OSError):
             shutil.rmtree(target, ignore_errors=True)
-            for log in [*self.dir.glob("*/**/*.log"), *self.dir.glob("*.jsonl")]:
+            for log in [*self.dir.glob("*/**/*.log"), *self.dir.glob("**/*.jsonl")]:
                 out = target / log.relative_to(self.dir)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(log, out)

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 import pytest
 
 from .marks import LAB
-from .pool import DeathResult, RunResult, pool_lab, run_steps, silent_death
+from .pool import INTERVAL, RATE, DeathResult, RunResult, pool_lab, run_steps, silent_death
 from .runner import REPO, teardown
 
 pytestmark = LAB
 
-RATE = float(os.environ.get("BGPLB_POOL_RATE", "50"))  # new connections per second
+# new connections per second and seconds between two echoes of a long-lived connection: the
+# issue asks 50/s and 100 ms; a TCG guest carries less (tests/lab/pool.py), override on KVM
+RATE_NOW = float(os.environ.get("BGPLB_POOL_RATE", str(RATE)))
+ECHO_INTERVAL = float(os.environ.get("BGPLB_POOL_ECHO_INTERVAL", str(INTERVAL)))
 HELD = 100
 HOLD_TIME = 9.0  # the agents' BGP hold time (containerlab/pool/lb*/config.yaml)
 
@@ -57,9 +60,13 @@ def runs() -> Runs:
     teardown(lab.topology.name)
     lab.up(say=print, timeout=600)
     try:
-        pool = run_steps(lab, lab.dir / "steps", control=False, rate=RATE, held=HELD)
+        pool = run_steps(
+            lab, lab.dir / "steps", control=False, rate=RATE_NOW, held=HELD, interval=ECHO_INTERVAL
+        )
         _show(pool)
-        death = silent_death(lab, lab.dir / "death", "lb1", rate=RATE, held=HELD)
+        death = silent_death(
+            lab, lab.dir / "death", "lb1", rate=RATE_NOW, held=HELD, interval=ECHO_INTERVAL
+        )
         print(f"\n[pool] silent death: {death}")
     finally:
         lab.down()
@@ -67,7 +74,9 @@ def runs() -> Runs:
     teardown(ctl.topology.name)
     ctl.up(say=print, timeout=600)
     try:
-        control = run_steps(ctl, ctl.dir / "steps", control=True, rate=RATE, held=HELD)
+        control = run_steps(
+            ctl, ctl.dir / "steps", control=True, rate=RATE_NOW, held=HELD, interval=ECHO_INTERVAL
+        )
         _show(control)
     finally:
         ctl.down()
