@@ -37,7 +37,7 @@ STEP_TIMEOUT = 180.0  # trigger -> FIBs converged: a loaded TCG guest delays the
 RATE = 20.0
 INTERVAL = 0.5
 # under TCG a starting agent (ExaBGP import, pool settling) takes a while
-JOIN_TIMEOUT = 420.0
+JOIN_TIMEOUT = 600.0
 
 FLOWS = f"""table ip poollab {{
   set flows {{ type ipv4_addr . inet_service; flags dynamic,timeout; timeout {FLOW_TIMEOUT:g}s; }}
