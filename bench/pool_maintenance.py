@@ -3,11 +3,11 @@
 ``python -m bench.pool_maintenance [--reps 3] [--rate 20]`` (root). Runs in one virtme-ng VM
 (TCG) when this kernel lacks IPVS: the lab is containerlab/pool.clab.yml, rebuilt by the lab
 runner (tests/lab/runner.py). Per repetition, on the pool lab and then on the control lab
-(same topology, agents with scheduler wlc, no sloppy_tcp, no connection sync), the scenario of
-tests/lab/pool.py under traffic: drain lb2, SIGKILL lb3's agent, start lb4's agent, undrain
-lb2, while the client opens new connections at ``--rate``/s (port 80) and keeps 100 echo
-connections (a byte every 100 ms each, checked). Between repetitions each lab is put back
-(lb3's agent restarted, lb4's agent stopped, 3-way ECMP). Records (bench/results.json):
+(same topology, agents with scheduler wlc, no sloppy_tcp, no connection sync), the scenario
+of tests/lab/pool.py under traffic: drain lb2, SIGKILL lb3's agent, undrain lb4 (started
+drained), undrain lb2, while the client opens new connections at ``--rate``/s (port 80) and
+keeps 100 echo connections (a byte every 0.5 s each, checked). Between repetitions each lab
+is put back (lb3's agent restarted, lb4 drained, 3-way ECMP). Records (bench/results.json):
 failed requests and long-lived resets summed over the repetitions, goal 0 in pool mode, the
 control's value as the baseline; raw per-step numbers in bench/raw/pool-maintenance.json.
 """
@@ -31,10 +31,11 @@ OUT = REPO / "_work" / "pool-maintenance.json"  # written in the VM (_work is sh
 
 
 def _reset(lab: Any) -> None:
-    """Back to lb1..lb3 announced: lb3's agent again, lb4's agent stopped (SIGTERM: it
-    withdraws and removes what it made)."""
+    """Back to lb1..lb3 announced: lb3's agent again, lb4 drained."""
+    from tests.lab.observe import drain
+
     lab.start_agent("lb3")
-    lab.stop_process("lb4", "agent")
+    drain(lab, "lb4", "web")
     lab.wait_ecmp(3, timeout=600, say=print)
 
 

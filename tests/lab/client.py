@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass
 from types import FrameType
 
-TIMEOUT = 3.0
+TIMEOUT = 3.0  # --timeout overrides it (the pool lab: a starved TCG guest answers slowly)
 
 
 def _source_for(vip: str, sources: list[str]) -> str | None:
@@ -297,6 +297,7 @@ def echo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global TIMEOUT
     p = argparse.ArgumentParser(prog="python -m tests.lab.client")
     p.add_argument("mode", choices=["burst", "load", "hold", "echo"])
     p.add_argument("vips", nargs="+")
@@ -307,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--workers", type=int, default=4, help="load: threads sharing the rate")
     p.add_argument("--interval", type=float, default=0.1, help="echo: seconds between bytes")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per socket operation")
     p.add_argument("--give-up", type=float, default=60.0, help="echo: a longer wait breaks it")
     args = p.parse_args(argv)
+    TIMEOUT = args.timeout
     socket.setdefaulttimeout(TIMEOUT)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

@@ -114,7 +114,8 @@ class Lab:
         deferred: tuple[str, ...] = (),
     ) -> None:
         self.topology = topology
-        # lb nodes whose agent up() does not start (a node that joins later: start_agent)
+        # lb nodes whose agent up() starts with every service drained (admin.json written
+        # first): never announced until undrained, i.e. a node that joins later
         self.deferred = deferred
         self.keep_logs = keep_logs  # down() copies the nodes' logs here first
         self.agents = agents
@@ -260,10 +261,25 @@ class Lab:
     def _lb(self, node: Node, say: Say) -> None:
         self.start_backend(node.name)
         self.write_agent_config(node)
-        started = self.agents and node.name not in self.deferred
-        if started:
+        if node.name in self.deferred:
+            self.write_drained(node)
+        if self.agents:
             self.start_agent(node.name)
-        say(f"{node.name}: backend :{node.backend_port}" + (" + bgp-lb agent" if started else ""))
+        drained = " (every service drained)" if node.name in self.deferred else ""
+        say(
+            f"{node.name}: backend :{node.backend_port}"
+            + (f" + bgp-lb agent{drained}" if self.agents else "")
+        )
+
+    def write_drained(self, node: Node) -> None:
+        """The agent's persisted drain state (admin.json, format 1) with every service."""
+        source = node.bind_source(AGENT_CONF)
+        assert source is not None
+        names = [s["name"] for s in yaml.safe_load(source.read_text()).get("services", [])]
+        state = self.node_dir(node.name) / "state"
+        state.mkdir(parents=True, exist_ok=True)
+        doc = {"version": 1, "node_drained": False, "drained": names, "written_at": time.time()}
+        (state / "admin.json").write_text(json.dumps(doc) + "\n")
 
     def start_agent(self, node_name: str) -> int:
         argv = [str(VENV_BIN / "bgp-lb"), "run", str(self.agent_config(node_name))]
