@@ -150,7 +150,7 @@ test-lab: deps venv vng
 	$(need_root)
 	@mkdir -p $(WORK)
 	@$(BIN)/python -m tests.lab down >/dev/null
-	@rc=0; $(LAB_ENV) timeout 1000 $(BIN)/python -m tests.lab test -ra -q || rc=$$?; \
+	@rc=0; $(LAB_ENV) timeout 2800 $(BIN)/python -m tests.lab test -ra -q || rc=$$?; \
 	  $(BIN)/python -m tests.lab down; exit $$rc
 
 # Observability (docs/observability.md): dashboards/ JSON is generated; CI fails when stale.
