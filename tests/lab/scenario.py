@@ -184,9 +184,12 @@ def drain_under_load(
     hold = client_background(
         lab, workdir / "hold.jsonl", "hold", vips[0], "--count", str(held), "--duration", "3600"
     )
+    # 8 workers: each waits for its answer, and a TCG guest answers in 100-450 ms while the
+    # routers change their FIBs; 4 could offer at most 4/0.2 s = 20 requests/s there (ci7)
     load = client_background(
-        lab, workdir / "load.jsonl", "load", *vips, "--rate", str(rate), "--duration", "3600"
-    )
+        lab, workdir / "load.jsonl", "load", *vips,
+        "--rate", str(rate), "--workers", "8", "--duration", "3600",
+    )  # fmt: skip
     try:
         wait_for_line(workdir / "hold.jsonl", '"opened"', timeout=120)
         wait_for_line(workdir / "load.jsonl", '"node"', timeout=120)
