@@ -189,6 +189,12 @@ def per_node(router: Router, fam: str) -> dict[int, int]:
     return {n: packets(router, f"{fam}_lb{n}") for n in SERVERS}
 
 
+def checks_up(agent: AgentProc) -> int:
+    """How many of the service's checks (one per real server and family) the agent has up."""
+    svc = next(x for x in agent.status()["services"] if x["name"] == "web")
+    return sum(1 for c in svc["checks"] if c["status"] == "up")
+
+
 def counted(router: Router, fam: str, total: int) -> bool:
     return sum(per_node(router, fam).values()) >= total
 
@@ -284,6 +290,12 @@ async def test_flows_follow_the_healthy_capacity_v4_and_v6(
             run("ip", "netns", "exec", r1.ns, "ping", "-c1", "-W2", bl.lb_v4(n), check=False)
             run("ip", "netns", "exec", r1.ns, "ping", "-c1", "-W2", bl.lb_v6(n), check=False)
 
+        # the agents see every real server up (v4 and v6 checks): 4 and 2 per family
+        await wait_until(
+            lambda: [checks_up(agents[n]) for n in SERVERS] == [2 * c for c in SERVERS.values()],
+            60,
+            interval=0.25,
+        )
         # 4 : 2 healthy -> FRR's 100 x bw / total: 66 / 33
         want = {vip: {nh[vip][1]: 66, nh[vip][2]: 33} for vip in nh}
         settled = await settle(r1, want, 60)
@@ -295,6 +307,7 @@ async def test_flows_follow_the_healthy_capacity_v4_and_v6(
         # two of lb1's real servers stop: 2 : 2 -> 1 : 1 once the hold-down has passed
         servers[1].stop(RS_PORT + 2)
         servers[1].stop(RS_PORT + 3)
+        await wait_until(lambda: checks_up(agents[1]) == 4, 30, interval=0.25)  # 2 per family
         want = {vip: {nh[vip][1]: 50, nh[vip][2]: 50} for vip in nh}
         settled = await settle(r1, want, 60)
         for vip, prefix in ((VIP4, f"ipv4 unicast {VIP4}/32"), (VIP6, f"ipv6 unicast {VIP6}/128")):
