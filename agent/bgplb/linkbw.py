@@ -78,6 +78,15 @@ def with_bandwidth(attrs: RouteAttributes, community: str) -> RouteAttributes:
 
 
 @dataclass(frozen=True)
+class VipBandwidth:
+    """One VIP's UCMP state after a pass (the status shows it)."""
+
+    capacity: int  # healthy capacity at the pass (quantized), before the hold-down
+    held: int  # the capacity announced (after the hold-down; 0: the VIP is withdrawn)
+    due: float | None  # clock time a held-down change is applied; None: nothing waits
+
+
+@dataclass(frozen=True)
 class Held:
     value: int
     since: float  # when ``value`` was taken (the hold-down runs from here)
@@ -92,6 +101,7 @@ class BandwidthHold:
     def __init__(self) -> None:
         self._held: dict[VipKey, Held] = {}
         self.next_change: float | None = None  # when a waiting change is due
+        self.vips: dict[VipKey, VipBandwidth] = {}  # per VIP after the last update
 
     def update(self, config: Config, wanted: Mapping[VipKey, int], now: float) -> dict[VipKey, int]:
         holds = {
@@ -100,7 +110,7 @@ class BandwidthHold:
             if s.link_bandwidth is not None
         }
         held: dict[VipKey, Held] = {}
-        due: list[float] = []
+        due: dict[VipKey, float] = {}
         for key, value in wanted.items():
             old = self._held.get(key)
             if old is None:  # the first value does not start a hold-down
@@ -111,9 +121,12 @@ class BandwidthHold:
                 held[key] = Held(value, now)
             else:
                 held[key] = old
-                due.append(old.since + holds[key[0]])
+                due[key] = old.since + holds[key[0]]
         self._held = held
-        self.next_change = min(due, default=None)
+        self.next_change = min(due.values(), default=None)
+        self.vips = {
+            key: VipBandwidth(wanted[key], h.value, due.get(key)) for key, h in held.items()
+        }
         return {key: h.value for key, h in held.items()}
 
 

@@ -35,7 +35,7 @@ from .clock import Clock
 from .config import Config
 from .dataplane.base import Dataplane
 from .health.tracker import HealthSnapshot
-from .linkbw import BandwidthHold, capacities
+from .linkbw import BandwidthHold, VipBandwidth, VipKey, capacities
 from .logs import log_event
 from .model import (
     DataplaneAction,
@@ -111,6 +111,7 @@ class PassResult:
     conflicts: Mapping[str, str] = field(default_factory=dict)
     pools: tuple[PoolView, ...] = ()  # pool-mode virtual services: order and fingerprint
     held: Mapping[PeerKey, str] = field(default_factory=dict)  # peer -> why it gets no route
+    bandwidth: Mapping[VipKey, VipBandwidth] = field(default_factory=dict)  # link_bandwidth
 
 
 class Reconciler:
@@ -317,6 +318,7 @@ class Reconciler:
             conflicts=steps.conflicts,
             pools=pool_views(desired.pools, observed),
             held=held,
+            bandwidth=dict(self._bandwidth.vips),
         )
         self._log_pools(result.pools, steps.rebuilt)
         self._log_changes(result)

@@ -63,6 +63,34 @@ class PoolTableStatus(Frozen):
     fingerprint: str = Field(description="hash of the table's inputs: equal on every node")
 
 
+class VipBandwidthStatus(Frozen):
+    """UCMP (services[].link_bandwidth): one VIP's capacity and the link-bandwidth community it
+    carries, as of the last reconcile pass (docs/bgp.md#ucmp-serviceslink_bandwidth)."""
+
+    vip: IPAddress
+    capacity: int = Field(
+        ge=0,
+        description="healthy capacity now: the sum of the weights of the VIP family's healthy "
+        "real servers (or link_bandwidth.capacity), quantized to 5 significant bits",
+    )
+    announced_capacity: int = Field(
+        ge=0,
+        description="the capacity announced: differs from 'capacity' while a change waits "
+        "for the hold-down; 0: the VIP is withdrawn",
+    )
+    bytes_per_second: int | None = Field(
+        ge=0,
+        description="the community's value (announced_capacity x unit, bytes/s), sent with "
+        "the VIP's routes ('routes' says to which peers); null: zero capacity, the VIP is "
+        "withdrawn",
+    )
+    change_in_seconds: float | None = Field(
+        ge=0,
+        description="when the held-down change to 'capacity' is sent (seconds from now); "
+        "null: nothing waits",
+    )
+
+
 class ServiceStatus(Frozen):
     name: str
     mode: ServiceMode
@@ -88,6 +116,11 @@ class ServiceStatus(Frozen):
         "empty in announce mode. Fresh counters: /api/v1/services/{name}/traffic",
     )
     pool_tables: list[PoolTableStatus] = Field(default_factory=list)
+    link_bandwidth: list[VipBandwidthStatus] = Field(
+        default_factory=list,
+        description="per VIP, with services[].link_bandwidth set (UCMP); empty without it "
+        "or before the first reconcile pass",
+    )
 
 
 class PeerStatusModel(Frozen):

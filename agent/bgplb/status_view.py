@@ -17,6 +17,7 @@ from .clock import Clock
 from .config import Config, ServiceConfig
 from .dataplane.prereq import Prerequisite
 from .health.tracker import CheckKey, CheckState
+from .linkbw import VipBandwidth, VipKey, bandwidth_bytes
 from .model import (
     CheckStatus,
     Decision,
@@ -46,6 +47,7 @@ from .status import (
     ServiceStatus,
     StateFileStatus,
     StatusResponse,
+    VipBandwidthStatus,
 )
 from .traffic import inbound_rates
 
@@ -129,6 +131,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
             pools=last.pools if last else (),
             drained=svc.name in admin.drained,
             wall_offset=wall - now,
+            bandwidth=_bandwidth(svc, last.bandwidth if last else {}, now),
         )
         for svc in config.services
     ]
@@ -237,6 +240,7 @@ def _service(
     pools: Sequence[PoolView] = (),
     drained: bool,
     wall_offset: float,
+    bandwidth: list[VipBandwidthStatus],
 ) -> ServiceStatus:
     checks = [_check(key, state, wall_offset) for key, state in snapshot]
     return ServiceStatus(
@@ -263,7 +267,31 @@ def _service(
             for v in pools
             if v.service == svc.name
         ],
+        link_bandwidth=bandwidth,
     )
+
+
+def _bandwidth(
+    svc: ServiceConfig, vips: Mapping[VipKey, VipBandwidth], now: float
+) -> list[VipBandwidthStatus]:
+    """UCMP per VIP of ``svc`` as the last pass left it (none without link_bandwidth)."""
+    if svc.link_bandwidth is None:
+        return []
+    out = []
+    for vip in svc.vips:
+        bw = vips.get((svc.name, vip))
+        if bw is None:  # no pass since the service (or the VIP) came
+            continue
+        out.append(
+            VipBandwidthStatus(
+                vip=vip,
+                capacity=bw.capacity,
+                announced_capacity=bw.held,
+                bytes_per_second=bandwidth_bytes(svc, bw.held) if bw.held else None,
+                change_in_seconds=max(0.0, bw.due - now) if bw.due is not None else None,
+            )
+        )
+    return out
 
 
 def _check(key: CheckKey, state: CheckState, wall_offset: float) -> CheckStatusModel:

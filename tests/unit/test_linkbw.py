@@ -198,6 +198,21 @@ def test_hold_down_bounds_the_changes_to_one_per_period() -> None:
     assert hold.next_change is None
 
 
+def test_the_hold_says_per_vip_what_is_wanted_held_and_due() -> None:
+    from bgplb.linkbw import VipBandwidth
+
+    cfg = config(pool(4, 2, v6=(3,), lb={"hold_down": 10}))
+    k4, k6 = ("web", ip(V4)), ("web", ip(V6))
+    hold = BandwidthHold()
+    hold.update(cfg, {k4: 6, k6: 3}, 0.0)
+    assert hold.vips == {k4: VipBandwidth(6, 6, None), k6: VipBandwidth(3, 3, None)}
+    hold.update(cfg, {k4: 4, k6: 3}, 1.0)
+    hold.update(cfg, {k4: 2, k6: 0}, 4.0)  # v4 waits until 11; zero is taken at once
+    assert hold.vips == {k4: VipBandwidth(2, 4, 11.0), k6: VipBandwidth(0, 0, None)}
+    hold.update(cfg, {k4: 2, k6: 0}, 11.0)
+    assert hold.vips[k4] == VipBandwidth(2, 2, None)
+
+
 def test_zero_and_the_way_back_from_zero_never_wait() -> None:
     cfg = config(pool(4, 2, lb={"hold_down": 10}))
     k = ("web", ip(V4))
