@@ -17,6 +17,9 @@ from .hostlinks import host_issues
 from .logs import register_secret, setup_logging
 from .sdnotify import watchdog_interval
 from .signals import install_signals
+from .stopguard import arm_exit, bounded_phase
+
+API_CLOSE_BUDGET = 10.0  # seconds
 
 
 async def _serve(agent: Agent) -> int:
@@ -49,8 +52,8 @@ async def _serve(agent: Agent) -> int:
     try:
         return await agent.run()
     finally:
-        for r in runners:
-            await r.cleanup()
+        for r in runners:  # aiohttp waits up to 60 s for requests in flight: 10 is enough
+            await bounded_phase("close the API listener", r.cleanup(), API_CLOSE_BUDGET)
 
 
 def build_real_agent(config: Config, config_path: Path) -> Agent:
@@ -85,4 +88,7 @@ def run_agent(args: argparse.Namespace) -> int:
         args.log_format or config.node.log.format, args.log_level or config.node.log.level
     )
     agent = build_real_agent(config, path)
-    return asyncio.run(_serve(agent))
+    with asyncio.Runner() as runner:  # close() joins the default executor's threads...
+        code = runner.run(_serve(agent))
+        arm_exit(code)  # ...with no deadline: a stuck one must not keep a stopped agent alive
+    return code
