@@ -43,12 +43,14 @@ from .signals import install_signals
 from .statefile import ADMIN, API_TOKEN, EXABGP_CONFIG, OWNERSHIP, FileHealth
 from .status import AgentControl, ReloadResult, ReloadStatus, StatusResponse, TrafficResponse
 from .status_view import build_status
+from .stopguard import bounded_phase
 from .traffic import service_vips, traffic_response, vip_services
 
 log = logging.getLogger("bgplb.agent")
 
 EXIT_CRASH = 1
 EXIT_CONFIG = 2
+TASKS_BUDGET = 10.0  # seconds for the cancelled tasks to end, the dataplane to close
 
 Notify = Callable[[str], object]
 
@@ -230,12 +232,17 @@ class Agent(AgentControl):
             return EXIT_CRASH
         self.notifier("STOPPING=1")
         log_event(log, "agent_stopping", grace=self.config.node.shutdown_grace)
-        await self._cancel_tasks(stop_wait)
-        await self.reconciler.shutdown(
-            self.config.node.shutdown_grace, self.config.node.keep_dataplane_on_exit
-        )
-        await self._stop_bfd()  # only now: the speaker closed its sessions first
-        await self.dataplane.close()
+        # every phase bounded (stopguard.py): a stuck one is logged with stacks, the stop goes on
+        await bounded_phase("cancel the tasks", self._cancel_tasks(stop_wait), TASKS_BUDGET)
+        grace = self.config.node.shutdown_grace
+        if not await bounded_phase(
+            "withdraw, grace, teardown",
+            self.reconciler.shutdown(grace, self.config.node.keep_dataplane_on_exit),
+            self.reconciler.shutdown_budget(grace),
+        ):  # the speaker's stop (last) may not have run: ExaBGP must not outlive us
+            await bounded_phase("stop the speaker", self.speaker.stop(), TASKS_BUDGET)
+        await self._stop_bfd()  # only now: the speaker closed its sessions first (bounded)
+        await bounded_phase("close the dataplane", self.dataplane.close(), TASKS_BUDGET)
         log_event(log, "agent_stopped")
         self.loop_lag.stop()
         return 0

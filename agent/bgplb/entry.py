@@ -18,6 +18,9 @@ from .hostlinks import host_issues
 from .logs import register_secret, setup_logging
 from .sdnotify import watchdog_interval
 from .signals import install_signals
+from .stopguard import arm_exit, bounded_phase
+
+API_CLOSE_BUDGET = 10.0  # seconds
 
 
 async def serve_agent(agent: Agent) -> int:
@@ -50,8 +53,16 @@ async def serve_agent(agent: Agent) -> int:
     try:
         return await agent.run()
     finally:
-        for r in runners:
-            await r.cleanup()
+        for r in runners:  # aiohttp waits up to 60 s for requests in flight: 10 is enough
+            await bounded_phase("close the API listener", r.cleanup(), API_CLOSE_BUDGET)
+
+
+def run_process(agent: Agent) -> int:
+    """The agent as this process's whole life (``bgp-lb run`` and the Go-style start)."""
+    with asyncio.Runner() as runner:  # close() joins the default executor's threads...
+        code = runner.run(serve_agent(agent))
+        arm_exit(code)  # ...with no deadline: a stuck one must not keep a stopped agent alive
+    return code
 
 
 def build_real_agent(
@@ -97,4 +108,4 @@ def run_agent(args: argparse.Namespace) -> int:
         args.log_format or config.node.log.format, args.log_level or config.node.log.level
     )
     agent = build_real_agent(config, path)
-    return asyncio.run(serve_agent(agent))
+    return run_process(agent)

@@ -4,7 +4,6 @@ every reload, and the Go tool's gauge exported."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ def run_go_command_line(argv: Sequence[str]) -> int:
     adjust = functools.partial(adjust_config, flags=flags)
     config = adjust(config)
     setup_logging(config.node.log.format, config.node.log.level)
-    from .entry import build_real_agent, serve_agent
+    from .entry import build_real_agent, run_process
 
     agent = build_real_agent(config, path, config_adjust=adjust, go_command_line=True)
-    return asyncio.run(serve_agent(agent))
+    return run_process(agent)

@@ -241,6 +241,12 @@ class Reconciler:
                     await self._best_effort("stop the sync daemons", self._knobs.stop())
             await self._best_effort("stop the speaker", self._io(self._speaker.stop()))
 
+    def shutdown_budget(self, grace: float) -> float:
+        """How long ``shutdown`` may take: its four steps bounded by the I/O timeout, the
+        grace, and one more for the lock (the reconciler task, the only one that runs
+        passes, is cancelled before)."""
+        return 5 * self._io_timeout + grace + 5.0
+
     def end_grace(self) -> None:
         """End the shutdown grace now (or skip it, if it has not begun): an operator's second
         SIGTERM. The teardown that follows it runs as usual."""

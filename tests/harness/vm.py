@@ -33,6 +33,7 @@ PYTEST_ENV = {
     "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
     "PYTHONDONTWRITEBYTECODE": "1",  # the guest sees the host's tree
     "PYTHONUNBUFFERED": "1",
+    "BGPLB_KEEP_LOGS": str(REPO / "_work" / "kernel-logs"),  # agent logs (tests/kernel)
 }
 DEFAULT_TIMEOUT = 840.0  # the whole VM run, boot included (~2-4 min on an idle machine)
 
@@ -150,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"==> booting {kernel} in a virtme-ng VM (TCG) for the kernel tests", flush=True)
         cmd = [
             "vng", "--run", str(kernel), "--disable-kvm", "--memory", args.memory,
-            "--cpus", "2", "--exec", guest_script(args.pytest_args),
+            "--cpus", "2", f"--rwdir={REPO / '_work'}",  # e.g. pytest --basetemp=_work/...
+            "--exec", guest_script(args.pytest_args),
         ]  # fmt: skip
     status = stream(cmd, args.log, args.timeout, env)
     print(f"==> kernel tests: exit {status} after {time.monotonic() - started:.1f}s", flush=True)

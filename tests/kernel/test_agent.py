@@ -66,6 +66,7 @@ class AgentRun:
     def start(self) -> None:
         argv = ["ip", "netns", "exec", self.node, str(BGP_LB), "run", str(self.config_path)]
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT on a hang prints every thread's stack (stop())
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -76,8 +77,16 @@ class AgentRun:
             self.proc.send_signal(sig)
         try:
             code = self.proc.wait(timeout)
-        finally:
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler: the stacks into the log
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
             self.kill_leftovers()
+            raise AssertionError(
+                f"the agent did not exit {timeout:.0f} s after {sig.name}; its log:\n"
+                + self.log_text()[-20000:]
+            ) from None
+        self.kill_leftovers()
         return code
 
     def kill_leftovers(self) -> None:
@@ -92,17 +101,27 @@ class AgentRun:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    def keep_log(self, path: Path) -> None:
+        """The guest's /tmp is gone with the VM: BGPLB_KEEP_LOGS (a directory the VM may write,
+        _work/kernel-logs, see tests/harness/vm.py) keeps each test's agent log."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.log_text())
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @pytest.fixture
-async def agent(topology: Topology, tmp_path: Path) -> AsyncIterator[AgentRun]:
+async def agent(
+    topology: Topology, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[AgentRun]:
     run = AgentRun(topology.node, tmp_path)
     try:
         yield run
     finally:
         run.kill_leftovers()
+        if keep := os.environ.get("BGPLB_KEEP_LOGS"):
+            run.keep_log(Path(keep) / f"{request.node.name}.agent.log")
 
 
 def web_service(name: str, vips: list[str]) -> dict[str, Any]:
