@@ -24,6 +24,7 @@ from tests.harness.frr import fib
 
 from .conftest import (
     BOOT_TIMEOUT,
+    IMAGE,
     NODE_AS,
     NODE_IP,
     ROUTER_AS,
@@ -178,6 +179,11 @@ def test_route_only_after_rise_good_checks(node: Node) -> None:
     status = json.loads(body)
     text = json.dumps(status)
     assert '"web"' in text
+    built = IMAGE.with_name("build-info.txt")  # image/build.sh: image_version=...
+    if built.is_file():  # (absent for a BGPLB_IMAGE built elsewhere)
+        version = dict(x.split("=", 1) for x in built.read_text().splitlines() if "=" in x)
+        assert status["node"]["image_version"] == version["image_version"], status["node"]
+    assert status["node"]["image_version"], "the image's os-release carries IMAGE_VERSION"
     successes = [int(x) for x in re.findall(r'"successes":\s*(\d+)', text)]
     assert successes, text
     assert max(successes) >= RISE, text
