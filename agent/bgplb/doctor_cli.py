@@ -31,13 +31,13 @@ DEFAULT_API = "http://127.0.0.1:9180"
 YAML_DEFAULT = "/etc/bgp-lb/config.yaml"
 
 GO_FLAGS_HELP = (
-    "The Go bgp-lb's flags (-config FILE, -network-setup[=BOOL], -ipvs-setup[=BOOL], "
-    "-metrics-address ADDR, -log-level L; Go's syntax) may be given among these options, in any "
-    "order, with --json and --api: they are the doctor's own. With them the file is -config's "
-    f"(default {GO_DEFAULT_CONFIG}; not CONFIG) and the config is diagnosed as they adjust it "
-    "while the agent cannot be read; a running agent's own flags (status node.go_flags) win, "
-    "and given flags that differ from them are a failure. --api still chooses the agent's API "
-    "(node.api), never -metrics-address."
+    "Go flags: the Go bgp-lb's -config FILE, -network-setup[=BOOL], -ipvs-setup[=BOOL], "
+    "-metrics-address ADDR and -log-level L (Go's syntax) mix in any order with --json and "
+    "--api, which keep their meaning (--api, not -metrics-address, is the agent's API). With "
+    f"Go flags the file is -config's (default {GO_DEFAULT_CONFIG}; no CONFIG) and, while the "
+    "agent's status cannot be read, the config is diagnosed as they adjust it. An agent started "
+    "with Go flags (status node.go_flags) is always diagnosed with its own; given flags that "
+    "differ from them are a failure."
 )
 
 
@@ -47,6 +47,8 @@ def add_doctor_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="walk config -> kernel -> ExaBGP -> sessions -> VIPs/IPVS -> checks -> "
         "announced routes, with a fix for each failure; exit 1 on a failure",
         description="Diagnose this node, a fix under each failure; exit 0/1. " + GO_FLAGS_HELP,
+        usage="bgp-lb doctor [CONFIG] [--json] [--api URL] [-config FILE] [-network-setup[=BOOL]]"
+        " [-ipvs-setup[=BOOL]] [-metrics-address ADDR] [-log-level L]",
     )
     d.add_argument(
         "config",

@@ -359,3 +359,30 @@ def test_status_says_how_the_agent_was_started(tmp_path: Path) -> None:
     # and it round-trips through the JSON the API serves
     again = StatusResponse.model_validate_json(st.model_dump_json())
     assert again.node.go_flags == st.node.go_flags
+
+
+def test_bgp_lb_status_prints_the_go_command_line(tmp_path: Path) -> None:
+    from bgplb.client import print_status
+
+    out = io.StringIO()
+    print_status(StatusResponse.model_validate(go_status(config="/etc/bgp-lb/config.json")), out)
+    lines = out.getvalue().splitlines()
+    assert lines[1] == (
+        "Go command line: -config /etc/bgp-lb/config.json -log-level info "
+        "-network-setup=true -ipvs-setup=false -metrics-address :8081"
+    )
+    assert lines[2] == ""
+    out = io.StringIO()
+    print_status(StatusResponse.model_validate(HEALTHY), out)
+    assert "Go command line" not in out.getvalue()
+    assert out.getvalue().splitlines()[1] == ""
+
+
+def test_help_says_how_the_go_flags_combine(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["doctor", "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[-ipvs-setup[=BOOL]]" in text
+    assert "mix in any order with --json and --api" in text
+    assert "/etc/bgp-lb/config.json if only that exists" in text
