@@ -90,7 +90,7 @@ def diagnose(inp: Inputs) -> Report:
             out.append(Finding(step, step, Level.SKIP, "the agent's status could not be read"))
         return Report(tuple(out))
     out += _agent(st)
-    out += flag_mismatch(inp.go_flags, st)
+    out += flag_mismatch(inp.go_flags, st, inp.config_path)
     out += _processes(st, inp.config)
     out += _sessions(st)
     out += _services(st, effective_config(inp))

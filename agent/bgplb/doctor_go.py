@@ -64,17 +64,32 @@ def go_mode(given: GoFlags | None, st: StatusResponse | None) -> list[Finding]:
     ]
 
 
+def _same_path(a: str, b: str) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
 def _same_flag(name: str, a: GoFlags, b: GoFlags) -> bool:
     if name == "config":
-        return os.path.abspath(a.config) == os.path.abspath(b.config)
+        return _same_path(a.config, b.config)
     return bool(getattr(a, name) == getattr(b, name))
 
 
-def flag_mismatch(given: GoFlags | None, st: StatusResponse) -> list[Finding]:
-    """Go flags given to the doctor that are not the running agent's."""
-    if given is None:
-        return []
+def flag_mismatch(given: GoFlags | None, st: StatusResponse, config_path: str) -> list[Finding]:
+    """Go flags given to the doctor that are not the running agent's; without them, a file
+    read by the doctor that is not the one the Go-started agent runs."""
     running = running_flags(st)
+    if given is None:
+        if running is None or _same_path(running.config, config_path):
+            return []
+        return [
+            Finding(
+                "agent",
+                "config file",
+                Level.FAIL,
+                f"the agent runs {running.config}, the doctor read {config_path}",
+                f"bgp-lb doctor {running.config}",
+            )
+        ]
     if running is None:
         return [
             Finding(

@@ -386,3 +386,21 @@ def test_help_says_how_the_go_flags_combine(capsys: pytest.CaptureFixture[str]) 
     assert "[-ipvs-setup[=BOOL]]" in text
     assert "mix in any order with --json and --api" in text
     assert "/etc/bgp-lb/config.json if only that exists" in text
+
+
+def test_another_file_than_the_go_agents_fails(
+    tmp_path: Path, api: tuple[str, type[_Api]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No Go flags given: a stale config.yaml read while the agent runs config.json."""
+    url, handler = api
+    cfg = seed(tmp_path)
+    stale = tmp_path / "config.yaml"
+    stale.write_text(cfg.read_text())
+    handler.body = json.dumps(seed_status(cfg)).encode()
+    root = str(go_root(tmp_path))
+    code, out = doctor([str(stale), "--api", url, "--root", root], capsys)
+    assert code == 1
+    assert f"FAIL  config file: the agent runs {cfg}, the doctor read {stale}" in out
+    assert f"fix: bgp-lb doctor {cfg}" in out
+    code, out = doctor([str(cfg), "--api", url, "--root", root], capsys)
+    assert code == 0, out
