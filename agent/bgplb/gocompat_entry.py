@@ -38,5 +38,5 @@ def run_go_command_line(argv: Sequence[str]) -> int:
     setup_logging(config.node.log.format, config.node.log.level)
     from .entry import build_real_agent, run_process
 
-    agent = build_real_agent(config, path, config_adjust=adjust, go_command_line=True)
+    agent = build_real_agent(config, path, config_adjust=adjust, go_flags=flags)
     return run_process(agent)
