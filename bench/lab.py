@@ -49,10 +49,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
-def bgp_lab(n_lbs: int = 2) -> Iterator[BgpLab]:
+def bgp_lab(n_lbs: int = 2, bfd: tuple[int, int] | None = None) -> Iterator[BgpLab]:
+    """``bfd=(interval ms, multiplier)``: r1 runs bfdd and ties every session to BFD with
+    that profile (a session whose BFD never came Up is not torn down: FRR 8.4)."""
     workdir = tempdir("bench-frr")
     os.chmod(workdir, 0o755)  # FRR daemons run as user frr
-    bl = build_bgp_lab(workdir, n_lbs=n_lbs)
+    bl = build_bgp_lab(workdir, n_lbs=n_lbs, bfd=bfd)
     try:
         yield bl
     finally:

@@ -5,6 +5,13 @@ with it: PDEATHSIG), ExaBGP SIGKILLed alone (the agent restarts it), and the nod
 without FIN (nftables drops everything on lb1's eth0) with hold time 3 s and 9 s (r1's
 timers set to match, the session reset first). Time from the action until the VIP has left
 r1's kernel FIB; then the node is healed and the route must come back before the next trial.
+
+``--bfd`` (issue 14): silent death with BFD 100 ms x 3 (``peers[].bfd`` on the node, a
+matching ``bfd profile`` on r1) and, in the same run and the same lab, the hold-timer-only
+baseline (hold 3 s, no ``bfd`` on the node: r1's BFD session to it never comes Up, so FRR
+8.4 leaves the BGP session alone). Silent death = nftables drops everything in both
+directions on the node's link (netem alone acts only on egress). Goal: p99 <= 400 ms.
+``python -m bench.node_death --bfd --trials 100``.
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from .lab import (
     make_agent,
     save,
     save_raw,
+    stats,
     timing_records,
 )
 
 BENCH = "2 node death"
 COMMAND = "make bench (python -m bench.node_death)"
+COMMAND_BFD = "python -m bench.node_death --bfd --trials 100"
 VIP = "10.99.0.1"
 CUT = """table inet benchcut {
   chain in { type filter hook input priority -10; iifname "eth0" drop; }
@@ -63,6 +72,18 @@ def set_r1_timers(bl: BgpLab, keepalive: int, hold: int) -> None:
     )
 
 
+BFD = (100, 3)  # interval ms, multiplier: the node's peers[].bfd and r1's profile
+BFD_CASES = ("silent-bfd", "silent-hold3")
+
+
+def cut_case(name: str) -> bool:
+    return name.startswith(("link-cut", "silent-"))
+
+
+def bfd_up_at_r1(bl: BgpLab) -> bool:
+    return bl.router.bfd_peers().get(bl.lb_v4(1)) == "up"
+
+
 def run_case(bl: BgpLab, name: str, trials: int, probe: FibProbe) -> list[float]:
     hold = 9 if name == "link-cut-hold9" else 3
     if name.startswith("link-cut"):
@@ -70,11 +91,18 @@ def run_case(bl: BgpLab, name: str, trials: int, probe: FibProbe) -> list[float]
     backend = ToggleBackend(bl.lb_ns[0], bl.lb_v4(1), BACKEND_PORT)
     svc = agent_service("web", VIP, bl.lb_v4(1), BACKEND_PORT, "/", DEFAULT)
     agent: BenchAgent = make_agent(bl, 1, [svc], hold_time=hold)
+    if name == "silent-bfd":
+        agent.config["peers"][0]["bfd"] = {"interval_ms": BFD[0], "multiplier": BFD[1]}
+        os.chmod(agent.workdir, 0o711)  # bfdd (user frr) reaches <runtime_dir>-frr inside
     out: list[float] = []
     try:
         agent.start()
         for t in range(trials):
             probe.wait(VIP, True, 60)
+            if name == "silent-bfd":  # the router's side too, not only the agent's
+                deadline = time.monotonic() + 30
+                while not bfd_up_at_r1(bl) and time.monotonic() < deadline:
+                    time.sleep(0.05)
             time.sleep(1.0 + random.uniform(0, 1.0))
             t0 = time.time()
             if name == "agent-sigkill":
@@ -88,7 +116,7 @@ def run_case(bl: BgpLab, name: str, trials: int, probe: FibProbe) -> list[float]
             if name == "agent-sigkill":
                 agent.wait(10)
                 agent.start()
-            elif name.startswith("link-cut"):
+            elif cut_case(name):
                 nft(agent.ns, "delete table inet benchcut\n")
             print(f"{name}: {t + 1}/{trials} {out[-1]:.0f} ms", flush=True)
         probe.wait(VIP, True, 60)
@@ -97,13 +125,14 @@ def run_case(bl: BgpLab, name: str, trials: int, probe: FibProbe) -> list[float]
         kill_pids(list(agent.exabgp_pids()))
         shutil.rmtree(agent.workdir, ignore_errors=True)
         backend.close()
-        if name.startswith("link-cut"):
+        if cut_case(name):
             subprocess.run(
                 ["ip", "netns", "exec", agent.ns, "nft", "delete", "table", "inet", "benchcut"],
                 capture_output=True,
                 check=False,
             )
-            set_r1_timers(bl, 1, 3)
+            if name.startswith("link-cut"):
+                set_r1_timers(bl, 1, 3)
     return out
 
 
@@ -111,7 +140,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--cases", default="agent-sigkill,exabgp-sigkill,link-cut-hold3,link-cut-hold9")
+    ap.add_argument("--bfd", action="store_true", help="BFD 100 ms x 3 vs hold timer only")
     args = ap.parse_args()
+    if args.bfd:
+        run_bfd(args.trials)
+        return
     with load_logged("node_death"), bgp_lab(n_lbs=1) as bl:
         probe = FibProbe(bl.router.ns)
         try:
@@ -122,6 +155,37 @@ def main() -> None:
                 save(timing_records(f"{BENCH}: {name}", "action -> FIB withdrawn", out, COMMAND))
         finally:
             probe.close()
+
+
+def run_bfd(trials: int) -> None:
+    """Both cases in one lab, one run: BFD first, then the hold-timer-only baseline."""
+    with load_logged("node_death_bfd"), bgp_lab(n_lbs=1, bfd=BFD) as bl:
+        probe = FibProbe(bl.router.ns)
+        results: dict[str, list[float]] = {}
+        try:
+            for name in BFD_CASES:
+                print(f"== {name}: {trials} trials", flush=True)
+                results[name] = run_case(bl, name, trials, probe)
+                save_raw(f"node-death-{name}", results[name])
+        finally:
+            probe.close()
+    base = stats(results["silent-hold3"])
+    save(
+        timing_records(
+            f"{BENCH}: silent death, bfd 100 ms x 3",
+            "nft drop both ways -> FIB withdrawn (bfd)",
+            results["silent-bfd"],
+            COMMAND_BFD,
+            goals={"p99": "<= 400"},
+            baseline={k: v for k, v in base.items() if k in ("p50", "p99", "max")},
+        )
+        + timing_records(
+            f"{BENCH}: silent death, hold timer only (3 s)",
+            "nft drop both ways -> FIB withdrawn (no bfd)",
+            results["silent-hold3"],
+            COMMAND_BFD,
+        )
+    )
 
 
 if __name__ == "__main__":

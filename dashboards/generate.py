@@ -384,9 +384,14 @@ NODE_ROWS = (
             Panel(
                 "Build",
                 Kind.TABLE,
-                (Query(f"bgplb_build_info{{{NODE}}}", "{{version}} {{python}} {{exabgp}}"),),
+                (
+                    Query(
+                        f"bgplb_build_info{{{NODE}}}",
+                        "{{version}} {{python}} {{exabgp}} {{image_version}}",
+                    ),
+                ),
                 "short",
-                "Agent, Python and ExaBGP versions.",
+                "Agent, Python, ExaBGP and image versions.",
                 width=8,
                 height=5,
             ),
@@ -409,6 +414,41 @@ NODE_ROWS = (
                 "How late a callback due every 10 ms runs on the agent's event loop: anything "
                 "that blocks the loop delays probes, timers and BGP alike (goal: p99 <= 5 ms).",
                 width=24,
+            ),
+        ),
+    ),
+    Row(
+        "BFD",
+        (
+            Panel(
+                "BFD session up per peer",
+                Kind.TIMESERIES,
+                (Query(f"bgplb_bfd_session_up{{{NODE}}}", "{{peer}}"),),
+                "short",
+                "Peers with bfd set: 1 while bfdd's session is Up (the BGP sessions panel above "
+                "shows BGP). BGP up with BFD down means the router's fast failover is gone (FRR "
+                "8.4 tears BGP down only on an Up -> Down transition): alert "
+                "BgplbBfdDownWhileBgpEstablished.",
+                width=12,
+            ),
+            Panel(
+                "BFD state changes and bfdd restarts (15m)",
+                Kind.TIMESERIES,
+                (
+                    Query(
+                        "sum by (peer, state) (increase("
+                        f"bgplb_bfd_session_state_changes_total{{{NODE}}}[15m]))",
+                        "{{peer}} -> {{state}}",
+                    ),
+                    Query(
+                        f"increase(bgplb_bfd_daemon_restarts_total{{{NODE}}}[15m])",
+                        "bfdd/zebra restarts",
+                    ),
+                ),
+                "short",
+                "BFD state changes the agent saw (it polls bfdd every 1-5 s: shorter flaps can "
+                "be missed; the router's counters are exact) and restarts of bfdd or zebra.",
+                width=12,
             ),
         ),
     ),

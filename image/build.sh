@@ -52,6 +52,13 @@ else
     commit=$(git -C "$REPO" rev-parse --short HEAD)
 fi
 say "source: $commit"
+# The appliance's version (IMAGE_VERSION in the image's os-release: status node.image_version,
+# bgplb_build_info{image_version}); IMAGE_VERSION=... from the caller names a release.
+image_version="${IMAGE_VERSION:-$(date -u +%Y%m%d)-$commit}"
+case "$image_version" in
+    *[!A-Za-z0-9._+~-]*|"") echo "IMAGE_VERSION '$image_version': only A-Z a-z 0-9 . _ + ~ -" >&2; exit 2 ;;
+esac
+say "image version: $image_version"
 
 say "assembling the mkosi project in $TREE"
 rm -rf "$TREE" "$OUT/out"
@@ -65,6 +72,8 @@ for d in modules-load.d sysctl.d; do
         cp "$SRC/deploy/$d/"*.conf "$TREE/mkosi.extra/etc/$d/" 2>/dev/null || true
     fi
 done
+install -D -m 0644 /dev/null "$TREE/mkosi.extra/usr/lib/bgp-lb/image-version"
+echo "$image_version" > "$TREE/mkosi.extra/usr/lib/bgp-lb/image-version"  # mkosi.postinst reads it
 install -D -m 0644 "$SRC/docs/image.md" "$TREE/mkosi.extra/usr/share/doc/bgp-lb/image.md" 2>/dev/null || true
 
 # The host's apt mirror (mkosi 14 ignores /etc/apt and hardcodes security.debian.org).
@@ -130,6 +139,7 @@ npkgs=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["pac
 cat > "$OUT/build-info.txt" <<EOF
 built_at=$(date -u +%FT%TZ)
 git_commit=$commit
+image_version=$image_version
 mkosi=$(mkosi --version 2>/dev/null | awk '{print $2}')
 partuuid=$partuuid
 seconds_wheels=$((t_wheels - t0))

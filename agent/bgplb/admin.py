@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 STATE_FILE = "admin.json"
 FORMAT_VERSION = 2  # 2: + drain wall times, node_drain_reason; 1 is migrated on load
 RETRY_INTERVAL = 5.0  # seconds between two retries of a write that failed
+START_DRAINED_REASON = (
+    "node.start_drained: no admin.json in state_dir (a new or replaced disk); the node "
+    "starts drained until an operator undrains (bgp-lb undrain --all)"
+)
 
 
 class AdminStateError(Exception):
@@ -57,12 +61,13 @@ class _Loaded:
     state: AdminState
     walls: dict[str | None, float | None]  # None: the node
     reason: str | None
+    absent: bool = False  # no admin.json: a fresh state_dir (a new disk)
 
 
 class AdminStore:
     """The drain state, kept in memory and mirrored to ``<state_dir>/admin.json``."""
 
-    def __init__(self, state_dir: Path | str, clock: Clock) -> None:
+    def __init__(self, state_dir: Path | str, clock: Clock, start_drained: bool = False) -> None:
         self._dir = Path(state_dir)
         self._path = self._dir / STATE_FILE
         self._clock = clock
@@ -74,11 +79,14 @@ class AdminStore:
             loaded = _load(self._path)
         except AdminStateError as e:
             loaded = self._fail_safe(str(e))
+        if loaded.absent and start_drained:
+            loaded = self._start_drained()
         self._state = loaded.state
         self._walls = loaded.walls
         if self.fail_safe is None and loaded.reason is not None:
             self.fail_safe = loaded.reason  # drained by a fail-safe before a restart
-            self.health.problem = loaded.reason
+            if loaded.reason != START_DRAINED_REASON:  # start_drained: no file problem
+                self.health.problem = loaded.reason
 
     @property
     def state(self) -> AdminState:
@@ -170,7 +178,7 @@ class AdminStore:
         if not self.persisted:
             log_event(log, "state_file_persisted", file=self._path)
         self.persisted = True
-        if self.fail_safe is None:
+        if self.fail_safe is None or self.fail_safe == START_DRAINED_REASON:
             self.health.fine()
         else:
             self.health.problem = self.fail_safe
@@ -191,6 +199,18 @@ class AdminStore:
         state = AdminState(node_drained_at=-math.inf)
         self._state, self._walls = state, {None: self._clock.wall()}
         self._write()  # a fresh file saying the node is drained, and why
+        return _Loaded(state, self._walls, self.fail_safe)
+
+    def _start_drained(self) -> _Loaded:
+        """``node.start_drained`` on a fresh state_dir (no admin.json: a new or replaced
+        disk): the node starts drained and says why; the file is written at once, so a
+        restart before the operator undrains keeps it drained. An existing admin.json always
+        wins (an undrained node restarting stays undrained)."""
+        self.fail_safe = START_DRAINED_REASON
+        log_event(log, "node_start_drained", file=self._path, reason=self.fail_safe)
+        state = AdminState(node_drained_at=-math.inf)
+        self._state, self._walls = state, {None: self._clock.wall()}
+        self._write()
         return _Loaded(state, self._walls, self.fail_safe)
 
 
@@ -216,7 +236,7 @@ def _load(path: Path) -> _Loaded:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return _Loaded(AdminState(), {}, None)
+        return _Loaded(AdminState(), {}, None, absent=True)
     except OSError as e:
         raise AdminStateError(f"cannot read it: {why(e, path)}") from e
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import __version__
 from .admin import AdminStore
 from .apitoken import ApiToken
+from .bfd.base import Bfd
 from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config
@@ -71,24 +72,36 @@ class Agent(AgentControl):
         watchdog_seconds: float | None = None,
         check_node: bool = False,
         knobs: KnobKeeper | None = None,
+        image_version: str = "",
+        config_adjust: Callable[[Config], Config] | None = None,
+        legacy_metrics: bool = False,
+        bfd: Bfd | None = None,
     ) -> None:
         self.config = config
+        self.config_adjust = config_adjust  # applied to every reloaded file (gocompat)
+        self.image_version = image_version  # buildinfo.image_version(); "" off the image
         self.config_path = config_path
         self.dataplane = dataplane
         self.speaker = speaker
         self.clock = clock
         self.metrics = metrics or Metrics(
-            per_real_server=config.node.metrics_per_real_server, exabgp_version=_exabgp_version()
+            per_real_server=config.node.metrics_per_real_server,
+            exabgp_version=_exabgp_version(),
+            image_version=image_version,
+            legacy_path_gauge=legacy_metrics,
         )
         self.notifier = notifier
         self.watchdog_seconds = watchdog_seconds
         self.check_node = check_node
         self.started_at = clock.now()
-        self.admin = AdminStore(config.node.state_dir, clock)
+        self.admin = AdminStore(
+            config.node.state_dir, clock, start_drained=config.node.start_drained
+        )
         self.health = HealthRunner(clock, self._wake, prober)
         self.health.on_result = self._on_check_result
         self.health.on_watch_lost = self.metrics.watch_lost
         self.knobs = knobs  # sysctls, IPVS timeouts, sync daemons (knobkeeper.py)
+        self.bfd = bfd  # FRR's bfdd for peers with bfd set (bfd/); None: no peer has it
         self.reconciler = Reconciler(
             config,
             dataplane,
@@ -98,6 +111,7 @@ class Agent(AgentControl):
             clock,
             on_pass=self._on_pass,
             knobs=knobs,
+            bfd=bfd,
         )
         self.api_token: ApiToken | None = None  # set by _serve
         adopt = getattr(dataplane, "set_desired_source", None)
@@ -142,7 +156,10 @@ class Agent(AgentControl):
         """Called by the reconciler after each pass: metrics follow the new state."""
         self.metrics.reconcile_pass(result)
         self.metrics.set_peers(self.speaker.peers())
+        if self.bfd is not None:
+            self.metrics.set_bfd(self.bfd.sessions(), self.bfd.restarts())
         self.metrics.set_routes(self.speaker.advertised())
+        self.metrics.set_path_advertisement(self.config, self.speaker.advertised())
         self.metrics.set_speaker(self.speaker)
         sent = int(getattr(self.speaker, "commands_sent", 0))
         if sent > self._commands_seen:
@@ -179,6 +196,8 @@ class Agent(AgentControl):
         self.metrics.set_observed_source(lambda: getattr(self.reconciler.last, "observed", None))
         self.loop_lag.start()  # bgplb_event_loop_lag_seconds
         await self.dataplane.start(self._wake)
+        if self.bfd is not None:  # before the speaker: its routes wait for BFD Up
+            await self.bfd.start(self.config, self._wake)
         await self.speaker.start(self.config, self._wake)
         self.health.configure(self.config)
         self.metrics.set_drained(self.admin.state, self.config)
@@ -207,6 +226,7 @@ class Agent(AgentControl):
                 log, "task_crashed", level=logging.CRITICAL, task=task.get_name(), error=repr(exc)
             )
             await self._emergency_withdraw()
+            await self._stop_bfd()
             await self._cancel_tasks(stop_wait)
             self.loop_lag.stop()
             return EXIT_CRASH
@@ -221,6 +241,7 @@ class Agent(AgentControl):
             self.reconciler.shutdown_budget(grace),
         ):  # the speaker's stop (last) may not have run: ExaBGP must not outlive us
             await bounded_phase("stop the speaker", self.speaker.stop(), TASKS_BUDGET)
+        await self._stop_bfd()  # only now: the speaker closed its sessions first (bounded)
         await bounded_phase("close the dataplane", self.dataplane.close(), TASKS_BUDGET)
         log_event(log, "agent_stopped")
         self.loop_lag.stop()
@@ -254,6 +275,15 @@ class Agent(AgentControl):
                 await self.speaker.stop()
         except Exception as exc:  # best effort: we are going down anyway
             log_event(log, "emergency_withdraw_failed", level=logging.ERROR, error=repr(exc))
+
+    async def _stop_bfd(self) -> None:
+        if self.bfd is None:
+            return
+        try:
+            async with asyncio.timeout(10):
+                await self.bfd.stop()
+        except Exception as exc:  # best effort: the guards kill the daemons with us anyway
+            log_event(log, "bfd_stop_failed", level=logging.ERROR, error=repr(exc))
 
     # ------------------------------------------------------------------ watchdog
 
@@ -344,6 +374,7 @@ class Agent(AgentControl):
                 self.health.specs(),
                 self.health.prober,
                 host_issues=host_issues if self.check_node else None,
+                adjust=self.config_adjust,
                 probe=probe,
             )
         except ReloadRefused as refused:
@@ -365,6 +396,8 @@ class Agent(AgentControl):
                 except Exception as again:
                     errors.append(f"speaker: restoring the previous peers failed: {again}")
                 return ReloadResult(ok=False, errors=errors)
+            if self.bfd is not None:  # logs and falls back to a bfdd restart by itself
+                await self.bfd.reconfigure(new)
         self.config = new
         self.loop_lag.interval = new.node.loop_lag_interval  # from the next tick on
         self.health.configure(new)

@@ -62,9 +62,14 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--api", default=None, help="API base URL (default from config)")
         c.add_argument("--token-file", default=None)
 
+    from .doctor_cli import add_doctor_parser
     from .unconfigured import add_unconfigured_parser
 
     add_unconfigured_parser(sub)
+    from .fleet.cli import add_fleet_parser
+
+    add_fleet_parser(sub)
+    add_doctor_parser(sub)
     return p
 
 
@@ -119,6 +124,13 @@ def _positive(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .gocompat import is_go_command_line
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if is_go_command_line(argv):  # the Go bgp-lb's flags, no subcommand
+        from .gocompat_entry import run_go_command_line
+
+        return run_go_command_line(argv)
     args = _parser().parse_args(argv)
     cmd: str = args.command
     if cmd in ("check-config", "print-config"):
@@ -133,10 +145,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .dataplane.prereq import run_check_node
 
         return run_check_node(args)
+    if cmd == "doctor":
+        from .doctor_cli import run_doctor
+
+        return run_doctor(args)
     if cmd == "unconfigured":
         from .unconfigured import run_unconfigured
 
         return run_unconfigured(args)
+    if cmd == "fleet":
+        from .fleet.cli import run_fleet
+
+        return run_fleet(args)
     from .client import run_client_command
 
     return run_client_command(args)

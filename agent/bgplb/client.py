@@ -29,7 +29,7 @@ from .drainwatch import (
     watch_traffic,
 )
 from .model import ServiceMode
-from .status import ServiceStatus, StatusResponse
+from .status import PeerStatusModel, ServiceStatus, StatusResponse, VipBandwidthStatus
 
 DEFAULT_API = "http://127.0.0.1:9180"
 HTTP_TIMEOUT = 10.0  # seconds per request
@@ -128,6 +128,26 @@ def _error_text(err: urllib.error.HTTPError) -> str:
 # --------------------------------------------------------------------------- output
 
 
+def _peer_reason(p: PeerStatusModel) -> str:
+    """The session's reason, and for a peer with bfd set its BFD state and why its routes
+    are held (``bfd_not_up``)."""
+    parts = [p.reason] if p.reason else []
+    if p.bfd is not None:
+        parts.append(f"bfd {p.bfd}")
+    if p.held:
+        parts.append(f"held: {p.held}")
+    return "; ".join(parts)
+
+
+def _bandwidth_text(b: VipBandwidthStatus) -> str:
+    """One VIP's UCMP state: capacity now, what is announced, a change the hold-down delays."""
+    sent = f"{b.bytes_per_second} bytes/s" if b.bytes_per_second is not None else "withdrawn"
+    text = f"capacity {b.capacity}, announced {b.announced_capacity} ({sent})"
+    if b.change_in_seconds is not None:
+        text += f", {b.capacity} in {b.change_in_seconds:.1f} s (hold_down)"
+    return text
+
+
 def _table(rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -160,6 +180,9 @@ def print_status(status: StatusResponse, out: TextIO) -> None:
         _table(rows, out)
     else:
         out.write("no services\n")
+    for s in status.services:
+        for b in s.link_bandwidth:
+            out.write(f"ucmp {s.name} {b.vip}: {_bandwidth_text(b)}\n")
     out.write("\n")
     prow = [["PEER", "ASN", "TYPE", "STATE", "ROUTES", "NAME", "REASON"]]
     for p in status.peers:
@@ -171,7 +194,7 @@ def print_status(status: StatusResponse, out: TextIO) -> None:
                 str(p.state),
                 str(p.routes_advertised),
                 p.name or "-",
-                p.reason,
+                _peer_reason(p),
             ]
         )
     if len(prow) > 1:

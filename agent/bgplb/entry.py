@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .agent import EXIT_CONFIG, Agent
@@ -22,7 +23,7 @@ from .stopguard import arm_exit, bounded_phase
 API_CLOSE_BUDGET = 10.0  # seconds
 
 
-async def _serve(agent: Agent) -> int:
+async def serve_agent(agent: Agent) -> int:
     from .api import build_app, serve
 
     issues = await host_issues(agent.config)
@@ -56,8 +57,23 @@ async def _serve(agent: Agent) -> int:
             await bounded_phase("close the API listener", r.cleanup(), API_CLOSE_BUDGET)
 
 
-def build_real_agent(config: Config, config_path: Path) -> Agent:
+def run_process(agent: Agent) -> int:
+    """The agent as this process's whole life (``bgp-lb run`` and the Go-style start)."""
+    with asyncio.Runner() as runner:  # close() joins the default executor's threads...
+        code = runner.run(serve_agent(agent))
+        arm_exit(code)  # ...with no deadline: a stuck one must not keep a stopped agent alive
+    return code
+
+
+def build_real_agent(
+    config: Config,
+    config_path: Path,
+    config_adjust: Callable[[Config], Config] | None = None,
+    go_command_line: bool = False,
+) -> Agent:
+    from .bfd.frr import FrrBfd
     from .bgp.exabgp import ExaBGPSpeaker
+    from .buildinfo import image_version
     from .dataplane.ipvsknobs import NetlinkIpvsKnobs
     from .dataplane.netlink import NetlinkDataplane
     from .dataplane.sysctl import ProcSysctls
@@ -66,13 +82,17 @@ def build_real_agent(config: Config, config_path: Path) -> Agent:
     clock = SystemClock()
     return Agent(
         config,
-        dataplane=NetlinkDataplane(config.node.state_dir),
+        dataplane=NetlinkDataplane(config.node.state_dir, adopt_first_start=go_command_line),
         speaker=ExaBGPSpeaker(clock),
         clock=clock,
         config_path=config_path,
         watchdog_seconds=watchdog_interval(),
         check_node=True,
         knobs=KnobKeeper(ProcSysctls(), NetlinkIpvsKnobs(), clock=clock),
+        image_version=image_version(),
+        config_adjust=config_adjust,
+        legacy_metrics=go_command_line,
+        bfd=FrrBfd(clock),  # idle until a peer has bfd set
     )
 
 
@@ -88,7 +108,4 @@ def run_agent(args: argparse.Namespace) -> int:
         args.log_format or config.node.log.format, args.log_level or config.node.log.level
     )
     agent = build_real_agent(config, path)
-    with asyncio.Runner() as runner:  # close() joins the default executor's threads...
-        code = runner.run(_serve(agent))
-        arm_exit(code)  # ...with no deadline: a stuck one must not keep a stopped agent alive
-    return code
+    return run_process(agent)

@@ -55,6 +55,7 @@ class Reason(enum.StrEnum):
     IPVS_MISSING = "ipvs_missing"
     DATAPLANE_CONFLICT = "dataplane_conflict"  # a foreign object holds what we need
     SHUTTING_DOWN = "shutting_down"
+    NO_CAPACITY = "no_capacity"  # link_bandwidth: no VIP has healthy capacity (linkbw.py)
     UNCONFIGURED = "unconfigured"
 
 

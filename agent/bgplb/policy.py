@@ -26,6 +26,7 @@ from .config import (
 )
 from .health.targets import real_server_target
 from .health.tracker import CheckKey, CheckState, HealthSnapshot
+from .linkbw import VipKey, vip_communities, with_bandwidth
 from .model import (
     AddressSpec,
     CheckStatus,
@@ -80,7 +81,15 @@ class Desired:
     pools: Mapping[VirtualServiceKey, PoolTable] = field(default_factory=dict)  # pool mode
 
 
-def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now: float) -> Desired:
+def desired_state(
+    config: Config,
+    health: HealthSnapshot,
+    admin: AdminState,
+    now: float,
+    capacities: Mapping[VipKey, int] | None = None,
+) -> Desired:
+    """``capacities``: the link_bandwidth VIPs' capacities after the hold-down (linkbw.py);
+    None = those of ``health`` now."""
 
     links: set[LinkSpec] = set()
     addresses: set[AddressSpec] = set()
@@ -94,13 +103,16 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
     for svc in config.services:
         if svc.mode is ServiceMode.IPVS:
             links.add(LinkSpec(svc.name))
-        for vip in svc.vips:
+        for vip in svc.vips if svc.mode is ServiceMode.IPVS or svc.require_vip else ():
             need = _vip_objects(config.node, svc, vip, health, services, real_servers)
             needs.append(need)
             addresses.add(need.address)
             if svc.preserve_connections:
                 pools.update(_pool_tables(svc, vip))
         decision = decide(config.node, svc, health, admin, now)
+        community = vip_communities(config, svc, health, capacities)
+        if community and not any(community.values()) and announcing(decision.decision):
+            decision = ServiceDecision(svc.name, Decision.WITHDRAW, Reason.NO_CAPACITY, "")
         decisions[svc.name] = decision
         since = admin.drained_since(svc.name)
         if decision.decision is Decision.DRAINING and since is not None:
@@ -112,9 +124,14 @@ def desired_state(config: Config, health: HealthSnapshot, admin: AdminState, now
             attrs = route_attributes(svc, state, peer, config.node.local_as)
             for vip in svc.vips:
                 ok, next_hop = _next_hop(peer, vip)
+                vip_attrs = attrs
+                if community:
+                    bw = community.get(vip)
+                    ok = ok and bw is not None  # no healthy capacity: not announced
+                    vip_attrs = with_bandwidth(attrs, bw) if bw is not None else attrs
                 if ok:
                     prefix = _host_prefix(vip)
-                    routes[peer.key].add(Route(prefix, next_hop, attrs, service=svc.name))
+                    routes[peer.key].add(Route(prefix, next_hop, vip_attrs, service=svc.name))
     return Desired(
         dataplane=DataplaneState(
             frozenset(links), frozenset(addresses), frozenset(services), frozenset(real_servers)

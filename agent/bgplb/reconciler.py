@@ -28,11 +28,14 @@ from typing import Protocol
 
 from .admin import AdminState
 from .applier import ADD_BATCH, Applier
+from .bfd.base import BfdSession
+from .bfd.hold import held_peers, hold_routes
 from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config
 from .dataplane.base import Dataplane
 from .health.tracker import HealthSnapshot
+from .linkbw import BandwidthHold, VipBandwidth, VipKey, capacities
 from .logs import log_event
 from .model import (
     DataplaneAction,
@@ -40,6 +43,7 @@ from .model import (
     Decision,
     IPNetwork,
     ObservedDataplane,
+    PeerKey,
     Reason,
     RouteSet,
     VirtualServiceKey,
@@ -81,6 +85,12 @@ class AdminSource(Protocol):
     def state(self) -> AdminState: ...
 
 
+class BfdSource(Protocol):
+    """``bfd.base.Bfd``: the BFD session per peer with ``bfd`` set."""
+
+    def sessions(self) -> Mapping[PeerKey, BfdSession]: ...
+
+
 class KnobSource(Protocol):
     """``knobkeeper.KnobKeeper``: the node's kernel knobs (never raises, bounds itself)."""
 
@@ -100,6 +110,8 @@ class PassResult:
     withdrew_first: bool = False  # routes were withdrawn before removals
     conflicts: Mapping[str, str] = field(default_factory=dict)
     pools: tuple[PoolView, ...] = ()  # pool-mode virtual services: order and fingerprint
+    held: Mapping[PeerKey, str] = field(default_factory=dict)  # peer -> why it gets no route
+    bandwidth: Mapping[VipKey, VipBandwidth] = field(default_factory=dict)  # link_bandwidth
 
 
 class Reconciler:
@@ -117,9 +129,11 @@ class Reconciler:
         pass_timeout: float = PASS_TIMEOUT,
         io_timeout: float = IO_TIMEOUT,
         knobs: KnobSource | None = None,
+        bfd: BfdSource | None = None,
     ) -> None:
         self._config = config
         self._knobs = knobs
+        self._bfd = bfd
         self._owners = vip_owners(config)
         self._dataplane = dataplane
         self._speaker = speaker
@@ -144,6 +158,7 @@ class Reconciler:
         self.failed_passes = 0
         self.last_error: str | None = None
         self._order_warned: set[VirtualServiceKey] = set()
+        self._bandwidth = BandwidthHold()  # link_bandwidth's hold-down (linkbw.py)
 
     @property
     def config(self) -> Config:
@@ -270,8 +285,13 @@ class Reconciler:
         started = self._clock.now()
         config = self._config
         fast_seen = self._gate.fast_withdrawals
-        desired = desired_state(config, self._health.snapshot(), self._admin.state, started)
-        self._next_change = desired.next_change
+        health = self._health.snapshot()
+        bandwidth = self._bandwidth.update(config, capacities(config, health), started)
+        desired = desired_state(config, health, self._admin.state, started, bandwidth)
+        self._next_change = min(
+            (t for t in (desired.next_change, self._bandwidth.next_change) if t is not None),
+            default=None,
+        )
         await self._withdraw_early(desired)
         observed = await self._applier.observe()
         if self._knobs is not None:  # sysctls, IPVS timeouts, sync daemons (knobkeeper.py)
@@ -291,7 +311,8 @@ class Reconciler:
             applied, errors = await self._applier.apply_all(steps.actions)
             observed = await self._applier.observe()
         routes, decisions = announceable(desired, observed, steps.conflicts)
-        routes = await self._gate.announce(routes, fast_seen, self._wanted_now)
+        held = held_peers(config, self._bfd.sessions()) if self._bfd is not None else {}
+        routes = await self._gate.announce(hold_routes(routes, held), fast_seen, self._wanted_now)
         result = PassResult(
             decisions=decisions,
             observed=observed,
@@ -302,6 +323,8 @@ class Reconciler:
             withdrew_first=withdrew,
             conflicts=steps.conflicts,
             pools=pool_views(desired.pools, observed),
+            held=held,
+            bandwidth=dict(self._bandwidth.vips),
         )
         self._log_pools(result.pools, steps.rebuilt)
         self._log_changes(result)

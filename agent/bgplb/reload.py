@@ -72,11 +72,14 @@ async def prepare_reload(
     *,
     host_issues: HostIssues | None = None,
     probe: bool = False,
+    adjust: Callable[[Config], Config] | None = None,
 ) -> PreparedReload:
     try:
         new = await load_config_async(path)  # parsed off the event loop
     except ConfigError as err:
         raise ReloadRefused([str(e) for e in err.errors]) from None
+    if adjust is not None:  # the Go command line's flags (gocompat.adjust_config)
+        new = adjust(new)
     if host_issues is not None:
         try:
             issues = await host_issues(new)

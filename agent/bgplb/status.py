@@ -11,6 +11,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .bfd.base import BfdState
 from .model import (
     CheckStatus,
     Decision,
@@ -62,6 +63,34 @@ class PoolTableStatus(Frozen):
     fingerprint: str = Field(description="hash of the table's inputs: equal on every node")
 
 
+class VipBandwidthStatus(Frozen):
+    """UCMP (services[].link_bandwidth): one VIP's capacity and the link-bandwidth community it
+    carries, as of the last reconcile pass (docs/bgp.md#ucmp-serviceslink_bandwidth)."""
+
+    vip: IPAddress
+    capacity: int = Field(
+        ge=0,
+        description="healthy capacity now: the sum of the weights of the VIP family's healthy "
+        "real servers (or link_bandwidth.capacity), quantized to 5 significant bits",
+    )
+    announced_capacity: int = Field(
+        ge=0,
+        description="the capacity announced: differs from 'capacity' while a change waits "
+        "for the hold-down; 0: the VIP is withdrawn",
+    )
+    bytes_per_second: int | None = Field(
+        ge=0,
+        description="the community's value (announced_capacity x unit, bytes/s), sent with "
+        "the VIP's routes ('routes' says to which peers); null: zero capacity, the VIP is "
+        "withdrawn",
+    )
+    change_in_seconds: float | None = Field(
+        ge=0,
+        description="when the held-down change to 'capacity' is sent (seconds from now); "
+        "null: nothing waits",
+    )
+
+
 class ServiceStatus(Frozen):
     name: str
     mode: ServiceMode
@@ -87,6 +116,11 @@ class ServiceStatus(Frozen):
         "empty in announce mode. Fresh counters: /api/v1/services/{name}/traffic",
     )
     pool_tables: list[PoolTableStatus] = Field(default_factory=list)
+    link_bandwidth: list[VipBandwidthStatus] = Field(
+        default_factory=list,
+        description="per VIP, with services[].link_bandwidth set (UCMP); empty without it "
+        "or before the first reconcile pass",
+    )
 
 
 class PeerStatusModel(Frozen):
@@ -97,6 +131,15 @@ class PeerStatusModel(Frozen):
     state: PeerState
     reason: str = Field(default="", description="why the session is not up, as reported")
     routes_advertised: int = Field(default=0, ge=0)
+    bfd: BfdState | None = Field(
+        default=None, description="the BFD session's state (peers with bfd set; else null)"
+    )
+    bfd_detail: str = Field(default="", description="why BFD is unknown, or bfdd's diagnostic")
+    held: str = Field(
+        default="",
+        description="why this peer gets no route now (bfd_not_up: announced only once its BFD "
+        "session is Up)",
+    )
 
 
 class PrerequisiteStatus(Frozen):
@@ -122,7 +165,12 @@ class KernelKnobStatus(Frozen):
 class NodeStatus(Frozen):
     router_id: ipaddress.IPv4Address
     local_as: int = Field(ge=1)
-    version: str
+    version: str = Field(description="the agent's version")
+    image_version: str = Field(
+        default="",
+        description="the appliance image's version (IMAGE_VERSION in /etc/os-release); "
+        "empty off the image",
+    )
     ready: bool
     drained: bool
     uptime: float = Field(ge=0, description="seconds since the agent started")
@@ -138,6 +186,15 @@ class NodeStatus(Frozen):
     mutating_api: str | None = Field(
         default=None, description="why drain/undrain/reload are disabled; null: enabled"
     )
+
+
+class ProcessStatus(Frozen):
+    """A helper process the agent runs and supervises (ExaBGP; bfdd once BFD exists)."""
+
+    name: str = Field(description="exabgp (later: bfdd)")
+    running: bool
+    pid: int | None = None
+    restarts: int = Field(default=0, ge=0, description="restarts since the agent started")
 
 
 class StateFileStatus(Frozen):
@@ -166,6 +223,9 @@ class StatusResponse(Frozen):
     peers: list[PeerStatusModel] = Field(default_factory=list)
     prerequisites: list[PrerequisiteStatus] = Field(default_factory=list)
     state_files: list[StateFileStatus] = Field(default_factory=list)
+    processes: list[ProcessStatus] = Field(
+        default_factory=list, description="the helper processes the agent supervises"
+    )
     kernel_knobs: list[KernelKnobStatus] = Field(
         default_factory=list,
         description="sysctls, IPVS timeouts and sync daemons the agent keeps (pool mode, "

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Protocol
 
 from . import __version__
+from .bfd.base import Bfd, BfdSession
 from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config, ServiceConfig
 from .dataplane.prereq import Prerequisite
 from .health.tracker import CheckKey, CheckState
+from .linkbw import VipBandwidth, VipKey, bandwidth_bytes
 from .model import (
     CheckStatus,
     Decision,
@@ -39,11 +41,13 @@ from .status import (
     PeerStatusModel,
     PoolTableStatus,
     PrerequisiteStatus,
+    ProcessStatus,
     RealServerStatus,
     ReloadStatus,
     ServiceStatus,
     StateFileStatus,
     StatusResponse,
+    VipBandwidthStatus,
 )
 from .traffic import inbound_rates
 
@@ -86,7 +90,11 @@ class StatusSource(Protocol):
     @property
     def speaker(self) -> Speaker: ...
     @property
+    def bfd(self) -> Bfd | None: ...
+    @property
     def started_at(self) -> float: ...
+    @property
+    def image_version(self) -> str: ...
     @property
     def prerequisites(self) -> Sequence[Prerequisite]: ...
     @property
@@ -123,6 +131,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
             pools=last.pools if last else (),
             drained=svc.name in admin.drained,
             wall_offset=wall - now,
+            bandwidth=_bandwidth(svc, last.bandwidth if last else {}, now),
         )
         for svc in config.services
     ]
@@ -130,6 +139,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
         router_id=config.node.router_id,
         local_as=config.node.local_as,
         version=__version__,
+        image_version=agent.image_version,
         ready=agent.ready(),
         drained=admin.node_drained_at is not None,
         uptime=max(0.0, now - agent.started_at),
@@ -140,7 +150,13 @@ def build_status(agent: StatusSource) -> StatusResponse:
     return StatusResponse(
         node=node,
         services=services,
-        peers=_peers(config, agent.speaker.peers(), advertised),
+        peers=_peers(
+            config,
+            agent.speaker.peers(),
+            advertised,
+            agent.bfd.sessions() if agent.bfd is not None else {},
+            last.held if last else {},
+        ),
         prerequisites=[
             PrerequisiteStatus(name=p.name, ok=p.ok, detail=p.detail, fix=p.fix)
             for p in agent.prerequisites
@@ -155,6 +171,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
             )
             for name, h in agent.state_files().items()
         ],
+        processes=_processes(agent.speaker),
         kernel_knobs=_kernel_knobs(agent),
         last_reload=agent.last_reload,
     )
@@ -223,6 +240,7 @@ def _service(
     pools: Sequence[PoolView] = (),
     drained: bool,
     wall_offset: float,
+    bandwidth: list[VipBandwidthStatus],
 ) -> ServiceStatus:
     checks = [_check(key, state, wall_offset) for key, state in snapshot]
     return ServiceStatus(
@@ -249,7 +267,31 @@ def _service(
             for v in pools
             if v.service == svc.name
         ],
+        link_bandwidth=bandwidth,
     )
+
+
+def _bandwidth(
+    svc: ServiceConfig, vips: Mapping[VipKey, VipBandwidth], now: float
+) -> list[VipBandwidthStatus]:
+    """UCMP per VIP of ``svc`` as the last pass left it (none without link_bandwidth)."""
+    if svc.link_bandwidth is None:
+        return []
+    out = []
+    for vip in svc.vips:
+        bw = vips.get((svc.name, vip))
+        if bw is None:  # no pass since the service (or the VIP) came
+            continue
+        out.append(
+            VipBandwidthStatus(
+                vip=vip,
+                capacity=bw.capacity,
+                announced_capacity=bw.held,
+                bytes_per_second=bandwidth_bytes(svc, bw.held) if bw.held else None,
+                change_in_seconds=max(0.0, bw.due - now) if bw.due is not None else None,
+            )
+        )
+    return out
 
 
 def _check(key: CheckKey, state: CheckState, wall_offset: float) -> CheckStatusModel:
@@ -288,11 +330,16 @@ def _real_servers(
 
 
 def _peers(
-    config: Config, states: Mapping[PeerKey, PeerStatus], advertised: RouteSet
+    config: Config,
+    states: Mapping[PeerKey, PeerStatus],
+    advertised: RouteSet,
+    bfd: Mapping[PeerKey, BfdSession],
+    held: Mapping[PeerKey, str],
 ) -> list[PeerStatusModel]:
     out = []
     for peer in config.peers:
         st = states.get(peer.key)
+        session = bfd.get(peer.key)
         out.append(
             PeerStatusModel(
                 address=peer.key,
@@ -302,6 +349,26 @@ def _peers(
                 state=st.state if st else PeerState.IDLE,
                 reason=st.reason if st else "",
                 routes_advertised=len(advertised.get(peer.key, ())),
+                bfd=session.state if session is not None else None,
+                bfd_detail=session.detail if session is not None else "",
+                held=held.get(peer.key, ""),
             )
         )
     return out
+
+
+def _processes(speaker: Speaker) -> list[ProcessStatus]:
+    """ExaBGP's process, when the speaker says whether it runs (``running``; bfdd joins
+    here once BFD exists: the doctor reads this list)."""
+    running = getattr(speaker, "running", None)
+    if not isinstance(running, bool):
+        return []
+    pid = getattr(speaker, "pid", None)
+    return [
+        ProcessStatus(
+            name="exabgp",
+            running=running,
+            pid=pid if running and isinstance(pid, int) else None,
+            restarts=speaker.restarts(),
+        )
+    ]

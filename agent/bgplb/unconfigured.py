@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .buildinfo import image_version
 
 if TYPE_CHECKING:  # aiohttp and prometheus_client load only when the mode runs (fast CLI start)
     from aiohttp import web
@@ -54,11 +55,16 @@ def build_unconfigured_app(state: Unconfigured) -> web.Application:
         "1 while the node runs without a usable config (nothing is announced)",
         registry=registry,
     ).set(1)
-    Gauge("bgplb_build_info", "bgp-lb version", ["version"], registry=registry).labels(
-        version=__version__
-    ).set(1)
+    Gauge(
+        "bgplb_build_info", "bgp-lb version", ["version", "image_version"], registry=registry
+    ).labels(version=__version__, image_version=image_version()).set(1)
     metrics_body = generate_latest(registry)
-    status = {"state": STATE, "reason": state.reason, "version": __version__}
+    status = {
+        "state": STATE,
+        "reason": state.reason,
+        "version": __version__,
+        "image_version": image_version(),
+    }
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "ok", "state": STATE})

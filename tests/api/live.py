@@ -45,7 +45,9 @@ def write_config(directory: Path) -> Path:
         "node": node(state_dir=str(directory / "state"), shutdown_grace=0.1, drain_delay=0.0),
         "peers": [ebgp_peer()],
         "services": [
-            ipvs_service("web", vips=("10.99.0.1",), ports=(80,), checks=[check]),
+            ipvs_service(  # link_bandwidth: status carries services[].link_bandwidth
+                "web", vips=("10.99.0.1",), ports=(80,), checks=[check], link_bandwidth="auto"
+            ),
             ipvs_service("dns", vips=("10.99.0.2",), ports=(53,), checks=[]),
         ],
     }

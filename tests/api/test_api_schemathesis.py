@@ -133,6 +133,27 @@ def test_no_token_configured(
     still_serving(tokenless_agent)
 
 
+def test_the_status_with_ucmp_matches_the_served_schema(
+    agent: LiveAgent, token_schema: Any
+) -> None:
+    """``services[].link_bandwidth`` (issue 14 item 3) is in the served document and the body
+    conforms to it (every model forbids unknown properties)."""
+    case = token_schema["/api/v1/status"]["GET"].Case()
+    response = case.call_and_validate(base_url=agent.base_url, timeout=TIMEOUT)
+    web = next(s for s in response.json()["services"] if s["name"] == "web")
+    assert web["link_bandwidth"] == [
+        {  # a local backend: link_bandwidth.capacity (default 1) x unit (default 125000)
+            "vip": "10.99.0.1",
+            "capacity": 1,
+            "announced_capacity": 1,
+            "bytes_per_second": 125000,
+            "change_in_seconds": None,
+        }
+    ]
+    dns = next(s for s in response.json()["services"] if s["name"] == "dns")
+    assert dns["link_bandwidth"] == []
+
+
 def test_the_checks_do_fail_on_a_5xx(agent: LiveAgent, token_schema: Any) -> None:
     """The harness can fail: a status endpoint that raises answers 500, schemathesis flags it."""
     assert agent.agent is not None

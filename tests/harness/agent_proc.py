@@ -156,6 +156,8 @@ class AgentProc:
     log_level: str = "debug"
     extra_env: dict[str, str] = field(default_factory=dict)
     start_timeout: float = 20.0
+    # the program and its leading arguments; the config path and log options follow
+    command: tuple[str, ...] = (str(BGP_LB), "run")
 
     @property
     def config_path(self) -> Path:
@@ -189,7 +191,7 @@ class AgentProc:
         """Start the agent; returns once its API answers (the agent is running)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.write_config()
-        argv = ["ip", "netns", "exec", self.ns, str(BGP_LB), "run", str(self.config_path)]
+        argv = ["ip", "netns", "exec", self.ns, *self.command, str(self.config_path)]
         argv += ["--log-format", "json", "--log-level", self.log_level]
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
         env.pop("WATCHDOG_USEC", None)
@@ -323,8 +325,9 @@ AgentFactory = Callable[..., tuple[AgentProc, Backend]]
 
 @pytest.fixture
 def agent_factory() -> Iterator[AgentFactory]:
-    """``agent_factory(bl, n, peers=None, services=None, start=True, **node)`` ->
-    (agent, backend): lbN's backend is up and the agent started (its API answers).
+    """``agent_factory(bl, n, peers=None, services=None, start=True, command=None, **node)``
+    -> (agent, backend): lbN's backend is up and the agent started (its API answers).
+    ``command``: what runs instead of ``bgp-lb run`` (e.g. ``fakedp_agent.COMMAND``).
 
     Defaults: a v4 session to r1 and one service ``web`` with VIP 10.99.0.1 and an http check
     (``STEADY_CHECK``) of the backend at lbN's address. Everything is SIGKILLed and removed
@@ -337,6 +340,7 @@ def agent_factory() -> Iterator[AgentFactory]:
         peers: list[dict[str, Any]] | None = None,
         services: list[dict[str, Any]] | None = None,
         start: bool = True,
+        command: tuple[str, ...] | None = None,
         **node: Any,
     ) -> tuple[AgentProc, Backend]:
         workdir = tempdir("agent")
@@ -351,6 +355,8 @@ def agent_factory() -> Iterator[AgentFactory]:
         )
         config = base_config(workdir, bl, n, peers, services, **node)
         agent = AgentProc(bl.lb_ns[n - 1], workdir, config)
+        if command is not None:
+            agent.command = command
         backend = Backend(agent.ns, bl.lb_v4(n), workdir / "www")
         made.append((agent, backend))
         backend.start()

@@ -44,6 +44,8 @@ class Router:
     pids: dict[str, int] = field(default_factory=dict)
     command_timeout: float = 10.0  # per daemon start / vtysh call (raise it under TCG)
     zebra_args: tuple[str, ...] = ()  # more zebra options (the lab: --v6-rr-semantics)
+    # (interval ms, multiplier): bfdd runs, a "bfd profile lb" and every neighbor uses it
+    bfd: tuple[int, int] | None = None
 
     def config(self) -> str:
         lines = [
@@ -65,6 +67,17 @@ class Router:
             "route-map LB-IN6 permit 10",
             " match ipv6 address prefix-list VIPS6",
             "route-map DENY-ALL deny 10",
+        ]
+        if self.bfd is not None:  # the profile before "router bgp" (frr-exabgp-lab.md)
+            interval, multiplier = self.bfd
+            lines += [
+                "bfd",
+                " profile lb",
+                f"  detect-multiplier {multiplier}",
+                f"  receive-interval {interval}",
+                f"  transmit-interval {interval}",
+            ]
+        lines += [
             f"router bgp {self.asn}",
             f" bgp router-id {self.router_id}",
             " bgp log-neighbor-changes",
@@ -81,6 +94,8 @@ class Router:
             ]
             if n.password:
                 lines.append(f" neighbor {n.address} password {n.password}")
+            if self.bfd is not None:
+                lines += [f" neighbor {n.address} bfd", f" neighbor {n.address} bfd profile lb"]
         for fam, rmap in (("ipv4", "LB-IN"), ("ipv6", "LB-IN6")):
             lines += [
                 f" address-family {fam} unicast",
@@ -108,7 +123,7 @@ class Router:
         shutil.chown(conf, "frr", "frr")
         os.chmod(conf, 0o640)
         d = str(self.directory)
-        for daemon in ("zebra", "bgpd"):
+        for daemon in ("zebra", "bfdd", "bgpd") if self.bfd else ("zebra", "bgpd"):
             pidfile = self.directory / f"{daemon}.pid"
             with contextlib.suppress(FileNotFoundError):
                 pidfile.unlink()
@@ -117,8 +132,21 @@ class Router:
             argv += ["-z", f"{d}/zserv.api", "--vty_socket", d]
             if daemon == "zebra":
                 argv += ["-s", "90000000", *self.zebra_args]
+            if daemon == "bfdd":
+                argv += ["--bfdctl", f"{d}/bfdd.sock"]
             run(*argv, timeout=self.command_timeout)
             self.pids[daemon] = _read_pid(pidfile, timeout=max(5.0, self.command_timeout))
+
+    def vtysh_json_list(self, command: str) -> list[dict[str, object]]:
+        out = json.loads(self.vtysh(command) or "[]")
+        assert isinstance(out, list)
+        return out
+
+    def bfd_peers(self) -> dict[str, str]:
+        """peer address -> BFD state as this router's bfdd sees it."""
+        return {
+            str(p["peer"]): str(p["status"]) for p in self.vtysh_json_list("show bfd peers json")
+        }
 
     def stop(self) -> None:
         kill_pids([p for d, p in sorted(self.pids.items(), key=lambda x: x[0] != "bgpd")])
@@ -264,6 +292,7 @@ def build_bgp_lab(
     ibgp: bool = False,
     password: str | None = None,
     routers: int = 1,
+    bfd: tuple[int, int] | None = None,
 ) -> BgpLab:
     assert routers in (1, 2)
     lab = Lab()
@@ -285,7 +314,7 @@ def build_bgp_lab(
         remote: int | str = "internal" if ibgp else "external"
         neighbors = [Neighbor(BgpLab.lb_v4(n), remote, password) for n in range(1, n_lbs + 1)]
         neighbors.append(Neighbor(BgpLab.lb_v6(1), remote, password, families=("ipv6",)))
-        router = Router(r1, R1_AS, "10.0.0.1", neighbors, workdir / "frr-r1")
+        router = Router(r1, R1_AS, "10.0.0.1", neighbors, workdir / "frr-r1", bfd=bfd)
         router.start()
         if routers == 2:
             ns2 = lab.add_ns("r2")
@@ -321,8 +350,8 @@ def close_bgp_lab(bl: BgpLab) -> None:
 
 @pytest.fixture
 def bgp_lab_factory() -> Iterator[Callable[..., BgpLab]]:
-    """``bgp_lab_factory(n_lbs=2, ibgp=False, password=None, routers=1)``; always torn
-    down."""
+    """``bgp_lab_factory(n_lbs=2, ibgp=False, password=None, routers=1, bfd=None)``;
+    always torn down. ``bfd=(interval_ms, multiplier)``: r1 runs bfdd with that profile."""
     made: list[BgpLab] = []
 
     def make(**kw: object) -> BgpLab:

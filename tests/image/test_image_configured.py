@@ -24,6 +24,7 @@ from tests.harness.frr import fib
 
 from .conftest import (
     BOOT_TIMEOUT,
+    IMAGE,
     NODE_AS,
     NODE_IP,
     ROUTER_AS,
@@ -178,6 +179,11 @@ def test_route_only_after_rise_good_checks(node: Node) -> None:
     status = json.loads(body)
     text = json.dumps(status)
     assert '"web"' in text
+    built = IMAGE.with_name("build-info.txt")  # image/build.sh: image_version=...
+    if built.is_file():  # (absent for a BGPLB_IMAGE built elsewhere)
+        version = dict(x.split("=", 1) for x in built.read_text().splitlines() if "=" in x)
+        assert status["node"]["image_version"] == version["image_version"], status["node"]
+    assert status["node"]["image_version"], "the image's os-release carries IMAGE_VERSION"
     successes = [int(x) for x in re.findall(r'"successes":\s*(\d+)', text)]
     assert successes, text
     assert max(successes) >= RISE, text
@@ -255,7 +261,10 @@ def test_unit_hardening_and_exabgp_in_the_agents_cgroup(node: Node) -> None:
     assert set(values["CapabilityBoundingSet"].split()) == {
         "cap_net_admin", "cap_net_bind_service", "cap_net_raw",
         "cap_setuid", "cap_setgid", "cap_kill",
+        "cap_sys_admin", "cap_chown",  # FRR's zebra + bfdd for peers[].bfd (docs/bgp.md)
     }  # fmt: skip
+    # no second zebra: Debian's own FRR service is masked (the agent runs its own)
+    assert node.ssh.run("systemctl is-enabled frr.service || true").strip() == "masked"
     assert values["NoNewPrivileges"] == "yes"
     assert values["ProtectSystem"] == "strict"
     assert values["Restart"] == "on-failure"

@@ -2,13 +2,16 @@
 
 Steps: lab up -> each router's ECMP route for the v4 and v6 VIP (3 next hops) -> client
 requests spread over lb1..lb3 -> lb1's backend stopped (withdraw time measured) -> restarted
--> lb2 drained under load (zero failed new connections expected) -> teardown. Ends with a
-summary table; exits non-zero if any step failed. Runs inside one virtme-ng VM when the
-running kernel lacks IPVS/dummy.
+-> lb2 drained under load (zero failed new connections expected) -> teardown; with
+`make demo POOL=1` then the pool lab (containerlab/pool.clab.yml) against its control: resets
+and failed requests of each, side by side (tests/lab/pool_demo.py). Ends with a summary
+table; exits non-zero if any step failed.
+Runs inside one virtme-ng VM when the running kernel lacks IPVS/dummy.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -155,13 +158,41 @@ def _table(steps: list[Step]) -> str:
     return "\n".join(lines)
 
 
+def _with_pool() -> bool:
+    """The pool lab step (two more lab builds: ~25 min in a TCG guest on 2 cores) is opt-in."""
+    return os.environ.get("BGPLB_DEMO_POOL", "") == "1"
+
+
+def pool_step() -> Step:
+    """The pool lab vs its control: zero resets expected in pool mode, resets in the control."""
+    from .pool_demo import both, table
+
+    print("\n==> pool lab: drain lb2, SIGKILL lb3's agent, add lb4, undrain lb2 under traffic,")
+    print("    pool mode (mh, sloppy_tcp, sync) and then the control (wlc, no sloppy, no sync)")
+    t0 = time.monotonic()
+    s = Step("pool mode vs control (containerlab/pool.clab.yml)")
+    try:
+        pool, control = both(WORK)
+        print("\n" + table(pool, control), flush=True)
+        s.ok = pool.reset == 0 and pool.failed == 0 and pool.moved > 0 and control.reset > 0
+        s.detail = (
+            f"pool: {pool.reset} reset, {pool.failed} failed ({pool.moved} flows moved); "
+            f"control: {control.reset}/{control.held} reset, {control.failed} failed"
+        )
+    except Exception as e:  # the summary shows it
+        s.ok, s.detail = False, f"{type(e).__name__}: {e}"
+        traceback.print_exc()
+    s.seconds = time.monotonic() - t0
+    return s
+
+
 def run_demo(native: bool = False) -> int:
     from .vm import WORK as VM_WORK
     from .vm import in_vm, running_kernel_has_dataplane
 
     if not native and not running_kernel_has_dataplane():
         cmd = [sys.executable, "-m", "tests.lab", "demo", "--native"]
-        return in_vm(cmd, VM_WORK / "demo.log", timeout=900)
+        return in_vm(cmd, VM_WORK / "demo.log", timeout=2700 if _with_pool() else 900)
     t0 = time.monotonic()
     lab = Lab(load_topology(ECMP), keep_logs=WORK / "lab-logs")
     left = teardown(lab.topology.name)
@@ -176,6 +207,10 @@ def run_demo(native: bool = False) -> int:
         removed = lab.down()
         detail = f"{len(removed)} objects removed; logs in {WORK / 'lab-logs'}"
         steps.append(Step("teardown", ok=True, detail=detail, seconds=time.monotonic() - t1))
+    if _with_pool():
+        steps.append(pool_step())
+    else:
+        print("\n==> pool mode vs control: `make demo POOL=1` (~25 more minutes under TCG)")
     print("\n" + _table(steps))
     failed = [s.name for s in steps if not s.ok]
     total = time.monotonic() - t0

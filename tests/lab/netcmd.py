@@ -7,6 +7,8 @@ runner supports exactly these forms (``-4``/``-6`` optional, checked against the
     ip [-4|-6] route add DEST via GATEWAY [dev IFACE]
     ip [-4|-6] route add DEST nexthop via GATEWAY [dev IFACE] nexthop via GATEWAY [dev IFACE] ...
     ip link set [dev] IFACE up
+    ip link add NAME type bridge                 (a switch node: one L2 segment)
+    ip link set [dev] IFACE master BRIDGE
 
 Each line is parsed into a typed command and rendered back into an ``ip -batch`` line.
 """
@@ -26,6 +28,8 @@ SUPPORTED_FORMS = (
     "ip [-4|-6] route add DEST via GATEWAY [dev IFACE]",
     "ip [-4|-6] route add DEST nexthop via GATEWAY [dev IFACE] nexthop via ...",
     "ip link set [dev] IFACE up",
+    "ip link add NAME type bridge",
+    "ip link set [dev] IFACE master BRIDGE",
 )
 
 
@@ -84,7 +88,32 @@ class LinkUp:
         return (self.iface,)
 
 
-NetCommand = AddrAdd | RouteAdd | LinkUp
+@dataclass(frozen=True)
+class BridgeAdd:
+    name: str
+
+    def batch_line(self) -> str:
+        return f"link add {self.name} type bridge"
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return ()  # it creates its interface: nothing to check against the links
+
+
+@dataclass(frozen=True)
+class LinkMaster:
+    iface: str
+    master: str
+
+    def batch_line(self) -> str:
+        return f"link set dev {self.iface} master {self.master}"
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return (self.iface, self.master)
+
+
+NetCommand = AddrAdd | RouteAdd | LinkUp | BridgeAdd | LinkMaster
 
 
 def parse_exec_line(line: str) -> NetCommand:
@@ -109,6 +138,10 @@ def parse_exec_line(line: str) -> NetCommand:
         return _route(line, rest, family)
     if obj == "link" and verb == "set" and family is None:
         return _link(line, rest)
+    if obj == "link" and verb == "add" and family is None:
+        if len(rest) != 3 or rest[1:] != ["type", "bridge"]:
+            raise ExecLineError(_unsupported(line, "expected `link add NAME type bridge`"))
+        return BridgeAdd(name=rest[0])
     raise ExecLineError(_unsupported(line, f"`ip {obj} {verb}` is not supported"))
 
 
@@ -181,9 +214,13 @@ def _nexthop(line: str, words: list[str]) -> NextHop:
     return NextHop(gateway=gateway, dev=words[3] if len(words) == 4 else None)
 
 
-def _link(line: str, rest: list[str]) -> LinkUp:
+def _link(line: str, rest: list[str]) -> LinkUp | LinkMaster:
     if rest[:1] == ["dev"]:
         rest = rest[1:]
+    if len(rest) == 3 and rest[1] == "master":
+        return LinkMaster(iface=rest[0], master=rest[2])
     if len(rest) != 2 or rest[1] != "up":
-        raise ExecLineError(_unsupported(line, "expected `link set [dev] IFACE up`"))
+        raise ExecLineError(
+            _unsupported(line, "expected `link set [dev] IFACE up` or `... IFACE master BRIDGE`")
+        )
     return LinkUp(iface=rest[0])

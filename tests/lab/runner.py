@@ -4,7 +4,8 @@ Per node one namespace ``bgplab-<lab>-<node>``; per link one veth pair named as 
 the node's ``sysctls`` and ``exec`` lines (see :mod:`tests.lab.netcmd`) are applied in it.
 Then, by role: routers run FRR's zebra + bgpd directly ("method B", see
 :mod:`tests.harness.frr`); lb nodes run the local backend (containerlab/node/backend.py) and
-``bgp-lb run`` with the bound agent config; clients run nothing.
+``bgp-lb run`` with the bound agent config; servers (real servers) run the backend only;
+clients and switches (a bridge per L2 segment, from their exec lines) run nothing.
 
 Everything created is recorded in ``/run/bgplb-lab/<lab>/state.json`` as it is created, so
 :func:`teardown` removes it after a crash too: it kills the recorded processes (by pid, after
@@ -110,8 +111,12 @@ class Lab:
         agents: bool = True,
         root: Path = RUN_ROOT,
         keep_logs: Path | None = None,
+        deferred: tuple[str, ...] = (),
     ) -> None:
         self.topology = topology
+        # lb nodes whose agent up() starts with every service drained (admin.json written
+        # first): never announced until undrained, i.e. a node that joins later
+        self.deferred = deferred
         self.keep_logs = keep_logs  # down() copies the nodes' logs here first
         self.agents = agents
         self.dir = root / topology.name
@@ -173,10 +178,14 @@ class Lab:
             )
             for node in self.topology.by_role("router"):
                 self._router(node, say)
+            for node in self.topology.by_role("server"):
+                self.start_backend(node.name)
+                say(f"{node.name}: real server backend :{node.backend_port}")
             for node in self.topology.by_role("lb"):
                 self._lb(node, say)
             if self.agents:
-                self.wait_ecmp(len(self.topology.by_role("lb")), timeout=timeout, say=say)
+                count = len(self.topology.by_role("lb")) - len(self.deferred)
+                self.wait_ecmp(count, timeout=timeout, say=say)
         except BaseException:
             self.down()
             raise
@@ -252,13 +261,29 @@ class Lab:
     def _lb(self, node: Node, say: Say) -> None:
         self.start_backend(node.name)
         self.write_agent_config(node)
+        if node.name in self.deferred:
+            self.write_drained(node)
         if self.agents:
-            argv = [str(VENV_BIN / "bgp-lb"), "run", str(self.agent_config(node.name))]
-            self._spawn(node.name, "agent", argv)
+            self.start_agent(node.name)
+        drained = " (every service drained)" if node.name in self.deferred else ""
         say(
             f"{node.name}: backend :{node.backend_port}"
-            + (" + bgp-lb agent" if self.agents else "")
+            + (f" + bgp-lb agent{drained}" if self.agents else "")
         )
+
+    def write_drained(self, node: Node) -> None:
+        """The agent's persisted drain state (admin.json, format 1) with every service."""
+        source = node.bind_source(AGENT_CONF)
+        assert source is not None
+        names = [s["name"] for s in yaml.safe_load(source.read_text()).get("services", [])]
+        state = self.node_dir(node.name) / "state"
+        state.mkdir(parents=True, exist_ok=True)
+        doc = {"version": 1, "node_drained": False, "drained": names, "written_at": time.time()}
+        (state / "admin.json").write_text(json.dumps(doc) + "\n")
+
+    def start_agent(self, node_name: str) -> int:
+        argv = [str(VENV_BIN / "bgp-lb"), "run", str(self.agent_config(node_name))]
+        return self._spawn(node_name, "agent", argv).pid
 
     def write_agent_config(self, node: Node) -> Path:
         """The bound agent config, with bind targets mapped to their sources and per-node
@@ -283,6 +308,8 @@ class Lab:
     def start_backend(self, node_name: str) -> int:
         node = self.topology.node(node_name)
         argv = [sys.executable, str(BACKEND), "--name", node.name, "--port", str(node.backend_port)]
+        if node.echo_port is not None:
+            argv += ["--echo-port", str(node.echo_port)]
         argv += [str(a) for a in node.backend_addresses]
         return self._spawn(node.name, "backend", argv).pid
 
@@ -378,7 +405,7 @@ class Lab:
             return
         with contextlib.suppress(OSError):
             shutil.rmtree(target, ignore_errors=True)
-            for log in [*self.dir.glob("*/**/*.log"), *self.dir.glob("*.jsonl")]:
+            for log in [*self.dir.glob("*/**/*.log"), *self.dir.glob("**/*.jsonl")]:
                 out = target / log.relative_to(self.dir)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(log, out)

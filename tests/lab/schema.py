@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 ROLE_LABEL = "bgplb-lab.role"
-Role = Literal["router", "lb", "client"]
+Role = Literal["router", "lb", "client", "server", "switch"]
 SysctlValue = int | str
 
 

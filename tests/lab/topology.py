@@ -2,11 +2,12 @@
 
 ``load_topology(path)`` parses the YAML (duplicate keys are errors), validates it against
 :mod:`tests.lab.schema` and checks what the runner needs to reproduce it faithfully: every
-node has a role (label ``bgplb-lab.role``: router | lb | client), links name existing nodes
-and unique interfaces (never ``eth0``, containerlab's management interface), ``exec`` lines
-are in the supported subset (:mod:`tests.lab.netcmd`) and only name the node's own
-interfaces, bind sources exist, sysctls are per-namespace (``net.*``), and each role has
-the binds/env it needs. Every problem is reported as ``file: key.path: why``.
+node has a role (label ``bgplb-lab.role``: router | lb | client | server | switch), links
+name existing nodes and unique interfaces (never ``eth0``, containerlab's management
+interface), ``exec`` lines are in the supported subset (:mod:`tests.lab.netcmd`) and only
+name the node's own interfaces (or a bridge it made), bind sources exist, sysctls are
+per-namespace (``net.*``), and each role has the binds/env it needs. Every problem is
+reported as ``file: key.path: why``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from .netcmd import ExecLineError, NetCommand, parse_exec_line
+from .netcmd import BridgeAdd, ExecLineError, NetCommand, parse_exec_line
 from .schema import LabDef, NodeDef, Role, allowed_keys
 
 NODE_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
@@ -33,6 +34,8 @@ AGENT_CONF = PurePosixPath("/etc/bgp-lb/config.yaml")
 SHARED_TOKEN = PurePosixPath("/etc/bgp-lb/api-token.shared")
 TOKEN = PurePosixPath("/etc/bgp-lb/api-token")
 LB_ENV = ("BGPLB_BACKEND_ADDRS", "BGPLB_BACKEND_PORT")
+# a real server (role server) runs only the backend; it may also run a byte echo on a port
+SERVER_ENV = (*LB_ENV, "BGPLB_ECHO_PORT")
 FRR_SUPPORTED_DAEMONS = frozenset({"bgpd"})  # zebra always runs
 CLIENT_CMD = "sleep infinity"
 
@@ -90,6 +93,11 @@ class Node:
     @property
     def backend_port(self) -> int:
         return int(self.env["BGPLB_BACKEND_PORT"])
+
+    @property
+    def echo_port(self) -> int | None:
+        port = self.env.get("BGPLB_ECHO_PORT")
+        return int(port) if port else None
 
 
 @dataclass(frozen=True)
@@ -240,14 +248,19 @@ def _node(
                 Issue(f"{p}.sysctls.{key}", "only per-namespace net.* sysctls are supported")
             )
     commands: list[NetCommand] = []
+    bridges: set[str] = set()  # made by an earlier exec line of this node
     for k, line in enumerate(nd.exec_):
         try:
             cmd = parse_exec_line(line)
         except ExecLineError as e:
             issues.append(Issue(f"{p}.exec[{k}]", str(e)))
             continue
+        if isinstance(cmd, BridgeAdd):
+            if cmd.name in ifaces or cmd.name in bridges or not IFNAME_RE.match(cmd.name):
+                issues.append(Issue(f"{p}.exec[{k}]", f"bridge name {cmd.name!r} is taken/invalid"))
+            bridges.add(cmd.name)
         for iface in cmd.interfaces:
-            if iface != "lo" and iface not in ifaces:
+            if iface != "lo" and iface not in ifaces and iface not in bridges:
                 issues.append(
                     Issue(
                         f"{p}.exec[{k}]",
@@ -306,13 +319,56 @@ def _role_checks(node: Node, nd: NodeDef, p: str, issues: list[Issue]) -> None:
             issues.append(
                 Issue(f"{p}.cmd", "an lb node runs the image's command (agent + backend)")
             )
-    else:
+    elif node.role == "server":
+        _server_checks(node, nd, p, issues)
+    else:  # client, switch: no process of their own
         if nd.cmd not in (None, CLIENT_CMD):
             issues.append(
                 Issue(f"{p}.cmd", f"a client runs nothing: only {CLIENT_CMD!r} is supported")
             )
         if node.binds or node.env:
             issues.append(Issue(p, "a client takes no binds and no env"))
+
+
+def _server_checks(node: Node, nd: NodeDef, p: str, issues: list[Issue]) -> None:
+    """A real server runs the backend only (start.sh without an agent config)."""
+    if node.bind_source(AGENT_CONF) is not None:
+        issues.append(Issue(f"{p}.binds", "a server runs no agent (no bind to the agent config)"))
+    for key in sorted(set(node.env) - set(SERVER_ENV)):
+        issues.append(
+            Issue(f"{p}.env.{key}", f"not supported (a server takes {', '.join(SERVER_ENV)})")
+        )
+    for key in LB_ENV:
+        if key not in node.env:
+            issues.append(Issue(f"{p}.env", f"a server needs {key}"))
+    try:
+        ports = [node.backend_port] if "BGPLB_BACKEND_PORT" in node.env else []
+        ports += [node.echo_port] if node.echo_port is not None else []
+        if any(not 0 < port < 65536 for port in ports):
+            raise ValueError("port out of range")
+        if "BGPLB_BACKEND_ADDRS" in node.env and not node.backend_addresses:
+            raise ValueError("empty")
+    except ValueError as e:
+        issues.append(Issue(f"{p}.env", f"bad backend address/port: {e}"))
+    if nd.cmd is not None:
+        issues.append(Issue(f"{p}.cmd", "a server runs the image's command (the backend)"))
+
+
+def with_agent_configs(topology: Topology, directory: Path, name: str) -> Topology:
+    """The same lab with every lb node's agent config taken from ``directory/<node>/``
+    (e.g. the pool lab's control variant), under another lab name (its own namespaces)."""
+    nodes = []
+    for node in topology.nodes:
+        if node.role == "lb":
+            source = (directory / node.name / "config.yaml").resolve()
+            if not source.is_file():
+                raise TopologyError(topology.path, [Issue(node.name, f"no file {source}")])
+            binds = tuple(
+                replace(b, source=source) if b.target == AGENT_CONF else b for b in node.binds
+            )
+            node = replace(node, binds=binds)
+        nodes.append(node)
+    return replace(topology, name=name, nodes=tuple(nodes))
 
 
 def frr_daemons(path: Path) -> set[str]:

@@ -12,3 +12,18 @@ NO_POOL_HERE = frozenset(
         "alert BgplbPoolTableMismatch selector",
     }
 )
+
+# No service of the ECMP lab sets link_bandwidth (UCMP): the host stack's web does, so only the
+# lab may find these empty.
+NO_UCMP_METRICS = r"bgplb_link_bandwidth_bytes_per_second"
+NO_UCMP_HERE = frozenset({"alert BgplbLinkBandwidthMissing selector"})
+# No peer of either stack has bfd set (peers[].bfd, tests/bgp/test_bfd.py covers it): the
+# per-peer BFD families exist on no node (bgplb_bfd_daemon_restarts_total always does).
+NO_BFD_METRICS = r"bgplb_bfd_session_(up|state_changes_total)"
+NO_BFD_HERE = frozenset(
+    {
+        "node.json panel 21 'BFD session up per peer' A",
+        "node.json panel 22 'BFD state changes and bfdd restarts (15m)' A",
+        "alert BgplbBfdDownWhileBgpEstablished selector",
+    }
+)

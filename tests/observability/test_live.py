@@ -40,7 +40,7 @@ from tests.harness.netns import kill_pids, run, tempdir
 from tests.harness.vm import running_kernel_has_dataplane
 
 from .conftest import DASHBOARDS, REPO
-from .expected import NO_POOL_HERE
+from .expected import NO_BFD_HERE, NO_BFD_METRICS, NO_POOL_HERE
 from .prom import SLOW, PromServer
 
 pytestmark = pytest.mark.observability
@@ -60,21 +60,25 @@ IPVS_VIP = "10.99.0.3"
 SERVICES = 3 if IPVS else 2
 # What a host without IPVS cannot fill (announce-mode services have no real servers).
 NO_IPVS_HERE = r"bgplb_(ipvs_.*|real_server_healthy|vip_inbound_packets_per_second)"
-EXPECTED_EMPTY = NO_POOL_HERE | (
-    set()
-    if IPVS
-    else {
-        "fleet.json panel 11 'Traffic share per node (bytes)' A",
-        "fleet.json panel 12 'New connections per node' A",
-        "fleet.json panel 13 'Inbound packets per VIP' A",
-        "fleet.json panel 14 'Active connections per real server, by node' A",
-        "node.json panel 8 'Connections' A",
-        "node.json panel 8 'Connections' B",
-        "node.json panel 9 'Packets' A",
-        "node.json panel 10 'Bytes' A",
-        "node.json panel 11 'Real server health' A",
-        "alert BgplbRealServerDown selector",
-    }
+EXPECTED_EMPTY = (
+    NO_POOL_HERE
+    | NO_BFD_HERE
+    | (
+        set()
+        if IPVS
+        else {
+            "fleet.json panel 11 'Traffic share per node (bytes)' A",
+            "fleet.json panel 12 'New connections per node' A",
+            "fleet.json panel 13 'Inbound packets per VIP' A",
+            "fleet.json panel 14 'Active connections per real server, by node' A",
+            "node.json panel 8 'Connections' A",
+            "node.json panel 8 'Connections' B",
+            "node.json panel 9 'Packets' A",
+            "node.json panel 10 'Bytes' A",
+            "node.json panel 11 'Real server health' A",
+            "alert BgplbRealServerDown selector",
+        }
+    )
 )
 
 if os.geteuid() != 0 or not shutil.which("vtysh") or not shutil.which("prometheus"):
@@ -136,7 +140,9 @@ def _agent(bl: BgpLab, n: int) -> tuple[AgentProc, Backend]:
     workdir = tempdir("agent")
     (workdir / "www").mkdir()
     (workdir / "www" / "index.html").write_text("ok\n")
-    web = service("web", ["10.99.0.1"], bl.lb_v4(n))
+    # UCMP: web carries the link-bandwidth community (lbN: capacity N), so the
+    # BgplbLinkBandwidthMissing selector has series here
+    web = service("web", ["10.99.0.1"], bl.lb_v4(n), link_bandwidth={"capacity": n})
     api = {**service("api", ["10.99.0.2"], bl.lb_v4(n)), "checks": [TCP_API_CHECK]}
     services = [web, api]
     if IPVS:
@@ -232,7 +238,7 @@ def test_every_panel_query_and_alert_selector_returns_series(stack: Stack) -> No
         traffic = "sum by (node) (rate(bgplb_ipvs_bytes_total[10s])) > 0"
         p.wait(lambda: p.count(traffic) >= 1, 30, "IPVS traffic seen")
     argv = [sys.executable, DASHBOARDS / "validate.py", "--prom", p.url]
-    res = p.run_in_ns(*argv, "--allow-empty", NO_IPVS_HERE)
+    res = p.run_in_ns(*argv, "--allow-empty", f"(?:{NO_IPVS_HERE})|(?:{NO_BFD_METRICS})")
     assert res.returncode == 0, res.stdout + res.stderr
     skipped = {
         line.removeprefix("skipped (allowed empty): ").split(": ")[0]
@@ -315,7 +321,8 @@ def test_dashboards_render_from_live_data(stack: Stack, tmp_path: Path) -> None:
     fleet = _render(stack, "fleet.json", tmp_path / "fleet.png", window)
     assert "12 panels" in fleet  # 9 + per-VIP rate, connections per real server, fingerprints
     node = _render(stack, "node.json", tmp_path / "node.png", window, "--var", "node=lb2")
-    assert "16 panels" in node  # 15 + the event loop lag panel (issue 13, item 8)
+    # 15 + the event loop lag panel (issue 13, item 8) + the BFD row's 2 (issue 14)
+    assert "18 panels" in node
     if os.environ.get("BGPLB_RENDER_PNG"):  # a directory, or 1 for docs/img
         img = Path(os.environ["BGPLB_RENDER_PNG"])
         img = REPO / "docs" / "img" if str(img) == "1" else img

@@ -13,8 +13,23 @@ import yaml
 
 from bgplb.config import parse_config
 from bgplb.config.crosschecks import check_config
-from tests.lab.netcmd import AddrAdd, ExecLineError, LinkUp, RouteAdd, parse_exec_line
-from tests.lab.topology import AGENT_CONF, FRR_CONF, TopologyError, load_topology, parse_topology
+from tests.lab.netcmd import (
+    AddrAdd,
+    BridgeAdd,
+    ExecLineError,
+    LinkMaster,
+    LinkUp,
+    RouteAdd,
+    parse_exec_line,
+)
+from tests.lab.topology import (
+    AGENT_CONF,
+    FRR_CONF,
+    TopologyError,
+    load_topology,
+    parse_topology,
+    with_agent_configs,
+)
 
 LAB_DIR = Path(__file__).resolve().parents[2] / "containerlab"
 ECMP = LAB_DIR / "ecmp.clab.yml"
@@ -210,3 +225,89 @@ def test_exec_lines_round_trip_to_ip_batch(line: str, expected: str) -> None:
 def test_unsupported_exec_lines(line: str, why: str) -> None:
     with pytest.raises(ExecLineError, match=re.escape(why)):
         parse_exec_line(line)
+
+
+POOL = LAB_DIR / "pool.clab.yml"
+POOL_CONTROL = LAB_DIR / "pool" / "control"
+
+
+def test_pool_file_resolves_to_the_documented_lab() -> None:
+    t = load_topology(POOL)
+    assert [n.name for n in t.by_role("router")] == ["r1", "r2"]
+    assert [n.name for n in t.by_role("lb")] == ["lb1", "lb2", "lb3", "lb4"]
+    assert [n.name for n in t.by_role("server")] == ["s1", "s2", "s3", "s4"]
+    [sw] = t.by_role("switch")
+    assert [c.batch_line() for c in sw.commands if isinstance(c, BridgeAdd)] == [
+        "link add br0 type bridge",
+        "link add br1 type bridge",
+    ]
+    masters = {c.iface: c.master for c in sw.commands if isinstance(c, LinkMaster)}
+    assert sorted(masters.values()).count("br0") == 10  # 4 lbs, 4 servers, 2 routers
+    assert sorted(masters.values()).count("br1") == 4  # the sync segment: the lbs only
+    for r in t.by_role("router"):
+        assert dict(r.sysctls)["net.ipv4.fib_multipath_hash_policy"] == "1"
+        conf = r.bind_source(FRR_CONF)
+        assert conf is not None
+        assert conf.read_text().count("peer-group LB\n") == 4
+    for s in t.by_role("server"):
+        own = {str(c.address) for c in s.commands if isinstance(c, AddrAdd)}
+        assert "10.99.0.1/32" in own  # the VIP on lo (dr)
+        assert dict(s.sysctls)["net.ipv4.conf.all.arp_ignore"] == "1"
+        assert s.echo_port == 7
+        assert s.backend_port == 80
+
+
+def test_pool_and_control_agent_configs() -> None:
+    for node in load_topology(POOL).by_role("lb"):
+        source = node.bind_source(AGENT_CONF)
+        assert source is not None
+        for path, pool in ((source, True), (POOL_CONTROL / node.name / "config.yaml", False)):
+            config = parse_config(yaml.safe_load(path.read_text()))
+            assert check_config(config) == []
+            [svc] = config.services
+            assert svc.preserve_connections is pool
+            assert {p.scheduler for p in svc.ports} == {"mh" if pool else "wlc"}
+            assert {rs.forward for rs in svc.real_servers} == {"dr"}
+            assert (config.node.connection_sync is not None) is pool
+
+
+def test_with_agent_configs_swaps_only_the_agent_binds() -> None:
+    t = load_topology(POOL)
+    c = with_agent_configs(t, POOL_CONTROL, "poolctl")
+    assert c.name == "poolctl"
+    for a, b in zip(t.nodes, c.nodes, strict=True):
+        if a.role == "lb":
+            assert b.bind_source(AGENT_CONF) == (POOL_CONTROL / a.name / "config.yaml").resolve()
+        else:
+            assert a == b
+
+
+def test_bridge_exec_lines() -> None:
+    assert parse_exec_line("ip link add br0 type bridge") == BridgeAdd("br0")
+    cmd = parse_exec_line("ip link set dev p1 master br0")
+    assert cmd == LinkMaster("p1", "br0")
+    assert cmd.batch_line() == "link set dev p1 master br0"
+    with pytest.raises(ExecLineError, match="type bridge"):
+        parse_exec_line("ip link add br0 type vxlan")
+
+
+def test_master_must_be_a_bridge_the_node_made() -> None:
+    data = _ecmp_data()
+    data["topology"]["nodes"]["c1"]["exec"].append("ip link set eth1 master br9")
+    assert any("no interface 'br9'" in e for e in _errors(data))
+    data["topology"]["nodes"]["c1"]["exec"].insert(0, "ip link add br9 type bridge")
+    parse_topology(data, ECMP)  # no error
+
+
+def test_server_role_requirements() -> None:
+    data = _ecmp_data()
+    c1 = data["topology"]["nodes"]["c1"]
+    c1["labels"]["bgplb-lab.role"] = "server"
+    del c1["cmd"]
+    errors = _errors(data)
+    assert any("a server needs BGPLB_BACKEND_ADDRS" in e for e in errors)
+    c1["env"] = {"BGPLB_BACKEND_ADDRS": "10.1.100.2", "BGPLB_BACKEND_PORT": "80", "X": "1"}
+    errors = _errors(data)
+    assert any("env.X: not supported" in e for e in errors)
+    del c1["env"]["X"]
+    assert parse_topology(data, ECMP).node("c1").role == "server"

@@ -208,6 +208,12 @@ class ExaBGPSpeaker:
         """ExaBGP's pid while it runs (for status pages and tests)."""
         return self._supervisor.pid
 
+    @property
+    def running(self) -> bool:
+        """ExaBGP's process exists and has not exited (status ``processes``, doctor)."""
+        proc = self._supervisor.proc
+        return proc is not None and proc.returncode is None
+
     async def stop(self) -> None:
         if self._stopping or self._file.config is None:
             return

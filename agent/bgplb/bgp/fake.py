@@ -78,6 +78,11 @@ class FakeSpeaker:
     def supervision(self) -> Supervision:
         return Supervision(restart_reasons={"exited": self._restarts})
 
+    @property
+    def running(self) -> bool:
+        """The fake's "process": started and not stopped (status ``processes``)."""
+        return self.config is not None and not self.stopped
+
     async def stop(self) -> None:
         self.wanted = {}
         self.stopped = True

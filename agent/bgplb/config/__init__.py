@@ -8,7 +8,9 @@ dicts. Native YAML/JSON and the original Go bgp-lb's JSON (the "seed" format) ar
 from __future__ import annotations
 
 from .attributes import ServiceState, default_attributes, route_attributes
+from .bandwidth import LinkBandwidthConfig
 from .base import CHECK_NAME_RE, IFNAME_RE, SCHEDULERS, Strict
+from .bfd import BfdConfig
 from .crosschecks import check_against_host, check_config
 from .fields import GSHUT
 from .issues import ConfigError, ConfigIssue
@@ -39,6 +41,7 @@ __all__ = [
     "SCHEDULERS",
     "ApiConfig",
     "AttributesConfig",
+    "BfdConfig",
     "Check",
     "CheckBase",
     "Config",
@@ -47,6 +50,7 @@ __all__ = [
     "ExecCheck",
     "HttpCheck",
     "IcmpCheck",
+    "LinkBandwidthConfig",
     "LogConfig",
     "NodeConfig",
     "ParsedConfig",

@@ -18,6 +18,18 @@ SCHEDULERS = frozenset(
 )
 
 
+def check_ifname(v: str) -> str:
+    """A Linux interface name (IFNAMSIZ 16 with the NUL), for every section that names one."""
+    if not IFNAME_RE.match(v):
+        raise PydanticCustomError(
+            "ifname",
+            "'{value}' is not a valid Linux interface name "
+            "(1-15 characters: letters, digits, '_', '-', '.')",
+            {"value": v},
+        )
+    return v
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Literal
 
 from ..model import ForwardMethod, PeerType, ServiceMode
+from .bandwidth import link_bandwidth_issues
 from .fields import GSHUT
 from .issues import ConfigIssue
 from .schema import AttributesConfig, Check, Config, PeerConfig, ServiceConfig
@@ -30,6 +31,7 @@ def check_config(config: Config) -> list[ConfigIssue]:
         issues.extend(_backends(config, service, p))
         issues.extend(_checks(service, p))
         issues.extend(_pool(service, p))
+        issues.extend(link_bandwidth_issues(service, p))
     return issues
 
 
@@ -189,14 +191,21 @@ def _unknown_peer(config: Config, name: str, known: str) -> str:
 
 def _mode(s: ServiceConfig, p: str) -> Iterator[ConfigIssue]:
     if s.mode is ServiceMode.ANNOUNCE:
-        if s.interface is None:
+        if s.interface is None and s.require_vip:
             yield ConfigIssue(f"{p}.interface", "required in announce mode (e.g. lo)")
         for field in ("ports", "real_servers"):
             if getattr(s, field):
                 yield ConfigIssue(
                     f"{p}.{field}", "announce mode has no IPVS: remove it (or use mode: ipvs)"
                 )
-    elif s.interface is not None:
+    else:
+        if not s.require_vip:
+            yield ConfigIssue(
+                f"{p}.require_vip",
+                "only used in announce mode: ipvs mode puts the VIP on its dummy",
+            )
+        if s.interface is None:
+            return
         yield ConfigIssue(
             f"{p}.interface",
             "only used in announce mode; in ipvs mode the VIP goes on a dummy interface named "

@@ -7,7 +7,7 @@ import ipaddress
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from .base import IFNAME_RE, Strict
+from .base import Strict, check_ifname
 from .fields import IPAddr
 
 # the largest timeout the kernel takes: INT_MAX / HZ seconds at HZ=1000
@@ -41,14 +41,7 @@ class ConnectionSyncConfig(Strict):
     @field_validator("interface")
     @classmethod
     def _ifname(cls, v: str) -> str:
-        if not IFNAME_RE.match(v):
-            raise PydanticCustomError(
-                "ifname",
-                "'{value}' is not a valid Linux interface name "
-                "(1-15 characters: letters, digits, '_', '-', '.')",
-                {"value": v},
-            )
-        return v
+        return check_ifname(v)
 
     @field_validator("group")
     @classmethod

@@ -20,7 +20,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..model import ForwardMethod, PeerType, Protocol, RouteAttributes, ServiceMode
-from .base import CHECK_NAME_RE, IFNAME_RE, SCHEDULERS, Strict
+from .bandwidth import LinkBandwidthConfig, parse_link_bandwidth
+from .base import CHECK_NAME_RE, SCHEDULERS, Strict, check_ifname
+from .bfd import BfdConfig
 from .fields import (
     GSHUT,
     Community,
@@ -34,7 +36,7 @@ from .fields import (
 )
 from .knobs import ConnectionSyncConfig, IpvsKnobsConfig
 
-__all__ = ["GSHUT", "ConnectionSyncConfig", "IpvsKnobsConfig", "Strict"]
+__all__ = ["GSHUT", "BfdConfig", "ConnectionSyncConfig", "IpvsKnobsConfig", "Strict"]
 
 # --------------------------------------------------------------------------- node
 
@@ -72,6 +74,9 @@ class NodeConfig(Strict):
     loop_lag_interval: float = Field(default=0.010, ge=0.001, le=10.0)
     ipvs: IpvsKnobsConfig | None = None  # timeouts and memory defense (pool mode: defaults)
     connection_sync: ConnectionSyncConfig | None = None  # IPVS sync daemons (docs/forwarding.md)
+    # a fresh state_dir (no admin.json: a new or replaced disk) starts the node drained until
+    # an operator undrains; an existing admin.json wins (docs/operations.md)
+    start_drained: bool = False
 
     @property
     def local_backend_v4(self) -> ipaddress.IPv4Address:
@@ -93,6 +98,7 @@ class PeerConfig(Strict):
     md5_password_file: Path | None = None
     passive: bool = False
     multihop: int | None = Field(default=None, ge=1, le=255)
+    bfd: BfdConfig | None = None  # opt-in: FRR's bfdd runs a session to this peer
 
     @property
     def key(self) -> str:
@@ -291,6 +297,9 @@ class ServiceConfig(Strict):
     vips: tuple[Vip, ...] = Field(min_length=1)
     mode: ServiceMode = ServiceMode.IPVS
     interface: str | None = None  # announce mode: the existing interface holding the VIP
+    # announce mode: false announces without looking for the VIP on any interface (the Go
+    # bgp-lb's -network-setup=false); the operator routes the traffic to the node
+    require_vip: bool = True
     ports: tuple[PortConfig, ...] = ()
     real_servers: tuple[RealServerConfig, ...] = ()
     unhealthy_real_server: Literal["weight0", "remove"] = "weight0"
@@ -302,6 +311,20 @@ class ServiceConfig(Strict):
     preserve_connections: bool = False  # pool mode (docs/forwarding.md)
     # the names of the peers (peers[].name) this service is announced to; None = every peer
     peers: tuple[str, ...] | None = None
+    # UCMP: announce the link-bandwidth community from healthy capacity (config/bandwidth.py)
+    link_bandwidth: LinkBandwidthConfig | None = None
+
+    @field_validator("link_bandwidth", mode="before")
+    @classmethod
+    def _auto(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            raise PydanticCustomError(
+                "link_bandwidth",
+                "'{value}' is not a link_bandwidth setting: 'auto' or a mapping "
+                "(capacity, unit, hold_down)",
+                {"value": v},
+            )
+        return parse_link_bandwidth(v)
 
     @field_validator("peers")
     @classmethod
@@ -318,14 +341,7 @@ class ServiceConfig(Strict):
     @field_validator("name", "interface")
     @classmethod
     def _ifname(cls, v: str | None) -> str | None:
-        if v is not None and not IFNAME_RE.match(v):
-            raise PydanticCustomError(
-                "ifname",
-                "'{value}' is not a valid Linux interface name "
-                "(1-15 characters: letters, digits, '_', '-', '.')",
-                {"value": v},
-            )
-        return v
+        return None if v is None else check_ifname(v)
 
     @model_validator(mode="after")
     def _pool_scheduler(self) -> ServiceConfig:

@@ -86,6 +86,7 @@ class ClaimLedger:
                 log,
                 "ownership_adopted",
                 level=logging.WARNING,
+                links=len(part.links),
                 services=len(part.services),
                 real_servers=len(part.real_servers),
                 addresses=len(part.addresses),

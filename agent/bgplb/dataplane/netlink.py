@@ -68,10 +68,17 @@ log = logging.getLogger(__name__)
 
 class NetlinkDataplane:
     def __init__(
-        self, state_dir: Path, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT
+        self,
+        state_dir: Path,
+        *,
+        netns: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        adopt_first_start: bool = False,
     ) -> None:
-        """``netns`` (a named network namespace) is for tests; the agent uses its own."""
-        self._store = OwnershipStore(Path(state_dir))
+        """``netns`` (a named network namespace) is for tests; the agent uses its own.
+        ``adopt_first_start`` (the Go command line): without an ownership record, adopt what
+        is exactly as the config wants it (the Go bgp-lb's dummy, VIP and IPVS services)."""
+        self._store = OwnershipStore(Path(state_dir), adopt_first_start)
         self._ledger = ClaimLedger(self._store)  # the record plus the claims not tried yet
         self._timeout = timeout
         self._rtnl = Rtnl(netns, timeout)

@@ -56,11 +56,13 @@ def adoptable(
     snapshot: IpvsSnapshot | None,
     record: OwnershipRecord,
 ) -> OwnershipRecord:
-    """What to take back after the record was lost (only then: nothing else proves these
-    objects ours). An IPVS service the kernel has exactly as desired (scheduler, persistence)
-    with exactly the desired real servers, and those real servers; an untagged address
-    (kernels < 6.1) that is desired on a dummy link of ours. A service that differs in
-    anything stays foreign: a conflict the operator resolves."""
+    """What to take back when there is no record (lost, or a first start: nothing else proves
+    these objects ours). An IPVS service the kernel has exactly as desired (scheduler,
+    persistence) with exactly the desired real servers, and those real servers; an untagged
+    dummy link (no alias) named as a desired link (the Go bgp-lb's dummy, named after the
+    service); an untagged address that is desired on a dummy link of ours or adopted (kernels
+    < 6.1, the Go bgp-lb's VIP). A service that differs in anything, another kind of link or
+    a link with someone else's alias stays foreign: a conflict the operator resolves."""
     services: set[VirtualServiceKey] = set()
     real_servers: set[RealServerKey] = set()
     if snapshot is not None:
@@ -74,12 +76,22 @@ def adoptable(
             if have == wanted_rs.get(spec.key, set()):
                 services.add(spec.key)
                 real_servers |= have
-    ours = {x.name for x in links if owns_link(x, record)}
+    wanted_links = {spec.name for spec in desired.links}
+    adopted_links = {
+        x.name
+        for x in links
+        if x.kind == "dummy"
+        and x.alias is None
+        and x.name in wanted_links
+        and x.name not in record.links
+    }
+    ours = {x.name for x in links if owns_link(x, record)} | adopted_links
     found = (
         AddressSpec(a.ifname, a.address) for a in addresses if a.host_route and a.proto is None
     )
     addrs = {a for a in found if a.ifname in ours and a in desired.addresses}
     return OwnershipRecord(
+        links=frozenset(adopted_links),
         addresses=frozenset(addrs - record.addresses),
         services=frozenset(services),
         real_servers=frozenset(real_servers),

@@ -112,10 +112,13 @@ class OwnershipRecord:
 
 @dataclass
 class OwnershipStore:
-    """The record on disk. A missing file is an empty record; an unreadable one is moved
-    aside and the record rebuilt from the kernel (``rebuilding``)."""
+    """The record on disk. A missing file is an empty record (with ``adopt_first_start``, the
+    Go command line: what the kernel has exactly as the config wants it is adopted, the Go
+    bgp-lb's leftovers); an unreadable one is moved aside and the record rebuilt from the
+    kernel (``rebuilding``)."""
 
     state_dir: Path
+    adopt_first_start: bool = False
     record: OwnershipRecord = field(init=False)
     dirty: bool = field(init=False, default=False)  # ``record`` is not what is on disk
     writes: int = field(init=False, default=0)
@@ -163,6 +166,7 @@ class OwnershipStore:
             text = self.path.read_text(encoding="utf-8")
             return decode_record(json.loads(text))
         except FileNotFoundError:
+            self.rebuilding = self.adopt_first_start  # the Go bgp-lb's dummy, VIP, IPVS
             return OwnershipRecord()
         except OSError as e:
             error = f"cannot read it: {why(e, self.path)}"

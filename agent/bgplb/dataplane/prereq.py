@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from collections.abc import Iterable
@@ -211,6 +212,28 @@ def check_prerequisites(config: Config | None, root: Path = Path("/")) -> list[P
     if needs.masq_v6:
         out.append(
             check_sysctl(root, "net.ipv6.conf.all.forwarding", 1, "IPv6 masq replies are forwarded")
+        )
+    if config is not None and any(p.bfd is not None for p in config.peers):
+        out += check_frr(root)
+    return out
+
+
+FRR_PROGRAMS = ("usr/lib/frr/zebra", "usr/lib/frr/bfdd", "usr/bin/vtysh")
+
+
+def check_frr(root: Path) -> list[Prerequisite]:
+    """peers[].bfd: FRR's zebra, bfdd and vtysh (Debian package frr, docs/bgp.md#bfd)."""
+    out = []
+    for rel in FRR_PROGRAMS:
+        path = root / rel
+        ok = path.is_file() and os.access(path, os.X_OK)
+        out.append(
+            Prerequisite(
+                f"program /{rel}",
+                ok,
+                "present" if ok else "missing: BFD peers get no route (their session never Up)",
+                "" if ok else "apt-get install frr (and keep Debian's frr.service masked)",
+            )
         )
     return out
 

@@ -25,11 +25,14 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_gener
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..bfd.base import BfdSession
 from ..exposition import FastSnapshot
 from ..logs import bad_requests_seen
-from ..model import ObservedDataplane, PeerKey, PeerState, PeerStatus
+from ..model import ObservedDataplane, PeerKey, PeerState, PeerStatus, RouteSet
+from .bfd import BfdMetrics
 from .ipvs import DataplaneSource, IPVSCollector, VipServices
 from .ipvs import render as render_ipvs
+from .legacy import LegacyConfig, LegacyPathGauge
 from .services import ConfigLike, ServiceMetrics
 
 if TYPE_CHECKING:  # types only: metrics must not pull the core in at import time
@@ -75,6 +78,8 @@ class Metrics(ServiceMetrics):
         dataplane: DataplaneSource | None = None,
         per_real_server: bool = True,
         exabgp_version: str = "",
+        image_version: str = "",
+        legacy_path_gauge: bool = False,
         bad_requests: Callable[[], int] = bad_requests_seen,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -96,6 +101,7 @@ class Metrics(ServiceMetrics):
             ["peer"],
             registry=r,
         )
+        self.bfd = BfdMetrics(r)
         self.speaker_commands_total = Counter(
             "bgplb_speaker_commands", "Commands written to the BGP speaker.", registry=r
         )
@@ -158,11 +164,15 @@ class Metrics(ServiceMetrics):
         )
         self.build_info = Gauge(
             "bgplb_build_info",
-            "Always 1; labels carry the agent, Python and ExaBGP versions.",
-            ["version", "python", "exabgp"],
+            "Always 1; labels carry the agent, Python, ExaBGP and appliance image versions "
+            "(image_version: IMAGE_VERSION in /etc/os-release, empty off the image).",
+            ["version", "python", "exabgp", "image_version"],
             registry=r,
         )
-        self.build_info.labels(__version__, platform.python_version(), exabgp_version).set(1)
+        self.build_info.labels(
+            __version__, platform.python_version(), exabgp_version, image_version
+        ).set(1)
+        self.legacy = LegacyPathGauge(r) if legacy_path_gauge else None  # the Go tool's gauge
         self.state_file_ok = Gauge(
             "bgplb_state_file_ok",
             "1 while the state file is as it should be; 0 while it needs an operator.",
@@ -246,6 +256,11 @@ class Metrics(ServiceMetrics):
 
     # ------------------------------------------------------------------ BGP
 
+    def set_path_advertisement(self, config: LegacyConfig, advertised: RouteSet) -> None:
+        """The Go bgp-lb's ``bgp_lb_path_advertisement`` (only when it is exported)."""
+        if self.legacy is not None:
+            self.legacy.set(config, advertised)
+
     def set_peers(self, peers: Mapping[PeerKey, PeerStatus]) -> None:
         """Session state per peer; counts up/down transitions; forgets removed peers."""
         for key, status in peers.items():
@@ -261,6 +276,9 @@ class Metrics(ServiceMetrics):
             _discard(self.session_up, (gone,))
             _discard(self.session_transitions, (gone,))
             del self._peer_up[gone]
+
+    def set_bfd(self, sessions: Mapping[PeerKey, BfdSession], restarts: int) -> None:
+        self.bfd.set_sessions(sessions, restarts)
 
     def speaker_commands(self, n: int = 1) -> None:
         if n > 0:

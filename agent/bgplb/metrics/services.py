@@ -112,6 +112,15 @@ class ServiceMetrics:
                 ["service", "peer"],
             )
         )
+        self.link_bandwidth = fast.add(
+            exposition.Gauge(
+                "bgplb_link_bandwidth_bytes_per_second",
+                "link_bandwidth (UCMP): the link-bandwidth community's value the node advertises "
+                "for the VIP, in bytes/s (the largest over its peers); absent while the VIP is "
+                "not advertised or carries none.",
+                ["service", "vip"],
+            )
+        )
         pool = ["service", "vip", "port", "protocol"]
         self.ipvs_table_order_ok = fast.add(
             exposition.SparseGauge(
@@ -134,6 +143,7 @@ class ServiceMetrics:
         self._services: set[str] = set()
         self._real_servers: set[tuple[str, str]] = set()
         self._route_series: set[tuple[str, str]] = set()
+        self._bandwidth_series: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ health
 
@@ -224,6 +234,9 @@ class ServiceMetrics:
         for series in [s for s in self._route_series if s[0] == name]:
             self._route_series.discard(series)
             self.routes_advertised.remove(series)
+        for series in [s for s in self._bandwidth_series if s[0] == name]:
+            self._bandwidth_series.discard(series)
+            self.link_bandwidth.remove(series)
         kept = {s for s in self._pool_series if s[0] != name}
         self._drop_pool_series(self._pool_series - kept)
         self._pool_series = kept
@@ -262,3 +275,21 @@ class ServiceMetrics:
         for gone in self._route_series - counts.keys():
             self.routes_advertised.remove(gone)
         self._route_series = set(counts)
+        self._set_bandwidth(routes)
+
+    def _set_bandwidth(self, routes: RouteSet) -> None:
+        """``bgplb_link_bandwidth_bytes_per_second`` from what was advertised: the value the
+        routers see, not what the agent wanted."""
+        rates: dict[tuple[str, str], float] = {}
+        for peer_routes in routes.values():
+            for route in peer_routes:
+                for text in route.attributes.extended_communities:
+                    if route.service and text.startswith("bandwidth:"):
+                        series = (route.service, str(route.prefix.network_address))
+                        rate = float(text.rsplit(":", 1)[1])
+                        rates[series] = max(rate, rates.get(series, 0.0))
+        for series, rate in rates.items():
+            self.link_bandwidth.set(series, rate)
+        for gone in self._bandwidth_series - rates.keys():
+            self.link_bandwidth.remove(gone)
+        self._bandwidth_series = set(rates)
