@@ -99,13 +99,21 @@ def build_real_agent(
     )
 
 
-def run_agent(args: argparse.Namespace) -> int:
-    path = Path(args.config)
+def load_or_report(path: Path) -> Config | None:
+    """The config file for a process start; None after printing each issue as ``path: issue``
+    on stderr (the caller exits EXIT_CONFIG)."""
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigError as err:
         for issue in err.errors:
             print(f"{path}: {issue}", file=sys.stderr)
+        return None
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    config = load_or_report(path)
+    if config is None:
         return EXIT_CONFIG
     setup_logging(
         args.log_format or config.node.log.format, args.log_level or config.node.log.level
