@@ -23,6 +23,7 @@ from .bfd.base import Bfd
 from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config
+from .cooperative import freeze_heap
 from .dataplane.base import Dataplane
 from .dataplane.knobs import desired_knobs
 from .dataplane.prereq import Prerequisite, check_prerequisites
@@ -43,6 +44,7 @@ from .sdnotify import notify
 from .signals import install_signals
 from .statefile import ADMIN, API_TOKEN, EXABGP_CONFIG, OWNERSHIP, FileHealth
 from .status import AgentControl, ReloadResult, ReloadStatus, StatusResponse, TrafficResponse
+from .status_document import status_json
 from .status_view import build_status
 from .stopguard import bounded_phase
 from .traffic import service_vips, traffic_response, vip_services
@@ -207,6 +209,7 @@ class Agent(AgentControl):
         self.metrics.set_vip_services(vip_services(self.config.services))
         self.metrics.set_state_files(self.state_files())
         self.metrics.config_reloaded(True, self.clock.wall())  # the file in force loaded fine
+        freeze_heap()
         log_event(log, "agent_started", version=__version__, services=len(self.config.services))
 
     async def run(self) -> int:
@@ -318,6 +321,9 @@ class Agent(AgentControl):
     def status(self) -> StatusResponse:
         return build_status(self)
 
+    async def status_json(self) -> str:
+        return await status_json(self)
+
     async def drain(self, service: str | None) -> str | None:
         """In force at once even when state_dir refuses the write (returns why)."""
         self._known(service)
@@ -407,6 +413,7 @@ class Agent(AgentControl):
         self.reconciler.set_config(new)
         self.metrics.set_drained(self.admin.state, new)
         self.metrics.set_vip_services(vip_services(new.services))
+        freeze_heap()  # the new config's objects too
         return ReloadResult(
             ok=True,
             changed_services=prepared.changed_services,

@@ -155,7 +155,7 @@ class _Handlers:
         return _json(ReadyResponse(ready=ready), 200 if ready else 503)
 
     async def status(self, request: web.Request) -> web.StreamResponse:
-        return _json(self.control.status())
+        return web.json_response(text=await self.control.status_json())
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.document)

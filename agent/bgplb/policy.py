@@ -24,6 +24,7 @@ from .config import (
     ServiceState,
     route_attributes,
 )
+from .cooperative import Steps, run_to_end
 from .health.targets import real_server_target
 from .health.tracker import CheckKey, CheckState, HealthSnapshot
 from .linkbw import VipKey, vip_communities, with_bandwidth
@@ -49,6 +50,8 @@ from .model import (
 )
 from .pool import PoolTable
 from .routeset import freeze_routes
+
+CHUNK = 50  # items between two yields of a generator below that walks VIPs or routes
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,18 @@ def desired_state(
 ) -> Desired:
     """``capacities``: the link_bandwidth VIPs' capacities after the hold-down (linkbw.py);
     None = those of ``health`` now."""
+    return run_to_end(desired_steps(config, health, admin, now, capacities))
+
+
+def desired_steps(
+    config: Config,
+    health: HealthSnapshot,
+    admin: AdminState,
+    now: float,
+    capacities: Mapping[VipKey, int] | None = None,
+) -> Steps[Desired]:
+    """``desired_state`` as a generator that yields after each service (the reconciler runs
+    it with ``cooperative.run_cooperatively``: the loop gets a turn every ~2 ms)."""
 
     links: set[LinkSpec] = set()
     addresses: set[AddressSpec] = set()
@@ -132,6 +147,7 @@ def desired_state(
                 if ok:
                     prefix = _host_prefix(vip)
                     routes[peer.key].add(Route(prefix, next_hop, vip_attrs, service=svc.name))
+        yield
     return Desired(
         dataplane=DataplaneState(
             frozenset(links), frozenset(addresses), frozenset(services), frozenset(real_servers)
@@ -190,10 +206,21 @@ def announceable(
     conflicts: Mapping[str, str] | None = None,
 ) -> tuple[RouteSet, Mapping[str, ServiceDecision]]:
     """Keep only the routes whose VIP (and, ipvs mode, every virtual service) is really there."""
+    return run_to_end(announceable_steps(desired, observed, conflicts))
+
+
+def announceable_steps(
+    desired: Desired,
+    observed: ObservedDataplane,
+    conflicts: Mapping[str, str] | None = None,
+) -> Steps[tuple[RouteSet, Mapping[str, ServiceDecision]]]:
+    """``announceable`` as a generator that yields every ``CHUNK`` VIPs and routes."""
     conflicts = conflicts or {}
     owned_services = observed.owned.service_keys()
     missing: dict[str, dict[IPAddress, tuple[Reason, str]]] = defaultdict(dict)
-    for need in desired.vips:
+    for i, need in enumerate(desired.vips):
+        if i % CHUNK == 0:
+            yield
         present = need.address in observed.owned.addresses or (
             need.shared and need.address in observed.foreign_addresses
         )
@@ -211,12 +238,15 @@ def announceable(
                     Reason.IPVS_MISSING,
                     f"no IPVS service {absent[0]}",
                 )
-    routes = freeze_routes(
-        {
-            peer: (r for r in rs if r.prefix.network_address not in missing.get(r.service, {}))
-            for peer, rs in desired.routes.items()
-        }
-    )
+    kept: dict[PeerKey, list[Route]] = {}
+    for peer, rs in desired.routes.items():
+        kept[peer] = []
+        for i, r in enumerate(rs):
+            if i % CHUNK == 0:
+                yield
+            if r.prefix.network_address not in missing.get(r.service, {}):
+                kept[peer].append(r)
+    routes = freeze_routes(kept)
     decisions = dict(desired.services)
     vip_count: dict[str, int] = defaultdict(int)
     for need in desired.vips:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Set as AbstractSet
 
 from .bgp.base import Speaker
@@ -51,7 +51,7 @@ class RouteGate:
             return True
 
     async def announce(
-        self, routes: RouteSet, fast_seen: int, wanted_now: Callable[[], Wanted]
+        self, routes: RouteSet, fast_seen: int, wanted_now: Callable[[], Awaitable[Wanted]]
     ) -> RouteSet:
         """Give the speaker a pass's routes; if a fast withdraw happened during the pass
         (``fast_withdrawals`` moved on from ``fast_seen``), first drop what the health of
@@ -59,7 +59,7 @@ class RouteGate:
         otherwise re-announce it."""
         async with self._lock:
             if self.fast_withdrawals != fast_seen:
-                wanted = wanted_now()
+                wanted = await wanted_now()
                 routes = kept_routes(routes, lambda peer, prefix: prefix in wanted.get(peer, ()))
             await self._set(routes)
         return routes

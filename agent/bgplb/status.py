@@ -339,6 +339,10 @@ class AgentControl(Protocol):
 
     def status(self) -> StatusResponse: ...
 
+    async def status_json(self) -> str:
+        """The status as JSON text (``GET /api/v1/status``; the agent builds it in steps)."""
+        return self.status().model_dump_json()
+
     async def drain(self, service: str | None) -> str | None:
         """Drain one service, or the whole node when ``service`` is None. Never refused for
         a disk problem: returns why the drain is not persisted (None: it is)."""

@@ -16,6 +16,7 @@ from .bfd.base import Bfd, BfdSession
 from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config, ServiceConfig
+from .cooperative import Steps, run_to_end
 from .dataplane.prereq import Prerequisite
 from .gocompat import GoFlags
 from .health.tracker import CheckKey, CheckState
@@ -111,6 +112,13 @@ class StatusSource(Protocol):
 
 
 def build_status(agent: StatusSource) -> StatusResponse:
+    return run_to_end(status_steps(agent))
+
+
+def status_steps(agent: StatusSource) -> Steps[StatusResponse]:
+    """``build_status`` as a generator that yields after each service (status_document.py
+    runs it with the loop getting a turn every ~2 ms). Every input is read before the first
+    yield: the document is one moment's state even if a pass or a reload runs meanwhile."""
     clock = agent.clock
     now, wall = clock.now(), clock.wall()
     config = agent.config
@@ -124,22 +132,6 @@ def build_status(agent: StatusSource) -> StatusResponse:
     routes = _routes_by_service(advertised)
     real_servers = _real_servers_by_vip(last.observed if last else None)
     counters = last.observed.service_counters if last else {}
-    services = [
-        _service(
-            svc,
-            decisions.get(svc.name),
-            checks.get(svc.name, []),
-            routes.get(svc.name, {}),
-            real_servers,
-            inbound_rates(svc, counters),
-            peers=[p.key for p in config.service_peers(svc)],
-            pools=last.pools if last else (),
-            drained=svc.name in admin.drained,
-            wall_offset=wall - now,
-            bandwidth=_bandwidth(svc, last.bandwidth if last else {}, now),
-        )
-        for svc in config.services
-    ]
     node = NodeStatus(
         router_id=config.node.router_id,
         local_as=config.node.local_as,
@@ -153,9 +145,8 @@ def build_status(agent: StatusSource) -> StatusResponse:
         mutating_api=_mutating_api(agent),
         go_flags=_go_flags(agent.go_flags),
     )
-    return StatusResponse(
+    head = StatusResponse(
         node=node,
-        services=services,
         peers=_peers(
             config,
             agent.speaker.peers(),
@@ -181,6 +172,25 @@ def build_status(agent: StatusSource) -> StatusResponse:
         kernel_knobs=_kernel_knobs(agent),
         last_reload=agent.last_reload,
     )
+    services: list[ServiceStatus] = []
+    for svc in config.services:
+        services.append(
+            _service(
+                svc,
+                decisions.get(svc.name),
+                checks.get(svc.name, []),
+                routes.get(svc.name, {}),
+                real_servers,
+                inbound_rates(svc, counters),
+                peers=[p.key for p in config.service_peers(svc)],
+                pools=last.pools if last else (),
+                drained=svc.name in admin.drained,
+                wall_offset=wall - now,
+                bandwidth=_bandwidth(svc, last.bandwidth if last else {}, now),
+            )
+        )
+        yield
+    return head.model_copy(update={"services": services})
 
 
 def _kernel_knobs(agent: StatusSource) -> list[KernelKnobStatus]:

@@ -167,6 +167,9 @@ class FakeControl:
             raise self.fail_status
         return sample_status(frozenset(self.drained), self.node_drained, self.is_ready)
 
+    async def status_json(self) -> str:
+        return self.status().model_dump_json()
+
     async def _act(self, action: str, service: str | None) -> None:
         if service is not None and service not in self.services:
             raise KeyError(service)
