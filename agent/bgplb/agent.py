@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from .admin import AdminStore
 from .apitoken import ApiToken
 from .bfd.base import Bfd
 from .bgp.base import Speaker
+from .buildinfo import exabgp_version
 from .clock import Clock
 from .config import Config
 from .cooperative import freeze_heap
@@ -39,14 +39,14 @@ from .metrics import Metrics
 from .model import CheckStatus, DataplaneState
 from .policy import desired_state
 from .reconciler import PassResult, Reconciler
-from .reload import ReloadRefused, prepare_reload
+from .reload import ReloadRefused, prepare_reload, reload_outcome
 from .sdnotify import notify
 from .signals import install_signals
 from .statefile import ADMIN, API_TOKEN, EXABGP_CONFIG, OWNERSHIP, FileHealth
 from .status import AgentControl, ReloadResult, ReloadStatus, StatusResponse, TrafficResponse
 from .status_document import status_json
 from .status_view import build_status
-from .stopguard import bounded_phase
+from .stopguard import bounded_phase, cancel_tasks, emergency_withdraw, stop_bfd
 from .traffic import service_vips, traffic_response, vip_services
 
 log = logging.getLogger("bgplb.agent")
@@ -91,7 +91,7 @@ class Agent(AgentControl):
         self.clock = clock
         self.metrics = metrics or Metrics(
             per_real_server=config.node.metrics_per_real_server,
-            exabgp_version=_exabgp_version(),
+            exabgp_version=exabgp_version(),
             image_version=image_version,
             legacy_path_gauge=legacy_metrics,
         )
@@ -231,15 +231,15 @@ class Agent(AgentControl):
             log_event(
                 log, "task_crashed", level=logging.CRITICAL, task=task.get_name(), error=repr(exc)
             )
-            await self._emergency_withdraw()
-            await self._stop_bfd()
-            await self._cancel_tasks(stop_wait)
+            await emergency_withdraw(self.speaker)
+            await stop_bfd(self.bfd)
+            await cancel_tasks(self._tasks, stop_wait)
             self.loop_lag.stop()
             return EXIT_CRASH
         self.notifier("STOPPING=1")
         log_event(log, "agent_stopping", grace=self.config.node.shutdown_grace)
         # every phase bounded (stopguard.py): a stuck one is logged with stacks, the stop goes on
-        await bounded_phase("cancel the tasks", self._cancel_tasks(stop_wait), TASKS_BUDGET)
+        await bounded_phase("cancel the tasks", cancel_tasks(self._tasks, stop_wait), TASKS_BUDGET)
         grace = self.config.node.shutdown_grace
         if not await bounded_phase(
             "withdraw, grace, teardown",
@@ -247,7 +247,7 @@ class Agent(AgentControl):
             self.reconciler.shutdown_budget(grace),
         ):  # the speaker's stop (last) may not have run: ExaBGP must not outlive us
             await bounded_phase("stop the speaker", self.speaker.stop(), TASKS_BUDGET)
-        await self._stop_bfd()  # only now: the speaker closed its sessions first (bounded)
+        await stop_bfd(self.bfd)  # only now: the speaker closed its sessions first (bounded)
         await bounded_phase("close the dataplane", self.dataplane.close(), TASKS_BUDGET)
         log_event(log, "agent_stopped")
         self.loop_lag.stop()
@@ -267,29 +267,6 @@ class Agent(AgentControl):
             await self.clock.sleep(0.05)
         self.notifier("READY=1")
         log_event(log, "agent_ready")
-
-    async def _cancel_tasks(self, *extra: asyncio.Task[bool]) -> None:
-        for t in [*self._tasks, *extra]:
-            t.cancel()
-        for t in [*self._tasks, *extra]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-
-    async def _emergency_withdraw(self) -> None:
-        try:
-            async with asyncio.timeout(5):
-                await self.speaker.stop()
-        except Exception as exc:  # best effort: we are going down anyway
-            log_event(log, "emergency_withdraw_failed", level=logging.ERROR, error=repr(exc))
-
-    async def _stop_bfd(self) -> None:
-        if self.bfd is None:
-            return
-        try:
-            async with asyncio.timeout(10):
-                await self.bfd.stop()
-        except Exception as exc:  # best effort: the guards kill the daemons with us anyway
-            log_event(log, "bfd_stop_failed", level=logging.ERROR, error=repr(exc))
 
     # ------------------------------------------------------------------ watchdog
 
@@ -369,7 +346,7 @@ class Agent(AgentControl):
             token = self.api_token  # a fixed (or changed) token file is read again
             if token is not None and (secret := token.load(self.config.node.api.token_file)):
                 register_secret(secret)
-            self._reloaded(result)
+            self.last_reload = reload_outcome(result, self.metrics, self.clock.wall())
             return result
 
     async def _reload(self, probe: bool) -> ReloadResult:
@@ -419,36 +396,6 @@ class Agent(AgentControl):
             changed_services=prepared.changed_services,
             probed_checks=prepared.probed_checks,
         )
-
-    def _reloaded(self, result: ReloadResult) -> None:
-        self.metrics.config_reloaded(result.ok, self.clock.wall())
-        self.last_reload = ReloadStatus(ok=result.ok, at=self.clock.wall(), errors=result.errors)
-        if result.ok:
-            log_event(
-                log,
-                "config_reloaded",
-                changed_services=result.changed_services,
-                probed_checks=result.probed_checks,
-            )
-            return
-        failed = [f"{f.check}: {f.error}" for f in result.failed_checks]
-        log_event(
-            log,
-            "config_reload_failed",
-            level=logging.ERROR,
-            errors=result.errors,
-            failed_checks=failed,
-        )
-
-
-# ---------------------------------------------------------------------- the installed ExaBGP
-
-
-def _exabgp_version() -> str:
-    try:
-        return importlib.metadata.version("exabgp")
-    except importlib.metadata.PackageNotFoundError:
-        return ""
 
 
 # re-exported: the tests install the signal handlers from here

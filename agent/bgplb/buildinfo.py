@@ -7,6 +7,7 @@ a developer's checkout)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import shlex
 from pathlib import Path
 
@@ -28,3 +29,11 @@ def image_version(path: Path = OS_RELEASE) -> str:
                 return value.strip()
             return words[0] if words else ""
     return ""
+
+
+def exabgp_version() -> str:
+    """The installed ExaBGP's version (``bgplb_build_info``); ``""`` when not installed."""
+    try:
+        return importlib.metadata.version("exabgp")
+    except importlib.metadata.PackageNotFoundError:
+        return ""

@@ -49,6 +49,7 @@ from .model import (
     RouteSet,
     VirtualServiceKey,
 )
+from .passlog import log_changes, log_pools
 from .plan import plan
 from .policy import (
     Desired,
@@ -332,8 +333,8 @@ class Reconciler:
             held=held,
             bandwidth=dict(self._bandwidth.vips),
         )
-        self._log_pools(result.pools, steps.rebuilt)
-        self._log_changes(result)
+        self._order_warned = log_pools(result.pools, steps.rebuilt, self._order_warned)
+        log_changes(self.last.decisions if self.last is not None else {}, result.decisions)
         self.last = result
         self.passes += 1
         self.last_progress = self._clock.now()
@@ -398,40 +399,3 @@ class Reconciler:
             log_event(
                 log, "shutdown_step_failed", logging.ERROR, step=what, error=str(e) or repr(e)
             )
-
-    def _log_pools(
-        self, views: tuple[PoolView, ...], rebuilt: frozenset[VirtualServiceKey]
-    ) -> None:
-        """One WARNING when a pool table's order goes wrong while announced (the agent does
-        not touch it then), one INFO per re-creation."""
-        for key in sorted(rebuilt):
-            log_event(log, "pool_table_rebuilt", vip=key.vip, port=key.port, protocol=key.protocol)
-        wrong = {v.key: v for v in views if not v.order_ok}
-        for key, v in sorted(wrong.items()):
-            if key not in self._order_warned:
-                log_event(
-                    log,
-                    "pool_table_order_wrong",
-                    logging.WARNING,
-                    service=v.service,
-                    vip=key.vip,
-                    port=key.port,
-                    protocol=key.protocol,
-                    observed=" ".join(str(k) for k in v.observed),
-                    fix="drain the node to let the agent rebuild the table",
-                )
-        self._order_warned = set(wrong)
-
-    def _log_changes(self, result: PassResult) -> None:
-        before = self.last.decisions if self.last is not None else {}
-        for name, d in result.decisions.items():
-            old = before.get(name)
-            if old is None or (old.decision, old.reason) != (d.decision, d.reason):
-                log_event(
-                    log,
-                    "service_decision",
-                    service=name,
-                    decision=d.decision.value,
-                    reason=d.reason.value,
-                    detail=d.detail,
-                )

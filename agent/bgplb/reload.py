@@ -10,6 +10,7 @@ problem raises :class:`ReloadRefused`; nothing here changes the running agent.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,11 @@ from .health.checks import Prober
 from .health.runner import BACKSTOP
 from .health.targets import ResolvedCheck, resolve_checks
 from .health.tracker import CheckKey
-from .logs import register_secret
-from .status import FailedCheck
+from .logs import log_event, register_secret
+from .metrics import Metrics
+from .status import FailedCheck, ReloadResult, ReloadStatus
+
+log = logging.getLogger("bgplb.agent")  # the agent's events
 
 PROBE_CONCURRENCY = 64  # probes of a probe reload in flight at once
 PROBE_BUDGET = 20.0  # seconds for all of them (the API waits 30 s for a reload)
@@ -156,3 +160,25 @@ async def probe_checks(
         if error is not None:
             failed.append(FailedCheck(check=str(spec.key), error=error))
     return failed
+
+
+def reload_outcome(result: ReloadResult, metrics: Metrics, wall: float) -> ReloadStatus:
+    """A reload ended (committed or refused): its metric, its log line, its status."""
+    metrics.config_reloaded(result.ok, wall)
+    if result.ok:
+        log_event(
+            log,
+            "config_reloaded",
+            changed_services=result.changed_services,
+            probed_checks=result.probed_checks,
+        )
+    else:
+        failed = [f"{f.check}: {f.error}" for f in result.failed_checks]
+        log_event(
+            log,
+            "config_reload_failed",
+            level=logging.ERROR,
+            errors=result.errors,
+            failed_checks=failed,
+        )
+    return ReloadStatus(ok=result.ok, at=wall, errors=result.errors)

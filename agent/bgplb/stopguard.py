@@ -18,6 +18,7 @@ its SIGKILL), so:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import io
 import logging
@@ -25,8 +26,11 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
+from typing import Any
 
+from .bfd.base import Bfd
+from .bgp.base import Speaker
 from .logs import log_event
 
 log = logging.getLogger("bgplb.agent")
@@ -97,3 +101,36 @@ def arm_exit(code: int, seconds: float = EXIT_GRACE) -> threading.Timer:
     timer.daemon = True  # never what keeps the process alive
     timer.start()
     return timer
+
+
+# ------------------------------------------------------------------ the agent's stop steps
+
+
+async def cancel_tasks(tasks: Iterable[asyncio.Task[None]], *extra: asyncio.Task[bool]) -> None:
+    """Cancel the agent's tasks (and ``extra``) and wait for each to end."""
+    every: list[asyncio.Task[Any]] = [*tasks, *extra]
+    for t in every:
+        t.cancel()
+    for t in every:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+
+
+async def emergency_withdraw(speaker: Speaker) -> None:
+    """A crashed task ends the agent: stop the speaker (its routes go) within 5 s."""
+    try:
+        async with asyncio.timeout(5):
+            await speaker.stop()
+    except Exception as exc:  # best effort: we are going down anyway
+        log_event(log, "emergency_withdraw_failed", level=logging.ERROR, error=repr(exc))
+
+
+async def stop_bfd(bfd: Bfd | None) -> None:
+    """Stop FRR's bfdd (if the agent runs one) within 10 s."""
+    if bfd is None:
+        return
+    try:
+        async with asyncio.timeout(10):
+            await bfd.stop()
+    except Exception as exc:  # best effort: the guards kill the daemons with us anyway
+        log_event(log, "bfd_stop_failed", level=logging.ERROR, error=repr(exc))
