@@ -157,21 +157,26 @@ class Agent(AgentControl):
         if state.status is CheckStatus.DOWN and state.changed_at == result.time:
             self.reconciler.check_went_down(key.service)  # this result took it down
 
-    def _on_pass(self, result: PassResult) -> None:
-        """Called by the reconciler after each pass: metrics follow the new state."""
+    async def _on_pass(self, result: PassResult) -> None:
+        """Awaited by the reconciler after each pass: metrics follow the new state. The loop
+        gets a turn between the per-service families (each walks every service)."""
         self.metrics.reconcile_pass(result)
         self.metrics.set_peers(self.speaker.peers())
         if self.bfd is not None:
             self.metrics.set_bfd(self.bfd.sessions(), self.bfd.restarts())
         self.metrics.set_routes(self.speaker.advertised())
+        await asyncio.sleep(0)
         self.metrics.set_path_advertisement(self.config, self.speaker.advertised())
+        await asyncio.sleep(0)
         self.metrics.set_speaker(self.speaker)
         sent = int(getattr(self.speaker, "commands_sent", 0))
         if sent > self._commands_seen:
             self.metrics.speaker_commands(sent - self._commands_seen)
             self._commands_seen = sent
         self.metrics.set_check_states(self.health.snapshot())
+        await asyncio.sleep(0)
         self.metrics.set_decisions(result.decisions)
+        await asyncio.sleep(0)
         self.metrics.set_pool_tables(result.pools)
         self.admin.retry()  # a drain the disk refused is written once it allows
         self.metrics.set_state_files(self.state_files())

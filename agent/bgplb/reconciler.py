@@ -125,7 +125,7 @@ class Reconciler:
         health: HealthSource,
         admin: AdminSource,
         clock: Clock,
-        on_pass: Callable[[PassResult], None] | None = None,
+        on_pass: Callable[[PassResult], Awaitable[None] | None] | None = None,
         *,
         debounce: float = DEBOUNCE,
         pass_timeout: float = PASS_TIMEOUT,
@@ -339,7 +339,9 @@ class Reconciler:
         self.passes += 1
         self.last_progress = self._clock.now()
         if self._on_pass is not None:
-            self._on_pass(result)
+            done = self._on_pass(result)  # a coroutine (the agent's metrics) is awaited
+            if done is not None:
+                await done
         return result
 
     async def _withdraw_early(self, desired: Desired) -> None:

@@ -221,3 +221,19 @@ async def test_the_agent_freezes_its_long_lived_heap(tmp_path: Path) -> None:
     finally:
         gc.unfreeze()
         agent.loop_lag.stop()
+
+
+async def test_a_pass_awaits_an_async_on_pass(tmp_path: Path) -> None:
+    """Failed on 9b96d21: the hook was called and its coroutine never awaited (the agent's
+    metrics after a pass, 10-55 ms at 1,000 services, now give the loop turns)."""
+    rig = Rig(many(3), tmp_path)
+    seen: list[tuple[str, int]] = []
+
+    async def hook(result: Any) -> None:
+        seen.append(("start", rig.rec.passes))
+        await asyncio.sleep(0)
+        seen.append(("end", rig.rec.passes))
+
+    rig.rec._on_pass = hook
+    await rig.start()
+    assert seen == [("start", 1), ("end", 1)]
