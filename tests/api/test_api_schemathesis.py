@@ -157,19 +157,30 @@ def test_the_status_with_ucmp_matches_the_served_schema(
 def test_the_checks_do_fail_on_a_5xx(agent: LiveAgent, token_schema: Any) -> None:
     """The harness can fail: a status endpoint that raises answers 500, schemathesis flags it."""
     assert agent.agent is not None
-    real = agent.agent.status
+    real, real_json = agent.agent.status, agent.agent.status_json
 
     def broken() -> Any:
         raise RuntimeError("injected")
 
-    agent.call(lambda: setattr(agent.agent, "status", broken))
+    async def broken_json() -> str:
+        raise RuntimeError("injected")
+
+    def inject() -> None:  # the endpoint builds the document with status_json (in steps)
+        agent.agent.status = broken
+        agent.agent.status_json = broken_json
+
+    def restore() -> None:
+        agent.agent.status = real
+        agent.agent.status_json = real_json
+
+    agent.call(inject)
     try:
         case = token_schema["/api/v1/status"]["GET"].Case()
         with pytest.raises(FailureGroup) as info:
             case.call_and_validate(base_url=agent.base_url, timeout=TIMEOUT)
         assert any(isinstance(e, ServerError) for e in info.value.exceptions)
     finally:
-        agent.call(lambda: setattr(agent.agent, "status", real))
+        agent.call(restore)
 
 
 def test_the_agent_kept_routing(agent: LiveAgent, tmp_path: Path) -> None:
