@@ -161,11 +161,12 @@ def make_realtime(pids: list[int]) -> list[int]:
 @contextlib.contextmanager
 def realtime_self() -> Iterator[None]:
     """This thread at SCHED_FIFO while it measures (a FIB probe late by the host's load would
-    add its lateness to the number); its children reset to normal."""
+    add its lateness to the number). Its children inherit it: the trigger (``ip netns exec
+    ... nft``) must act when the clock starts. With SCHED_RESET_ON_FORK it ran at nice 0 (not
+    even the bench's nice -15) behind a TCG VM, and its start-up delay was counted as
+    detection time (a first try: 8 of 79 trials > 400 ms, max 708 ms)."""
     policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-    os.sched_setscheduler(
-        0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(REALTIME_PRIORITY)
-    )
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
     try:
         yield
     finally:

@@ -8,7 +8,7 @@ import sys
 import threading
 
 import pytest
-from bench.lab import REALTIME_PRIORITY, make_realtime, tasks
+from bench.lab import REALTIME_PRIORITY, make_realtime, realtime_self, tasks
 
 
 def test_tasks_lists_every_thread_of_a_process() -> None:
@@ -53,3 +53,18 @@ def test_make_realtime_sets_fifo_on_every_thread_of_the_process() -> None:
         child.kill()
         child.wait()
         child.stdout.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SCHED_FIFO needs root")
+def test_realtime_self_children_inherit_it_and_it_is_undone() -> None:
+    """The trigger the bench forks (nft) runs at the measuring thread's priority."""
+    before = os.sched_getscheduler(0)
+    with realtime_self():
+        out = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    assert int(out) & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO
+    assert os.sched_getscheduler(0) == before
