@@ -3,8 +3,9 @@
 :func:`freeze_node` cuts an LB node off without a sign (nftables drops everything it receives
 on its links and everything it sends: no BGP NOTIFICATION, no TCP FIN or RST, no carrier
 change; :func:`tests.lab.pool.freeze`), then times, per router, when the node's path left
-that router's kernel FIB, and reads why the router reset the session (FRR's
-``lastResetDueTo``: "BFD down received" when BFD caught it, "Hold Timer Expired" otherwise).
+that router's kernel FIB, and reads why the router reset the session (FRR 8.4's
+``lastNotificationReason``: "Cease/BFD Down" when BFD caught it, "Hold Timer Expired/..."
+when the hold timer did; its ``lastResetDueTo`` says only "BGP Notification send").
 :func:`thaw_node` lets the packets through again and waits until the node is back.
 """
 
@@ -32,7 +33,7 @@ class RouterView:
     # saw it ended at most ``high`` s after it
     low: float
     high: float
-    reason: str  # FRR's lastResetDueTo for the node's session
+    reason: str  # why the router reset the node's session (reset_reason)
     bfd: str  # the router's BFD state of the node's session once it was withdrawn
 
 
@@ -75,12 +76,13 @@ def bfd_states(lab: Lab) -> dict[str, dict[str, str]]:
 
 
 def reset_reason(lab: Lab, router: str, node: str) -> str:
-    """Why the router last reset its BGP session with ``node`` (FRR's lastResetDueTo)."""
+    """Why the router last reset its BGP session with ``node``: the NOTIFICATION it sent or
+    received ("Cease/BFD Down"), else FRR's lastResetDueTo."""
     owners = lab.address_owner()
     data = json.loads(lab.routers[router].vtysh("show bgp neighbors json") or "{}")
     for address, info in data.items():
         if owners.get(address) == node and isinstance(info, dict):
-            return str(info.get("lastResetDueTo", "?"))
+            return str(info.get("lastNotificationReason") or info.get("lastResetDueTo", "?"))
     return "?"
 
 
