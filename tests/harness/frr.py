@@ -114,6 +114,11 @@ class Router:
             lines.append(" exit-address-family")
         return "\n".join(lines) + "\n"
 
+    def daemons(self) -> tuple[str, ...]:
+        """What start() runs, in this order: bfdd (when BFD is on) before bgpd reads its
+        config, so bgpd's BFD registrations find it."""
+        return ("zebra", "bfdd", "bgpd") if self.bfd else ("zebra", "bgpd")
+
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.directory, "frr", "frr")
@@ -123,7 +128,7 @@ class Router:
         shutil.chown(conf, "frr", "frr")
         os.chmod(conf, 0o640)
         d = str(self.directory)
-        for daemon in ("zebra", "bfdd", "bgpd") if self.bfd else ("zebra", "bgpd"):
+        for daemon in self.daemons():
             pidfile = self.directory / f"{daemon}.pid"
             with contextlib.suppress(FileNotFoundError):
                 pidfile.unlink()

@@ -1,8 +1,10 @@
 """``make demo``: bring the ECMP lab up and show bgp-lb at work, then tear it down.
 
-Steps: lab up -> each router's ECMP route for the v4 and v6 VIP (3 next hops) -> client
-requests spread over lb1..lb3 -> lb1's backend stopped (withdraw time measured) -> restarted
--> lb2 drained under load (zero failed new connections expected) -> teardown; with
+Steps: lab up -> each router's ECMP route for the v4 and v6 VIP (3 next hops) and BFD Up to
+every node -> client requests spread over lb1..lb3 -> lb1's backend stopped (withdraw time
+measured) -> restarted -> lb2 drained under load (zero failed new connections expected) ->
+lb3 frozen (silent death: nftables drops all its packets; how fast each router's BFD removed
+it, against the hold timer) -> thawed -> teardown; with
 `make demo POOL=1` then the pool lab (containerlab/pool.clab.yml) against its control: resets
 and failed requests of each, side by side (tests/lab/pool_demo.py). Ends with a summary
 table; exits non-zero if any step failed.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from .death import bfd_states, describe, freeze_node, thaw_node
 from .observe import fib_snapshot, fib_text
 from .runner import REPO, Lab, teardown
 from .scenario import drain_under_load, fail_backend, restore_backend, spread
@@ -29,6 +32,7 @@ from .topology import AGENT_CONF, load_topology
 ECMP = REPO / "containerlab" / "ecmp.clab.yml"
 WORK = REPO / "_work"
 SERVICE = "web"
+FROZEN = "lb3"  # the silent death (lb1's backend fails, lb2 is drained)
 
 
 @dataclass
@@ -86,8 +90,18 @@ def run_steps(lab: Lab, workdir: Path) -> list[Step]:
         for router, vip in snap:
             print(f"    {router}: {fib_text(lab, router, vip)}".replace("\n", "\n        "))
         bad = {k: v for k, v in snap.items() if sorted(v) != lbs}
-        s.ok = not bad
-        s.detail = f"{len(snap)} routes with next hops {', '.join(lbs)}" if s.ok else f"{bad}"
+        bfd = bfd_states(lab)
+        for router, states in bfd.items():
+            print(
+                f"    {router} BFD: " + ", ".join(f"{n} {st}" for n, st in sorted(states.items()))
+            )
+        bfd_up = all(sorted(n for n, st in v.items() if st == "up") == lbs for v in bfd.values())
+        s.ok = not bad and bfd_up
+        s.detail = (
+            f"{len(snap)} routes with next hops {', '.join(lbs)}; BFD Up to every node: {bfd_up}"
+            if not bad
+            else f"{bad}"
+        )
 
     def traffic(s: Step) -> None:
         sp = spread(lab, count=60)
@@ -140,12 +154,40 @@ def run_steps(lab: Lab, workdir: Path) -> list[Step]:
             f"long-lived reset: {d.held_reset}/{d.held} (expected for flows on lb2)"
         )
 
+    def death(s: Step) -> None:
+        d = freeze_node(lab, FROZEN)
+        _say(f"nft froze {FROZEN} in {d.cut_seconds:.2f}s (the clock starts when it returned)")
+        for v in d.routers.values():
+            _say(
+                f"{v.router}: {FROZEN} left the FIB {v.low:.2f}-{v.high:.2f}s after the cut; "
+                f"session reset: {v.reason}; BFD now {v.bfd}"
+            )
+        _say(f"while frozen: {FROZEN} answered {d.answered} requests, {d.failures} failed")
+        # BFD, not the hold timer: the routers say so, and every one was well inside it
+        s.ok = (
+            d.by_bfd()
+            and d.within(d.hold_time / 2)
+            and d.others_stable
+            and d.answered == 0
+            and d.failures == 0
+        )
+        s.detail = describe(d) + (
+            f", others stable: {d.others_stable}" if d.others_stable else f", {d.unexpected}"
+        )
+
+    def thawed(s: Step) -> None:
+        c = thaw_node(lab, FROZEN)
+        s.ok = c.others_stable
+        s.detail = f"{FROZEN} back in every FIB {c.seconds:.2f}s after its packets flowed again"
+
     if step("bring the ECMP lab up (FRR r1 r2, bgp-lb lb1..lb3, client c1)", up):
         step("each router's ECMP route for the VIPs", routes)
         step("client requests spread across lb1..lb3", traffic)
         step("lb1's backend killed -> lb1 withdrawn", failure)
         step("lb1's backend restarted -> lb1 back", recovery)
         step("drain lb2 (API POST /api/v1/services/web/drain) under load", draining)
+        step(f"{FROZEN} frozen (nft drops all its packets) -> routers' BFD withdraw it", death)
+        step(f"{FROZEN} thawed -> back", thawed)
     return steps
 
 
@@ -192,7 +234,7 @@ def run_demo(native: bool = False) -> int:
 
     if not native and not running_kernel_has_dataplane():
         cmd = [sys.executable, "-m", "tests.lab", "demo", "--native"]
-        return in_vm(cmd, VM_WORK / "demo.log", timeout=2700 if _with_pool() else 900)
+        return in_vm(cmd, VM_WORK / "demo.log", timeout=2700 if _with_pool() else 1200)
     t0 = time.monotonic()
     lab = Lab(load_topology(ECMP), keep_logs=WORK / "lab-logs")
     left = teardown(lab.topology.name)

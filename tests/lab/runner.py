@@ -2,7 +2,8 @@
 
 Per node one namespace ``bgplab-<lab>-<node>``; per link one veth pair named as in the file;
 the node's ``sysctls`` and ``exec`` lines (see :mod:`tests.lab.netcmd`) are applied in it.
-Then, by role: routers run FRR's zebra + bgpd directly ("method B", see
+Then, by role: routers run FRR's zebra + bgpd (+ bfdd when their daemons file says
+``bfdd=yes``) directly ("method B", see
 :mod:`tests.harness.frr`); lb nodes run the local backend (containerlab/node/backend.py) and
 ``bgp-lb run`` with the bound agent config; servers (real servers) run the backend only;
 clients and switches (a bridge per L2 segment, from their exec lines) run nothing.
@@ -41,6 +42,7 @@ from .topology import (
     TOKEN,
     Node,
     Topology,
+    frr_daemons,
     zebra_long_options,
 )
 
@@ -96,6 +98,10 @@ class LabRouter(Router):
     """A harness router that runs the topology's own frr.conf (logging sent to a file)."""
 
     conf_text: str = ""
+    bfdd: bool = False  # the daemons file says bfdd=yes (its frr.conf has the bfd profile)
+
+    def daemons(self) -> tuple[str, ...]:
+        return ("zebra", "bfdd", "bgpd") if self.bfdd else ("zebra", "bgpd")
 
     def config(self) -> str:
         text = self.conf_text.replace("log stdout", f"log file {self.directory}/frr.log")
@@ -243,6 +249,7 @@ class Lab:
         daemons = node.bind_source(FRR_DAEMONS)
         if daemons is not None and daemons.is_file():
             r.zebra_args = zebra_long_options(daemons)
+            r.bfdd = "bfdd" in frr_daemons(daemons)
         r.start()
         self.routers[node.name] = r
         for daemon, pid in r.pids.items():
@@ -256,7 +263,8 @@ class Lab:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        say(f"{node.name}: FRR zebra+bgpd up (pids {', '.join(map(str, r.pids.values()))})")
+        names = "+".join(r.pids)
+        say(f"{node.name}: FRR {names} up (pids {', '.join(map(str, r.pids.values()))})")
 
     def _lb(self, node: Node, say: Say) -> None:
         self.start_backend(node.name)
@@ -331,6 +339,9 @@ class Lab:
         env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
         # under TCG a starting ExaBGP needs far longer than the agent's default to connect back
         env.setdefault("BGPLB_EXABGP_CONNECT_TIMEOUT", "300")
+        # and its vtysh (BFD state, peers[].bfd) far longer than 2 s; 3 agents at 1 Hz saturated it
+        env.setdefault("BGPLB_BFD_VTYSH_TIMEOUT", "30")
+        env.setdefault("BGPLB_BFD_POLL_INTERVAL", "3")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(node), *argv],
             stdin=subprocess.DEVNULL,

@@ -78,8 +78,10 @@ def test_minimal_lab_is_built_as_the_file_says_and_removed(topology: Topology) -
             deadline_ok = out.strip() == "lb2"
             break
         assert deadline_ok
-        pids = [p.pid for p in LabState.load(lab.state_file).processes]
-        assert len(pids) == 4  # zebra, bgpd, 2 backends
+        procs = LabState.load(lab.state_file).processes
+        pids = [p.pid for p in procs]
+        # common/daemons: bfdd=yes (the ecmp lab's BFD), so r1 runs zebra, bfdd and bgpd
+        assert sorted(p.name for p in procs) == ["backend", "backend", "bfdd", "bgpd", "zebra"]
     finally:
         removed = lab.down()
     assert not any(alive(p) for p in pids)

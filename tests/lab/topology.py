@@ -36,7 +36,7 @@ TOKEN = PurePosixPath("/etc/bgp-lb/api-token")
 LB_ENV = ("BGPLB_BACKEND_ADDRS", "BGPLB_BACKEND_PORT")
 # a real server (role server) runs only the backend; it may also run a byte echo on a port
 SERVER_ENV = (*LB_ENV, "BGPLB_ECHO_PORT")
-FRR_SUPPORTED_DAEMONS = frozenset({"bgpd"})  # zebra always runs
+FRR_SUPPORTED_DAEMONS = frozenset({"bgpd", "bfdd"})  # zebra always runs; bgpd too
 CLIENT_CMD = "sleep infinity"
 
 
@@ -293,7 +293,8 @@ def _role_checks(node: Node, nd: NodeDef, p: str, issues: list[Issue]) -> None:
                 issues.append(
                     Issue(
                         f"{p}.binds",
-                        f"{daemons.name}: {d}=yes is not supported (the runner starts zebra, bgpd)",
+                        f"{daemons.name}: {d}=yes is not supported "
+                        "(the runner starts zebra, bfdd, bgpd)",
                     )
                 )
         if nd.cmd is not None:

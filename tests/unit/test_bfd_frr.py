@@ -9,6 +9,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from bgplb.bfd.base import BfdState
 from bgplb.bfd.frr import FrrBfd, frr_dir
 from bgplb.bfd.spec import PeerRoute
@@ -76,3 +78,21 @@ async def test_sessions_follow_bfdd_and_the_poll_slows_once_all_are_up(tmp_path:
     assert s.detail == "no answer from bfdd: vtysh exit 1: bfdd is not running"
     assert len(wakes) == 3
     await bfd.stop()
+
+
+def test_a_slow_host_raises_the_poll_interval_and_vtysh_timeout_by_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lab's TCG guest (tests/lab/runner.py): vtysh there takes seconds; with the fixed
+    2 s timeout every poll failed, every session stayed unknown and no node announced."""
+    plain = FrrBfd(FakeClock())
+    assert (plain._poll_interval, plain._vtysh_timeout) == (1.0, 2.0)
+    monkeypatch.setenv("BGPLB_BFD_POLL_INTERVAL", "3")
+    monkeypatch.setenv("BGPLB_BFD_VTYSH_TIMEOUT", "30")
+    slow = FrrBfd(FakeClock())
+    assert (slow._poll_interval, slow._vtysh_timeout) == (3.0, 30.0)
+    explicit = FrrBfd(FakeClock(), poll_interval=0.5, vtysh_timeout=1.0)  # arguments win
+    assert (explicit._poll_interval, explicit._vtysh_timeout) == (0.5, 1.0)
+    for bad in ("", "x", "0", "-1"):
+        monkeypatch.setenv("BGPLB_BFD_VTYSH_TIMEOUT", bad)
+        assert FrrBfd(FakeClock())._vtysh_timeout == 2.0, bad

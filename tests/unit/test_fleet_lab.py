@@ -9,7 +9,7 @@ import yaml
 from bgplb.config import load_config
 from bgplb.fleet.load import load_fleet
 from bgplb.fleet.render import render_fleet
-from tests.lab.topology import AGENT_CONF, load_topology
+from tests.lab.topology import AGENT_CONF, FRR_CONF, FRR_DAEMONS, frr_daemons, load_topology
 
 LAB = Path(__file__).resolve().parents[2] / "containerlab"
 
@@ -40,3 +40,41 @@ def test_the_lab_routers_snippets_name_every_lb_link_address() -> None:
     network = yaml.safe_load(rendering.files[PurePosixPath("nodes/lb1/seed/network-config")])
     assert network["version"] == 2
     assert network["ethernets"]["eth1"]["addresses"] == ["10.1.1.2/24", "fd00:1:1::2/64"]
+
+
+def test_the_lab_runs_bfd_with_the_same_profile_on_both_sides() -> None:
+    """fleet.yaml's routers[].bfd: the routers' frr.conf has the render's `bfd` profile block
+    and ties the LB peer-group to it; every node config asks for the same intervals; the
+    routers run bfdd (the lab runner starts it from the daemons file)."""
+    fleet = load_fleet(LAB / "ecmp" / "fleet.yaml")
+    rendering = render_fleet(fleet)
+    lab = load_topology(LAB / "ecmp.clab.yml")
+    for spec in fleet.spec.routers:
+        assert spec.bfd is not None, spec.name
+        snippet = rendering.files[PurePosixPath("routers", f"{spec.name}.frr.conf")]
+        block = snippet[snippet.index("bfd\n") : snippet.index("router bgp")]
+        assert f"  receive-interval {spec.bfd.interval_ms}\n" in block
+        router = lab.node(spec.name)
+        conf = router.bind_source(FRR_CONF)
+        assert conf is not None
+        committed = conf.read_text()
+        assert block in committed, f"{conf}: the fleet render's BFD profile"
+        assert committed.index(block) < committed.index("\nrouter bgp ")
+        assert " neighbor LB bfd\n" in committed
+        assert " neighbor LB bfd profile LB\n" in committed
+        daemons = router.bind_source(FRR_DAEMONS)
+        assert daemons is not None
+        assert "bfdd" in frr_daemons(daemons)
+    for node in lab.by_role("lb"):
+        bound = node.bind_source(AGENT_CONF)
+        assert bound is not None
+        peers = load_config(bound).peers
+        assert len(peers) == 2
+        for peer in peers:
+            spec = next(r for r in fleet.spec.routers if r.name == peer.name)
+            assert spec.bfd is not None
+            assert peer.bfd is not None, f"{node.name} {peer.name}"
+            assert (peer.bfd.interval_ms, peer.bfd.multiplier) == (
+                spec.bfd.interval_ms,
+                spec.bfd.multiplier,
+            )

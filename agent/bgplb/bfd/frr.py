@@ -59,18 +59,22 @@ class FrrBfd:
         *,
         netns: str | None = None,
         frr_bin: Path = FRR_BIN,
-        poll_interval: float = 1.0,
+        poll_interval: float | None = None,
         steady_interval: float = 5.0,
-        vtysh_timeout: float = 2.0,
+        vtysh_timeout: float | None = None,
         zserv_wait: float = 10.0,
         lookup: Lookup = lookup_route,
     ) -> None:
         self._clock = clock
         self._netns = netns
         self._bin = frr_bin
-        self._poll_interval = poll_interval
+        # 1 s / 2 s by default. A slow host (the lab's TCG guest: a vtysh start there takes
+        # ~0.5 s idle and seconds under load, three agents polled at 1 Hz) raises them with
+        # BGPLB_BFD_POLL_INTERVAL / BGPLB_BFD_VTYSH_TIMEOUT: a call that always times out leaves
+        # every session "unknown", and a BFD peer gets no route until its session is Up.
+        self._poll_interval = _env_seconds("BGPLB_BFD_POLL_INTERVAL", poll_interval, 1.0)
         self._steady_interval = steady_interval
-        self._vtysh_timeout = vtysh_timeout
+        self._vtysh_timeout = _env_seconds("BGPLB_BFD_VTYSH_TIMEOUT", vtysh_timeout, 2.0)
         self._zserv_wait = zserv_wait
         self._lookup = lookup
         self._dir = Path()
@@ -262,6 +266,17 @@ class FrrBfd:
                 f"vtysh exit {proc.returncode}: {err.decode(errors='replace').strip()}"
             )
         return out.decode(errors="replace")
+
+
+def _env_seconds(name: str, given: float | None, default: float) -> float:
+    """``given`` if set, else the environment's positive number of seconds, else ``default``."""
+    if given is not None:
+        return given
+    try:
+        value = float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def _exists(path: Path) -> bool:
