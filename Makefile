@@ -20,7 +20,7 @@ help:
 # System packages (Debian 12). Idempotent; re-run after a fresh machine.
 APT_PKGS := frr frr-pythontools qemu-system-x86 linux-image-amd64 ipvsadm iputils-ping \
             nftables iproute2 curl procps kmod busybox-static prometheus \
-            prometheus-alertmanager
+            prometheus-alertmanager ovmf
 $(WORK)/.deps-stamp: Makefile
 	@mkdir -p $(WORK)
 	@echo "==> installing system packages: $(APT_PKGS)"
@@ -100,7 +100,8 @@ test-faults: deps venv
 	  $(BIN)/python -m tests.harness.netns; \
 	  $(RELIABILITY) faults $(WORK)/junit-faults.xml --command "make test-faults" || true; exit $$rc
 
-# Appliance image (docs/image.md): Debian 12 + mkosi 14, one self-booting disk (BIOS/extlinux).
+# Appliance image (docs/image.md): Debian 12 + mkosi 14, one self-booting disk (BIOS/extlinux and
+# UEFI/shim+GRUB on an ESP; test-image boots it under SeaBIOS and under OVMF from `ovmf`).
 # image/build.sh installs mkosi and its helpers with apt; outputs go to $(WORK)/image/.
 IMAGE_SRCS := $(shell find image agent/bgplb -type f -not -name "*.pyc" 2>/dev/null) \
               $(wildcard deploy/*/*) pyproject.toml

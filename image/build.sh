@@ -1,5 +1,6 @@
 #!/bin/bash
-# Build the bgp-lb appliance disk image with Debian's mkosi 14 (docs/image.md).
+# Build the bgp-lb appliance disk image with Debian's mkosi 14 (docs/image.md): one GPT disk that
+# boots by BIOS (extlinux, mkosi.finalize) and by UEFI (shim + GRUB on an ESP, add-esp.sh).
 #
 #   image/build.sh            -> _work/image/bgp-lb.raw, bgp-lb.qcow2, bgp-lb.manifest, build-info.txt
 #
@@ -17,7 +18,7 @@ CACHE=$WORK/image-cache
 WHEELS=$WORK/image-wheels
 PIP=${PIP:-$REPO/.venv/bin/pip}
 HOST_PKGS="mkosi debootstrap systemd-container gnupg debian-archive-keyring e2fsprogs fdisk util-linux
-           extlinux syslinux-common qemu-utils xorriso mtools gdisk"
+           extlinux syslinux-common qemu-utils xorriso mtools gdisk dosfstools"
 
 say() { echo "==> $*"; }
 t0=$(date +%s)
@@ -124,10 +125,18 @@ chmod 0644 "$OUT/bgp-lb.raw"
 manifest=$(find "$OUT/out" -name 'bgp-lb.raw.manifest' -type f | head -n1)
 [ -n "$manifest" ] && mv -f "$manifest" "$OUT/bgp-lb.manifest"
 partuuid=$(cat "$OUT/out/bgp-lb.partuuid" 2>/dev/null || find "$OUT/out" -name bgp-lb.partuuid -exec cat {} \;)
+fsuuid=$(cat "$OUT/out/bgp-lb.fsuuid" 2>/dev/null || find "$OUT/out" -name bgp-lb.fsuuid -exec cat {} \;)
+
+say "adding the EFI System Partition (UEFI boot; the BIOS path stays as it is)"
+"$SRC/image/add-esp.sh" "$OUT/bgp-lb.raw" "$fsuuid" "$CACHE/efi-debs"
 
 say "checking the boot code and converting to qcow2"
+# BIOS: gptmbr.bin + LegacyBIOSBootable on the root; UEFI: partition 2 is an ESP with the loader.
 cmp -n 440 /usr/lib/syslinux/mbr/gptmbr.bin "$OUT/bgp-lb.raw"
 sgdisk -i 1 "$OUT/bgp-lb.raw" | grep -q 'Attribute flags: 0000000000000004'
+sgdisk -i 2 "$OUT/bgp-lb.raw" | grep -q 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B'
+esp_off=$(( $(partx -g -o START -n 2 "$OUT/bgp-lb.raw" | tr -d ' ') * 512 ))
+MTOOLS_SKIP_CHECK=1 mdir -b -i "$OUT/bgp-lb.raw@@$esp_off" ::/EFI/BOOT | grep -q 'BOOTX64.EFI'
 rm -f "$OUT/bgp-lb.qcow2"
 qemu-img convert -c -O qcow2 "$OUT/bgp-lb.raw" "$OUT/bgp-lb.qcow2"
 t_end=$(date +%s)
@@ -142,6 +151,8 @@ git_commit=$commit
 image_version=$image_version
 mkosi=$(mkosi --version 2>/dev/null | awk '{print $2}')
 partuuid=$partuuid
+root_fsuuid=$fsuuid
+$(sed 's/^\([^ ]*\) /efi_\1=/' "$OUT/bgp-lb.efi-versions" 2>/dev/null)
 seconds_wheels=$((t_wheels - t0))
 seconds_mkosi=$((t_mkosi - t_wheels))
 seconds_post=$((t_end - t_mkosi))

@@ -51,6 +51,12 @@ def image() -> Path:
 
 
 @pytest.fixture(scope="module")
+def firmware() -> str:
+    """How the node fixtures boot the disk (guest.firmware_args); test_image_uefi overrides it."""
+    return "bios"
+
+
+@pytest.fixture(scope="module")
 def router_side() -> Iterator[RouterSide]:
     # FRR runs as user frr: its directory must be reachable (pytest's tmp dirs are 0700).
     workdir = Path(tempfile.mkdtemp(prefix="bgplb-image-"))

@@ -120,14 +120,15 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "") 
 
 
 @pytest.fixture(scope="module")
-def node(image: Path, router_side: RouterSide) -> Iterator[Node]:
+def node(image: Path, router_side: RouterSide, firmware: str) -> Iterator[Node]:
     disk = make_config_disk(
         router_side.workdir / "node1.iso",
         {"config.yaml": CONFIG, "10-uplink.network": NETWORK, "firewall.yaml": FIREWALL},
         router_side.key.with_suffix(".pub"),
         ["bgp-lb-demo-backend.service"],
     )
-    guest = Guest(router_side.ns, image, router_side.workdir / "console-1.log", disk)
+    console = "console-1.log" if firmware == "bios" else f"console-{firmware}.log"
+    guest = Guest(router_side.ns, image, router_side.workdir / console, disk, firmware=firmware)
     guest.start()
     ssh = Ssh(router_side.ns, NODE_IP, router_side.key, router_side.workdir)
     try:
@@ -151,6 +152,7 @@ def test_boots_configured_and_agent_active(node: Node) -> None:
     # Self-booted: SeaBIOS + extlinux from the disk itself, root by PARTUUID.
     cmdline = node.ssh.run("cat /proc/cmdline")
     assert "root=PARTUUID=" in cmdline
+    assert node.ssh.run("test -d /sys/firmware/efi && echo uefi || echo bios").strip() == "bios"
     print(f"\nboot to BGPLB-BOOT marker: {node.boot_seconds:.1f} s wall (TCG)")
 
 
