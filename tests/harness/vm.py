@@ -24,8 +24,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_wlc", "ip_vs_sh", "dummy")
@@ -90,8 +92,43 @@ def guest_script(args: Sequence[str]) -> str:
     )
 
 
+GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def group_killed_on_exit(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """``proc`` runs in its own process group (``start_new_session``): a signal sent to ours
+    never reaches it, so the VM (vng and its qemu) would outlive this process. While inside:
+    SIGTERM/SIGHUP/SIGINT (e.g. the Makefile's ``timeout`` firing) kill its whole group, then
+    end this process with 128+signal; leaving by any exception kills it too."""
+
+    def kill_group() -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        kill_group()
+        print(f"\n*** signal {signum}: the VM's process group was killed", flush=True)
+        raise SystemExit(128 + signum)
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in GUARDED_SIGNALS:
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            kill_group()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def stream(cmd: Sequence[str], log: Path | None, timeout: float, env: dict[str, str]) -> int:
-    """Run ``cmd`` in its own process group; copy its output to stdout and ``log``."""
+    """Run ``cmd`` in its own process group, killed whole at ``timeout``, on a signal to this
+    process or when this function is left early; copy its output to stdout and ``log``."""
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -112,6 +149,7 @@ def stream(cmd: Sequence[str], log: Path | None, timeout: float, env: dict[str, 
     watchdog.start()
     assert proc.stdout is not None
     with contextlib.ExitStack() as stack:
+        stack.enter_context(group_killed_on_exit(proc))
         out = stack.enter_context(open(log, "w", encoding="utf-8")) if log is not None else None
         try:
             for raw in proc.stdout:
@@ -123,6 +161,7 @@ def stream(cmd: Sequence[str], log: Path | None, timeout: float, env: dict[str, 
             status = proc.wait()
         finally:
             watchdog.cancel()
+            proc.stdout.close()
     if expired.is_set():
         print(f"\n*** kernel tests did not finish within {timeout:g}s: killed", flush=True)
         return 124
