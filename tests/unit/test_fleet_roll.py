@@ -106,7 +106,13 @@ def test_read_status_drained_node_is_healthy_but_not_announced() -> None:
 def test_read_status_names_every_problem() -> None:
     doc = status_doc(ready=False, peers_up=False, healthy=False)
     doc["processes"][0]["running"] = False
+    doc["prerequisites"] = [
+        {"name": "ip_vs", "ok": False, "detail": "module not loaded"},
+        {"name": "dummy", "ok": True},
+    ]
     view = read_status(doc)
+    assert "ip_vs: module not loaded" in view.problems
+    assert not any(p.startswith("dummy") for p in view.problems)
     assert not view.healthy
     assert "not ready" in view.problems
     assert "exabgp not running" in view.problems

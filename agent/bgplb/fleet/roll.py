@@ -75,10 +75,10 @@ class NodeView:
 
 def read_status(data: Any) -> NodeView:
     """A node's status JSON -> :class:`NodeView`. Healthy: ready, every supervised process
-    running, every BGP session up, every service with a healthy real server (or, without real
-    servers, no check down) and no dataplane problem. Read field by field, not through the
-    API's own model (which refuses unknown fields): the node may run a newer agent than the
-    roll."""
+    running, no failed prerequisite, every BGP session up, every service with a healthy real
+    server (or, without real servers, no check down) and no dataplane problem. Read field by
+    field, not through the API's own model (which refuses unknown fields): the node may run a
+    newer agent than the roll."""
     if not isinstance(data, Mapping) or not isinstance(data.get("node"), Mapping):
         raise StepFailed("not a bgp-lb status (no node section)")
     node = data["node"]
@@ -88,6 +88,9 @@ def read_status(data: Any) -> NodeView:
     for p in _items(data, "processes"):
         if p.get("running") is not True:
             problems.append(f"{p.get('name', '?')} not running")
+    for q in _items(data, "prerequisites"):  # kernel modules, sysctls (check-node)
+        if q.get("ok") is False:
+            problems.append(f"{q.get('name', '?')}: {q.get('detail', '')}".rstrip(": "))
     for peer in _items(data, "peers"):
         if peer.get("state") != "up":
             why = f" ({peer['reason']})" if peer.get("reason") else ""
@@ -240,9 +243,8 @@ class Roll:
     def run(self) -> RollResult:
         t0 = self.now()
         result = RollResult([NodeResult(n) for n in self.nodes])
-        self.say(
-            f"roll: {len(self.nodes)} nodes to {self.target.describe()}: {', '.join(self.nodes)}"
-        )
+        count = f"{len(self.nodes)} node{'s' if len(self.nodes) != 1 else ''}"
+        self.say(f"roll: {count} to {self.target.describe()}: {', '.join(self.nodes)}")
         views = self._preflight(result)
         if result.error is not None:
             result.seconds = self.now() - t0
