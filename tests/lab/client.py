@@ -16,8 +16,6 @@ Standard library only (it starts fast under TCG). Every request names the node t
                                      TCG. Prints a progress line every 5 s and, at the end, each
                                      connection (local port, server, echoes, longest wait, error)
                                      and the totals: reset/closed/bad echo/stalled, longest stall
-    count LOG                        a running load's log so far: {"sent": N, "failed": M} (the
-                                     lab's `bgp-lb fleet roll --traffic-counter`)
 """
 
 from __future__ import annotations
@@ -298,23 +296,8 @@ def echo(args: argparse.Namespace) -> int:
     return 0
 
 
-def count(log: str) -> int:
-    """Requests a load run logged so far, and how many of them failed."""
-    sent = failed = 0
-    with open(log, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith('{"t":'):  # one per finished request (not the summary)
-                sent += 1
-                failed += '"error":' in line
-    print(json.dumps({"sent": sent, "failed": failed}), flush=True)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     global TIMEOUT
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["count"] and len(argv) == 2:
-        return count(argv[1])
     p = argparse.ArgumentParser(prog="python -m tests.lab.client")
     p.add_argument("mode", choices=["burst", "load", "hold", "echo"])
     p.add_argument("vips", nargs="+")
