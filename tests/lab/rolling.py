@@ -90,7 +90,7 @@ def traffic_counter(log: Path) -> str:
     under TCG."""
     q = shlex.quote(str(log))
     return (
-        "printf '{\"sent\": %d, \"failed\": %d}\\n' "
+        'printf \'{"sent": %d, "failed": %d}\\n\' '
         f"$(grep -c '^{{\"t\":' {q}) $(grep -c '\"error\":' {q})"
     )
 
