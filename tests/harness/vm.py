@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -95,49 +95,62 @@ def guest_script(args: Sequence[str]) -> str:
 GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
-@contextlib.contextmanager
-def group_killed_on_exit(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    """``proc`` runs in its own process group (``start_new_session``): a signal sent to ours
-    never reaches it, so the VM (vng and its qemu) would outlive this process. While inside:
-    SIGTERM/SIGHUP/SIGINT (e.g. the Makefile's ``timeout`` firing) kill its whole group, then
-    end this process with 128+signal; leaving by any exception kills it too."""
+class GroupGuard:
+    """The VM (``proc``, started in its own process group with ``start_new_session``) never
+    outlives this process: a signal sent to our group does not reach it, so while inside,
+    SIGTERM/SIGHUP/SIGINT (e.g. the Makefile's ``timeout`` firing) kill its whole group and
+    end this process with 128+signal, and leaving by any exception kills it too. Enter it
+    BEFORE starting the VM (then set ``proc``): a signal in between finds the handlers."""
 
-    def kill_group() -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._previous: dict[int, Any] = {}
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        kill_group()
-        print(f"\n*** signal {signum}: the VM's process group was killed", flush=True)
+    def kill_group(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.kill_group()
+        # os.write: a print could land inside the main thread's own stdout write (reentrant)
+        os.write(2, f"\n*** signal {signum}: the VM's process group was killed\n".encode())
         raise SystemExit(128 + signum)
 
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in GUARDED_SIGNALS:
-            previous[sig] = signal.signal(sig, on_signal)
-    try:
-        yield
-    finally:
-        if proc.poll() is None:
-            kill_group()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    def __enter__(self) -> GroupGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in GUARDED_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.kill_group()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=30)
+        finally:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
 
 
 def stream(cmd: Sequence[str], log: Path | None, timeout: float, env: dict[str, str]) -> int:
     """Run ``cmd`` in its own process group, killed whole at ``timeout``, on a signal to this
     process or when this function is left early; copy its output to stdout and ``log``."""
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=REPO,
-        start_new_session=True,
-    )
+    with GroupGuard() as guard:
+        guard.proc = proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        return _copy_output(proc, log, timeout)
+
+
+def _copy_output(proc: subprocess.Popen[bytes], log: Path | None, timeout: float) -> int:
     expired = threading.Event()
 
     def kill() -> None:
@@ -149,7 +162,6 @@ def stream(cmd: Sequence[str], log: Path | None, timeout: float, env: dict[str, 
     watchdog.start()
     assert proc.stdout is not None
     with contextlib.ExitStack() as stack:
-        stack.enter_context(group_killed_on_exit(proc))
         out = stack.enter_context(open(log, "w", encoding="utf-8")) if log is not None else None
         try:
             for raw in proc.stdout:
