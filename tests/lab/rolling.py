@@ -118,6 +118,28 @@ def roll_command(lab: Lab, image_version: str, version: str, counter_log: Path) 
     ]  # fmt: skip
 
 
+def _run_printed(argv: list[str], t0: float, timeout: float = 900.0) -> tuple[int, list[str]]:
+    """Run the roll, printing its lines as they come (with the seconds since ``t0``): a run
+    killed by the VM's timeout still shows how far it got."""
+    proc = subprocess.Popen(
+        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    out: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line.rstrip("\n"))
+            print(f"  [{time.monotonic() - t0:6.1f}s] {out[-1]}", flush=True)
+        return proc.wait(), out
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def roll_under_load(
     lab: Lab, workdir: Path, image_version: str, version: str, rate: float = 20.0
 ) -> RollRun:
@@ -130,21 +152,13 @@ def roll_under_load(
         wait_for_line(log, '"node"', timeout=120)
         with FibRecorder(lab) as fibs:
             t0 = time.monotonic()
-            proc = subprocess.run(
-                roll_command(lab, image_version, version, log),
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=900,
-                check=False,
-            )
+            status, out = _run_printed(roll_command(lab, image_version, version, log), t0)
             seconds = time.monotonic() - t0
             time.sleep(2.0)  # requests opened just before the last change finish
     finally:
         lines = load.stop()
-    output = proc.stdout + proc.stderr
-    print(output)
-    last = proc.stdout.strip().splitlines()[-1:] or ["{}"]
+    output = "\n".join(out)
+    last = [line for line in out if line.startswith("{")][-1:] or ["{}"]
     try:
         summary = json.loads(last[0])
     except ValueError:
@@ -156,7 +170,7 @@ def roll_under_load(
     other = [r for r in failed if r not in in_flight]
     nodes = summary.get("nodes", []) if isinstance(summary, dict) else []
     return RollRun(
-        exit_status=proc.returncode,
+        exit_status=status,
         seconds=seconds,
         output=output,
         summary=summary if isinstance(summary, dict) else {},

@@ -1,6 +1,7 @@
 """A rolling upgrade of the ECMP lab under client traffic (docs/operations.md#rolling-upgrade-
-bgp-lb-fleet-roll), the last module of the lab session (conftest.py): it reuses the booted lab
-and leaves every node at the new image version, undrained and announced.
+bgp-lb-fleet-roll), run by ``make test-lab-roll``. It uses the session's lab (conftest.py) and
+leaves every node at the new image version, undrained and announced; given with the other lab
+modules, list it last.
 
 The lab's agents run from the host's venv, so the "new version" is the new disk's: an empty
 state_dir, a new IMAGE_VERSION in the /etc/os-release the agent reads (buildinfo.py), the
