@@ -110,15 +110,15 @@ def roll_command(lab: Lab, image_version: str, version: str, counter_log: Path) 
         "--version", version,
         "--image-version", image_version,
         "--traffic-counter", traffic_counter(counter_log),
-        "--drain-timeout", "120",
-        "--healthy-timeout", "240",
-        "--announce-timeout", "90",
+        "--drain-timeout", "180",
+        "--healthy-timeout", "400",  # a TCG agent start: 30 s idle, minutes loaded
+        "--announce-timeout", "120",
         "--poll", "2",
         "--json",
     ]  # fmt: skip
 
 
-def _run_printed(argv: list[str], t0: float, timeout: float = 900.0) -> tuple[int, list[str]]:
+def _run_printed(argv: list[str], t0: float, timeout: float = 1300.0) -> tuple[int, list[str]]:
     """Run the roll, printing its lines as they come (with the seconds since ``t0``): a run
     killed by the VM's timeout still shows how far it got."""
     proc = subprocess.Popen(
