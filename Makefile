@@ -7,14 +7,14 @@ WORK := _work
 
 .PHONY: help deps venv vng lint fmt test test-unit test-api test-kernel test-bgp test-faults demo clean
 .PHONY: image config-disk test-image
-.PHONY: lab-up lab-down test-lab test-lab-pool
+.PHONY: lab-up lab-down test-lab test-lab-pool test-lab-roll
 .PHONY: dashboards test-observability
 
 help:
 	@echo "make demo   - bring the ECMP lab up and show bgp-lb at work (POOL=1: also pool mode vs control)"
 	@echo "make test   - install everything and run every test (lint, unit, kernel, BGP, image, observability, lab)"
 	@echo "make lint | test-unit | test-api | test-kernel | test-bgp | test-faults"
-	@echo "make lab-up [TOPO=containerlab/minimal.clab.yml] | lab-down | test-lab | test-lab-pool   (containerlab/README.md)"
+	@echo "make lab-up [TOPO=containerlab/minimal.clab.yml] | lab-down | test-lab | test-lab-pool | test-lab-roll   (containerlab/README.md)"
 	@echo "make dashboards (regenerate dashboards/*.json) | test-observability   (docs/observability.md)"
 
 # System packages (Debian 12). Idempotent; re-run after a fresh machine.
@@ -152,6 +152,16 @@ test-lab: deps venv vng
 	@mkdir -p $(WORK)
 	@$(BIN)/python -m tests.lab down >/dev/null
 	@rc=0; $(LAB_ENV) timeout 1000 $(BIN)/python -m tests.lab test -ra -q || rc=$$?; \
+	  $(BIN)/python -m tests.lab down; exit $$rc
+
+# The rolling upgrade of the ECMP lab (issue 16: bgp-lb fleet roll of the three nodes under client
+# traffic, tests/lab/test_roll.py) on its own lab session: not part of `make test` (time budget).
+test-lab-roll: deps venv vng
+	$(need_root)
+	@mkdir -p $(WORK)
+	@$(BIN)/python -m tests.lab down >/dev/null
+	@rc=0; LAB_TESTS=tests/lab/test_roll.py BGPLB_LAB_TIMEOUT=1500 $(LAB_ENV) \
+	  timeout 1600 $(BIN)/python -m tests.lab test -ra -q -s || rc=$$?; \
 	  $(BIN)/python -m tests.lab down; exit $$rc
 
 # The pool lab (issue 15: pool mode vs its control, containerlab/pool.clab.yml): ~25 min of one

@@ -26,6 +26,8 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_wlc", "ip_vs_sh", "dummy")
@@ -90,17 +92,65 @@ def guest_script(args: Sequence[str]) -> str:
     )
 
 
+GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+class GroupGuard:
+    """The VM (``proc``, started in its own process group with ``start_new_session``) never
+    outlives this process: a signal sent to our group does not reach it, so while inside,
+    SIGTERM/SIGHUP/SIGINT (e.g. the Makefile's ``timeout`` firing) kill its whole group and
+    end this process with 128+signal, and leaving by any exception kills it too. Enter it
+    BEFORE starting the VM (then set ``proc``): a signal in between finds the handlers."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def kill_group(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.kill_group()
+        # os.write: a print could land inside the main thread's own stdout write (reentrant)
+        os.write(2, f"\n*** signal {signum}: the VM's process group was killed\n".encode())
+        raise SystemExit(128 + signum)
+
+    def __enter__(self) -> GroupGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in GUARDED_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.kill_group()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=30)
+        finally:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+
+
 def stream(cmd: Sequence[str], log: Path | None, timeout: float, env: dict[str, str]) -> int:
-    """Run ``cmd`` in its own process group; copy its output to stdout and ``log``."""
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=REPO,
-        start_new_session=True,
-    )
+    """Run ``cmd`` in its own process group, killed whole at ``timeout``, on a signal to this
+    process or when this function is left early; copy its output to stdout and ``log``."""
+    with GroupGuard() as guard:
+        guard.proc = proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        return _copy_output(proc, log, timeout)
+
+
+def _copy_output(proc: subprocess.Popen[bytes], log: Path | None, timeout: float) -> int:
     expired = threading.Event()
 
     def kill() -> None:
@@ -123,6 +173,7 @@ def stream(cmd: Sequence[str], log: Path | None, timeout: float, env: dict[str, 
             status = proc.wait()
         finally:
             watchdog.cancel()
+            proc.stdout.close()
     if expired.is_set():
         print(f"\n*** kernel tests did not finish within {timeout:g}s: killed", flush=True)
         return 124

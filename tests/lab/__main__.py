@@ -7,6 +7,10 @@ shell TOPOLOGY              build the lab and open a shell (inside the VM if nee
                             the lab is removed when the shell exits
 demo                        the ECMP demo (make demo)
 test [PYTEST ARGS]          the lab tests (make test-lab), inside the VM if needed
+node stop LAB NODE          stop a running lab node's agent (SIGTERM, waits for it)
+node replace LAB NODE --image-version V
+                            what a new disk does to the node: empty state_dir, IMAGE_VERSION V,
+                            node.start_drained, the agent started (the rolling upgrade test)
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     test = sub.add_parser("test")
     test.add_argument("--native", action="store_true", help=argparse.SUPPRESS)
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    node = sub.add_parser("node")
+    node.add_argument("action", choices=["stop", "replace"])
+    node.add_argument("lab")
+    node.add_argument("node")
+    node.add_argument("--image-version", default=None)
     args, extra = p.parse_known_args(argv)
     if extra and args.cmd != "test":
         p.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -43,6 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "down":
         for item in teardown(args.lab):
             print(f"removed {item}")
+        return 0
+    if args.cmd == "node":
+        lab = Lab.attach(args.lab)
+        if args.node not in {n.name for n in lab.topology.by_role("lb")}:
+            p.error(f"{args.node}: not an lb node of {args.lab}")
+        lab.stop_agent(args.node)
+        if args.action == "stop":
+            print(f"{args.node}: agent stopped")
+            return 0
+        if not args.image_version:
+            p.error("replace needs --image-version")
+        pid = lab.replace_disk(args.node, args.image_version)
+        print(f"{args.node}: new disk (image {args.image_version}), agent started (pid {pid})")
         return 0
     if args.cmd == "demo":
         from .demo import run_demo

@@ -15,7 +15,9 @@ checking their start time), every process left in a ``bgplab-`` namespace, and t
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -153,11 +155,24 @@ class Lab:
                     out[str(c.address.ip)] = n.name
         return out
 
+    @property
+    def fleet_dir(self) -> Path:
+        """Where up() renders the topology's fleet file (`bgp-lb fleet render` output)."""
+        return self.dir / "fleet"
+
+    def config_source(self, node: Node) -> Path:
+        """The lb node's agent config before the runner maps its paths: rendered from the
+        topology's fleet file at lab-up, else the topology's bound file."""
+        if self.topology.fleet is not None:
+            return self.fleet_dir / "nodes" / node.name / "config.yaml"
+        source = node.bind_source(AGENT_CONF)
+        assert source is not None
+        return source
+
     def vips(self) -> list[str]:
         vips: list[str] = []
         for n in self.topology.by_role("lb"):
-            source = n.bind_source(AGENT_CONF)
-            assert source is not None
+            source = self.config_source(n)
             for svc in yaml.safe_load(source.read_text()).get("services", []):
                 vips += [str(v) for v in svc["vips"] if str(v) not in vips]
         return vips
@@ -187,6 +202,7 @@ class Lab:
             for node in self.topology.by_role("server"):
                 self.start_backend(node.name)
                 say(f"{node.name}: real server backend :{node.backend_port}")
+            self.render_fleet(say)
             for node in self.topology.by_role("lb"):
                 self._lb(node, say)
             if self.agents:
@@ -279,25 +295,93 @@ class Lab:
             + (f" + bgp-lb agent{drained}" if self.agents else "")
         )
 
+    def render_fleet(self, say: Say = _quiet) -> None:
+        """`bgp-lb fleet render FLEET <lab dir>/fleet` (the CLI's own code, in-process: a
+        Python start-up costs seconds under TCG) when the topology has a fleet file; every lb
+        node must be one of its nodes."""
+        fleet = self.topology.fleet
+        if fleet is None:
+            return
+        from bgplb.fleet.cli import run_fleet
+
+        out, err = io.StringIO(), io.StringIO()
+        args = argparse.Namespace(
+            fleet_command="render",
+            fleet=str(fleet),
+            out=str(self.fleet_dir),
+            force=False,
+            network_config="v2",
+        )
+        if run_fleet(args, out, err) != 0:
+            raise RuntimeError(f"bgp-lb fleet render {fleet} failed:\n{err.getvalue()}")
+        missing = [
+            n.name for n in self.topology.by_role("lb") if not self.config_source(n).is_file()
+        ]
+        if missing:
+            raise RuntimeError(f"{fleet}: no node {', '.join(missing)} (lb nodes of the lab)")
+        say(f"agent configs rendered from {fleet} into {self.fleet_dir} (bgp-lb fleet render)")
+
     def write_drained(self, node: Node) -> None:
         """The agent's persisted drain state (admin.json, format 1) with every service."""
-        source = node.bind_source(AGENT_CONF)
-        assert source is not None
+        source = self.config_source(node)
         names = [s["name"] for s in yaml.safe_load(source.read_text()).get("services", [])]
         state = self.node_dir(node.name) / "state"
         state.mkdir(parents=True, exist_ok=True)
         doc = {"version": 1, "node_drained": False, "drained": names, "written_at": time.time()}
         (state / "admin.json").write_text(json.dumps(doc) + "\n")
 
-    def start_agent(self, node_name: str) -> int:
+    def start_agent(self, node_name: str, os_release: Path | None = None) -> int:
+        """``bgp-lb run`` in the node; with ``os_release``, that file is the agent's
+        /etc/os-release (bind-mounted in the private mount namespace `ip netns exec` gives
+        it): the image version it reports (buildinfo.py), as on a node booted from a disk."""
         argv = [str(VENV_BIN / "bgp-lb"), "run", str(self.agent_config(node_name))]
+        if os_release is not None:
+            script = 'mount --bind "$0" /etc/os-release && exec "$@"'
+            argv = ["sh", "-c", script, str(os_release), *argv]
         return self._spawn(node_name, "agent", argv).pid
 
-    def write_agent_config(self, node: Node) -> Path:
-        """The bound agent config, with bind targets mapped to their sources and per-node
-        state/runtime dirs (the namespaces share one filesystem)."""
-        source = node.bind_source(AGENT_CONF)
-        assert source is not None
+    def stop_agent(self, node_name: str, timeout: float = 30.0) -> None:
+        """SIGTERM the node's agent (the one this object started, or the last one recorded
+        in state.json by another process), wait until it is gone (SIGKILL at the timeout)."""
+        if (node_name, "agent") in self.procs:
+            self.stop_process(node_name, "agent")
+            return
+        records = [p for p in self.state.processes if (p.node, p.name) == (node_name, "agent")]
+        for p in records:
+            if alive(p.pid) and start_time(p.pid) == p.start_time:
+                kill_pids([p.pid], grace=timeout)
+
+    def replace_disk(self, node_name: str, image_version: str) -> int:
+        """What replacing the node's disk with a new image does, in the lab: an empty
+        state_dir, the new image's /etc/os-release (IMAGE_VERSION), the seed's config with
+        node.start_drained (docs/operations.md), the agent started from them. The agent must
+        be stopped first. Returns the new agent's pid."""
+        node = self.topology.node(node_name)
+        shutil.rmtree(self.node_dir(node_name) / "state", ignore_errors=True)
+        release = self.node_dir(node_name) / "os-release"
+        lines = [
+            line
+            for line in Path("/etc/os-release").read_text().splitlines()
+            if not line.startswith("IMAGE_VERSION=")
+        ]
+        release.write_text("\n".join([*lines, f"IMAGE_VERSION={image_version}"]) + "\n")
+        self.write_agent_config(node, start_drained=True)
+        return self.start_agent(node_name, os_release=release)
+
+    @staticmethod
+    def attach(name: str, root: Path = RUN_ROOT) -> Lab:
+        """The lab ``name`` that another process brought up (its state.json)."""
+        from .topology import load_topology
+
+        state = LabState.load(root / name / "state.json")
+        lab = Lab(load_topology(state.topology), root=root)
+        lab.state = state
+        return lab
+
+    def write_agent_config(self, node: Node, start_drained: bool = False) -> Path:
+        """The node's agent config (config_source), with bind targets mapped to their
+        sources and per-node state/runtime dirs (the namespaces share one filesystem)."""
+        source = self.config_source(node)
         targets = {str(b.target): str(b.source) for b in node.binds}
         d = self.node_dir(node.name)
         shared = node.bind_source(SHARED_TOKEN)
@@ -309,6 +393,8 @@ class Lab:
         data = _map_strings(yaml.safe_load(source.read_text()), targets)
         data["node"]["state_dir"] = str(d / "state")
         data["node"]["runtime_dir"] = str(d / "run")
+        if start_drained:
+            data["node"]["start_drained"] = True
         out = self.agent_config(node.name)
         out.write_text(yaml.safe_dump(data, sort_keys=False))
         return out
@@ -357,6 +443,10 @@ class Lab:
         return proc
 
     def _record(self, node: str, name: str, pid: int) -> None:
+        # another process may have recorded one since (replace_disk by `python -m tests.lab`)
+        if self.state_file.exists():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                self.state.processes = LabState.load(self.state_file).processes
         self.state.processes.append(ProcessRecord(node, name, pid, start_time(pid)))
         self.state.save(self.state_file)
 

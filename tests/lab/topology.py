@@ -38,6 +38,7 @@ LB_ENV = ("BGPLB_BACKEND_ADDRS", "BGPLB_BACKEND_PORT")
 SERVER_ENV = (*LB_ENV, "BGPLB_ECHO_PORT")
 FRR_SUPPORTED_DAEMONS = frozenset({"bgpd", "bfdd"})  # zebra always runs; bgpd too
 CLIENT_CMD = "sleep infinity"
+FLEET_FILE = "fleet.yaml"
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ class Topology:
     path: Path
     nodes: tuple[Node, ...]
     links: tuple[Link, ...] = field(default=())
+    # <topology dir>/<lab name>/fleet.yaml when there is one: the lab runner renders the lb
+    # nodes' agent configs from it (`bgp-lb fleet render`) instead of reading the bound copies
+    fleet: Path | None = None
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -166,7 +170,14 @@ def parse_topology(data: object, file: Path) -> Topology:
     )
     if issues:
         raise TopologyError(file, issues)
-    return Topology(name=lab.name, path=file, nodes=nodes, links=links)
+    fleet = file.parent / lab.name / FLEET_FILE
+    return Topology(
+        name=lab.name,
+        path=file,
+        nodes=nodes,
+        links=links,
+        fleet=fleet if fleet.is_file() else None,
+    )
 
 
 def _issue(err: Any) -> Issue:
@@ -369,7 +380,7 @@ def with_agent_configs(topology: Topology, directory: Path, name: str) -> Topolo
             )
             node = replace(node, binds=binds)
         nodes.append(node)
-    return replace(topology, name=name, nodes=tuple(nodes))
+    return replace(topology, name=name, nodes=tuple(nodes), fleet=None)
 
 
 def frr_daemons(path: Path) -> set[str]:

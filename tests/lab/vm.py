@@ -5,6 +5,10 @@ over the guest's 9p root are the bottleneck (``import exabgp`` ~100 s, measured)
 first unpacks one tarball of the Python trees it needs (stdlib, the venv without dev-only
 packages, the repo's code) into RAM and bind-mounts it over the same paths: imports then cost
 ~10x less, and every path stays what it is on the host.
+
+The VM (vng and its qemu) runs in its own process group, killed whole at the timeout, when this
+process gets SIGTERM/SIGHUP/SIGINT (the Makefile's outer ``timeout`` firing) or leaves early
+(tests/harness/vm.py ``stream``): it never outlives the run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ VNG_BIN = REPO / ".venv-vng" / "bin"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MEMORY = "2G"
 VM_TESTS = ("tests/lab/test_ecmp.py", "tests/lab/test_observability.py")
+# The rolling upgrade (tests/lab/test_roll.py: it replaces every agent, so it runs last when
+# given with the others) runs by `make test-lab-roll`: its added time under TCG could not be
+# shown to fit make test-lab's budget (containerlab/README.md).
 # The pool lab (tests/lab/test_pool.py: two builds of 10 namespaces, ~25 min of one TCG VM on
 # this 2-core host) runs by `make test-lab-pool` (LAB_TESTS), not in `make test`: with it the
 # fresh-clone `make test` would take ~55 of its 40 minutes (containerlab/README.md).

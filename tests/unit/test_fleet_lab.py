@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import stat
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
+import pytest
 import yaml
 
 from bgplb.config import load_config
 from bgplb.fleet.load import load_fleet
 from bgplb.fleet.render import render_fleet
-from tests.lab.topology import AGENT_CONF, FRR_CONF, FRR_DAEMONS, frr_daemons, load_topology
+from tests.lab.runner import Lab
+from tests.lab.topology import (
+    AGENT_CONF,
+    FRR_CONF,
+    FRR_DAEMONS,
+    frr_daemons,
+    load_topology,
+    with_agent_configs,
+)
 
 LAB = Path(__file__).resolve().parents[2] / "containerlab"
 
@@ -78,3 +89,47 @@ def test_the_lab_runs_bfd_with_the_same_profile_on_both_sides() -> None:
                 spec.bfd.interval_ms,
                 spec.bfd.multiplier,
             )
+
+
+def test_the_lab_runner_takes_the_node_configs_from_the_fleet_render(tmp_path: Path) -> None:
+    """At lab-up the runner renders the topology's fleet.yaml (`bgp-lb fleet render`'s code)
+    into the lab's directory and writes each agent's config from that, not from the bound
+    copy: a fleet change reaches the lab without copying files."""
+    topology = load_topology(LAB / "ecmp.clab.yml")
+    assert topology.fleet == LAB / "ecmp" / "fleet.yaml"
+    data = yaml.safe_load(topology.fleet.read_text())
+    data["defaults"]["drain_delay"] = 7  # the committed lbN/config.yaml say 3
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(data))
+    lab = Lab(replace(topology, fleet=fleet), root=tmp_path / "run")
+    lab.dir.mkdir(parents=True)
+    lab.render_fleet()
+    assert stat.S_IMODE(lab.fleet_dir.stat().st_mode) == 0o700
+    for node in topology.by_role("lb"):
+        lab.node_dir(node.name).mkdir()
+        written = yaml.safe_load(lab.write_agent_config(node).read_text())
+        assert written["node"]["drain_delay"] == 7.0
+        assert written["node"]["state_dir"] == str(lab.node_dir(node.name) / "state")
+        # the token bind is mapped as before
+        assert written["node"]["api"]["token_file"] == str(lab.node_dir(node.name) / "api-token")
+    assert lab.vips() == ["10.99.0.1", "fd00:99::1"]
+
+
+def test_a_fleet_without_a_lab_node_is_an_error(tmp_path: Path) -> None:
+    topology = load_topology(LAB / "ecmp.clab.yml")
+    assert topology.fleet is not None
+    data = yaml.safe_load(topology.fleet.read_text())
+    data["nodes"] = [n for n in data["nodes"] if n["name"] != "lb3"]
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(data))
+    lab = Lab(replace(topology, fleet=fleet), root=tmp_path / "run")
+    lab.dir.mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="no node lb3"):
+        lab.render_fleet()
+
+
+def test_only_a_topology_with_a_fleet_file_beside_it_is_rendered() -> None:
+    assert load_topology(LAB / "minimal.clab.yml").fleet is None
+    pool = load_topology(LAB / "pool.clab.yml")
+    control = with_agent_configs(pool, LAB / "pool" / "control", "poolctl")
+    assert control.fleet is None  # its agent configs are the control's own files

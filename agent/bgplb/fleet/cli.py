@@ -1,5 +1,6 @@
 """``bgp-lb fleet render FLEET OUT``: exit 0 when written, 2 on a bad fleet file or a non-empty
-OUT without --force, 1 when writing failed. Errors one per line as ``<field path>: <reason>``."""
+OUT without --force, 1 when writing failed. Errors one per line as ``<field path>: <reason>``.
+``bgp-lb fleet roll``: roll_cli.py."""
 
 from __future__ import annotations
 
@@ -31,11 +32,18 @@ def add_fleet_parser(sub: Any) -> None:
         default="v2",
         help="cloud-init network-config version (Proxmox writes v1; default v2)",
     )
+    from .roll_cli import add_roll_parser
+
+    add_roll_parser(verbs)
 
 
 def run_fleet(
     args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
+    if args.fleet_command == "roll":
+        from .roll_cli import run_roll
+
+        return run_roll(args, out, err)
     from .load import load_fleet
     from .output import OutputError, write_tree
     from .render import render_fleet
