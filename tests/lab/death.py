@@ -134,4 +134,7 @@ def describe(d: Death) -> str:
         for v in d.routers.values()
     ]
     detect = f"BFD detection {d.detect_ms} ms" if d.detect_ms else "no BFD"
-    return f"{'; '.join(parts)} [{detect}, hold timer {d.hold_time} s]"
+    # the clock starts when nft returned: a guest that took seconds to run it may have
+    # withdrawn the node meanwhile, and the window then says little (the reason still does)
+    slow = f"; nft itself took {d.cut_seconds:.1f}s" if d.cut_seconds > 1.0 else ""
+    return f"{'; '.join(parts)} [{detect}, hold timer {d.hold_time} s{slow}]"

@@ -234,7 +234,7 @@ def run_demo(native: bool = False) -> int:
 
     if not native and not running_kernel_has_dataplane():
         cmd = [sys.executable, "-m", "tests.lab", "demo", "--native"]
-        return in_vm(cmd, VM_WORK / "demo.log", timeout=2700 if _with_pool() else 1200)
+        return in_vm(cmd, VM_WORK / "demo.log", timeout=2700 if _with_pool() else 1800)
     t0 = time.monotonic()
     lab = Lab(load_topology(ECMP), keep_logs=WORK / "lab-logs")
     left = teardown(lab.topology.name)
