@@ -20,7 +20,7 @@ help:
 # System packages (Debian 12). Idempotent; re-run after a fresh machine.
 APT_PKGS := frr frr-pythontools qemu-system-x86 linux-image-amd64 ipvsadm iputils-ping \
             nftables iproute2 curl procps kmod busybox-static prometheus \
-            prometheus-alertmanager
+            prometheus-alertmanager cloud-image-utils
 $(WORK)/.deps-stamp: Makefile
 	@mkdir -p $(WORK)
 	@echo "==> installing system packages: $(APT_PKGS)"
@@ -116,11 +116,12 @@ config-disk:
 	  $(if $(NETWORK),--network "$(NETWORK)") $(if $(KEYS),--keys "$(KEYS)") \
 	  $(if $(FIREWALL),--firewall "$(FIREWALL)") $(if $(FORMAT),--format "$(FORMAT)")
 
-# Boots the image under qemu (TCG) on a tap in a namespace with FRR; ~5-10 min.
+# Boots the image under qemu (TCG) on a tap in a namespace with FRR: a BGPLB config disk, no
+# disk, cloud-init seeds (cloud-localds: network-config v1, v2, bad user-data); ~10-20 min.
 test-image: deps venv image
 	@if [ "$$(id -u)" != 0 ]; then echo "test-image needs root (namespaces, tap, FRR)"; exit 1; fi
 	@$(BIN)/python -m tests.harness.netns
-	@rc=0; timeout 1500 $(BIN)/pytest -m image tests/image -p no:cacheprovider -ra -s -q || rc=$$?; \
+	@rc=0; timeout 2700 $(BIN)/pytest -m image tests/image -p no:cacheprovider -ra -s -q || rc=$$?; \
 	  $(BIN)/python -m tests.harness.netns; exit $$rc
 
 # ECMP lab (containerlab/README.md): the lab runner (tests/lab) rebuilds containerlab/*.clab.yml
