@@ -104,3 +104,15 @@ def make_config_disk(out: Path, files: dict[str, str], keys: Path | None, units:
         argv += ["--enable-unit", unit]
     subprocess.run(argv, check=True, timeout=60, capture_output=True)
     return out
+
+
+def cloud_localds(out: Path, seed: Path) -> Path:
+    """``cloud-localds [--network-config F] OUT user-data meta-data``: an ISO labelled cidata."""
+    tool = shutil.which("cloud-localds")
+    assert tool, "cloud-localds missing: apt-get install cloud-image-utils (make deps)"
+    argv = [tool]
+    if (seed / "network-config").exists():
+        argv += ["--network-config", str(seed / "network-config")]
+    argv += [str(out), str(seed / "user-data"), str(seed / "meta-data")]
+    subprocess.run(argv, check=True, timeout=60, capture_output=True)
+    return out

@@ -31,6 +31,7 @@ from .conftest import (
     ROUTER_IP,
     VIP,
     RouterSide,
+    cloud_localds,
     make_config_disk,
 )
 from .guest import Guest, Ssh
@@ -83,6 +84,22 @@ LinkLocalAddressing=no
 IPv6AcceptRA=no
 """
 FIREWALL = f"api_sources: [{ROUTER_IP}/32]\n"
+# The cidata seed beside the BGPLB disk: cloud-init would write another config and address.
+IGNORED_USER_DATA = """\
+#cloud-config
+write_files:
+  - path: /etc/bgp-lb/config.yaml
+    content: |
+      node: {router_id: 203.0.113.99, local_as: 65099}
+"""
+IGNORED_NETWORK = """\
+version: 2
+ethernets:
+  eth0:
+    match: {macaddress: '52:54:00:00:00:10'}
+    set-name: eth0
+    addresses: [192.0.2.99/24]
+"""
 
 
 @dataclass
@@ -127,7 +144,15 @@ def node(image: Path, router_side: RouterSide) -> Iterator[Node]:
         router_side.key.with_suffix(".pub"),
         ["bgp-lb-demo-backend.service"],
     )
+    # A cloud-init seed attached as well must change nothing: the BGPLB disk wins (docs/image.md).
+    seed = router_side.workdir / "ignored-seed"
+    seed.mkdir()
+    (seed / "user-data").write_text(IGNORED_USER_DATA)
+    (seed / "meta-data").write_text("instance-id: ignored-1\nlocal-hostname: ignored\n")
+    (seed / "network-config").write_text(IGNORED_NETWORK)
+    iso = cloud_localds(router_side.workdir / "ignored-seed.iso", seed)
     guest = Guest(router_side.ns, image, router_side.workdir / "console-1.log", disk)
+    guest.extra_args += ["-drive", f"file={iso},if=virtio,format=raw,readonly=on"]
     guest.start()
     ssh = Ssh(router_side.ns, NODE_IP, router_side.key, router_side.workdir)
     try:
@@ -148,6 +173,12 @@ def test_boots_configured_and_agent_active(node: Node) -> None:
         "inactive",
         "unknown",
     )
+    # The BGPLB disk won over the cidata seed beside it: cloud-init was off for this boot
+    # (datasource None, network disabled), wrote nothing and rendered no network config.
+    assert "router_id: 192.0.2.10" in node.ssh.run("cat /etc/bgp-lb/config.yaml")
+    assert "datasource_list: [ None ]" in node.ssh.run("cat /run/cloud-init/cloud.cfg")
+    assert "192.0.2.99" not in node.ssh.run("ip -4 addr")
+    assert "10-cloud-init" not in node.ssh.run("ls /etc/systemd/network/ /run/systemd/network/")
     # Self-booted: SeaBIOS + extlinux from the disk itself, root by PARTUUID.
     cmdline = node.ssh.run("cat /proc/cmdline")
     assert "root=PARTUUID=" in cmdline
