@@ -26,6 +26,7 @@ from .config import Config
 from .dataplane.base import Dataplane
 from .dataplane.knobs import desired_knobs
 from .dataplane.prereq import Prerequisite, check_prerequisites
+from .gocompat import GoFlags
 from .health.checks import Prober
 from .health.runner import HealthRunner
 from .health.tracker import CheckKey, CheckResult, CheckState
@@ -76,8 +77,10 @@ class Agent(AgentControl):
         config_adjust: Callable[[Config], Config] | None = None,
         legacy_metrics: bool = False,
         bfd: Bfd | None = None,
+        go_flags: GoFlags | None = None,
     ) -> None:
         self.config = config
+        self.go_flags = go_flags  # started from the Go command line (status node.go_flags)
         self.config_adjust = config_adjust  # applied to every reloaded file (gocompat)
         self.image_version = image_version  # buildinfo.image_version(); "" off the image
         self.config_path = config_path

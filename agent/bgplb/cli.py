@@ -131,6 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .gocompat_entry import run_go_command_line
 
         return run_go_command_line(argv)
+    go_argv: list[str] = []
+    if argv[:1] == ["doctor"]:  # the Go flags among the doctor's options (doctor_cli.py)
+        from .doctor_cli import split_go_flags
+
+        own, go_argv = split_go_flags(argv[1:])
+        argv = ["doctor", *own]
     args = _parser().parse_args(argv)
     cmd: str = args.command
     if cmd in ("check-config", "print-config"):
@@ -146,8 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_check_node(args)
     if cmd == "doctor":
-        from .doctor_cli import run_doctor
+        from .doctor_cli import parse_doctor_go_flags, run_doctor
+        from .gocompat import GoFlagError
 
+        try:
+            args.go_flags = parse_doctor_go_flags(args, go_argv)
+        except GoFlagError as e:
+            print(f"bgp-lb doctor: {e}", file=sys.stderr)
+            return EXIT_USAGE
         return run_doctor(args)
     if cmd == "unconfigured":
         from .unconfigured import run_unconfigured

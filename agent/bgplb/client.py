@@ -155,12 +155,18 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 
 
 def print_status(status: StatusResponse, out: TextIO) -> None:
+    from .doctor_go import running_flags
+
     n = status.node
     out.write(
         f"node {n.router_id} AS{n.local_as} version {n.version} "
         f"{'ready' if n.ready else 'NOT READY'}{' DRAINED' if n.drained else ''} "
-        f"up {n.uptime:.0f}s\n\n"
+        f"up {n.uptime:.0f}s\n"
     )
+    go = running_flags(status)
+    if go is not None:  # started from the Go bgp-lb's command line
+        out.write(f"Go command line: {go.command_line()}\n")
+    out.write("\n")
     names = {p.address: p.name or p.address for p in status.peers}
     rows = [["SERVICE", "DECISION", "REASON", "VIPS", "CHECKS", "ANNOUNCED TO", "DETAIL"]]
     for s in status.services:

@@ -9,19 +9,25 @@ bfdd when a peer wants BFD) -> sessions -> services (VIP and IPVS service) -> ch
 acknowledged (what the speaker says each peer holds). A step whose input is missing is
 ``skip`` with why. ``warn`` (a drained node, a disabled mutating API) does not fail the report;
 ``fail`` does (exit 1).
+
+Started from the Go bgp-lb's command line, the agent runs the file as the Go flags adjust it:
+that config is diagnosed (the I/O side checks the kernel for it too), see :mod:`.doctor_go`.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from .config import Config, ConfigIssue
 from .dataplane.prereq import Prerequisite
+from .doctor_go import effective_flags, flag_mismatch, go_mode
+from .doctor_report import Finding, Level, Report, render
+from .gocompat import GoFlags, adjust_config
 from .model import CheckStatus, Decision, PeerState, Reason, ServiceMode
 from .status import PeerStatusModel, ServiceStatus, StatusResponse
+
+__all__ = ["Finding", "Inputs", "Level", "Report", "diagnose", "effective_config", "render"]
 
 STEPS = (
     "config",
@@ -37,38 +43,6 @@ ANNOUNCING = (Decision.ANNOUNCE, Decision.DEGRADED, Decision.DRAINING)
 JOURNAL = "journalctl -u bgp-lb -n 100"
 
 
-class Level(enum.StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class Finding:
-    step: str  # one of STEPS
-    name: str  # what was looked at: "peer 10.0.0.254", "service web vip 10.99.0.1"
-    level: Level
-    detail: str = ""
-    fix: str = ""
-
-
-@dataclass(frozen=True)
-class Report:
-    findings: tuple[Finding, ...] = field(default_factory=tuple)
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.level is Level.FAIL for f in self.findings)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "failures": sum(f.level is Level.FAIL for f in self.findings),
-            "findings": [{**asdict(f), "level": str(f.level)} for f in self.findings],
-        }
-
-
 @dataclass(frozen=True)
 class Inputs:
     """What the I/O side found. ``config_issues`` set: the file is invalid; ``status_error``
@@ -82,11 +56,22 @@ class Inputs:
     status: StatusResponse | None = None
     status_error: str | None = None
     api: str = ""
+    config_note: str = ""  # how the file was chosen (no CONFIG given)
+    go_flags: GoFlags | None = None  # Go flags given to the doctor (None: none)
+
+
+def effective_config(inp: Inputs) -> Config | None:
+    """The config as the agent runs it (the file, adjusted by the effective Go flags)."""
+    flags = effective_flags(inp.go_flags, inp.status)
+    if inp.config is None or flags is None:
+        return inp.config
+    return adjust_config(inp.config, flags)
 
 
 def diagnose(inp: Inputs) -> Report:
     out: list[Finding] = []
     out += _config(inp)
+    out += go_mode(inp.go_flags, inp.status)
     out += _kernel(inp)
     st = inp.status
     if st is None:
@@ -105,9 +90,10 @@ def diagnose(inp: Inputs) -> Report:
             out.append(Finding(step, step, Level.SKIP, "the agent's status could not be read"))
         return Report(tuple(out))
     out += _agent(st)
+    out += flag_mismatch(inp.go_flags, st, inp.config_path)
     out += _processes(st, inp.config)
     out += _sessions(st)
-    out += _services(st)
+    out += _services(st, effective_config(inp))
     out += _checks(st)
     out += _acknowledged(st)
     return Report(tuple(out))
@@ -118,9 +104,16 @@ def diagnose(inp: Inputs) -> Report:
 
 def _config(inp: Inputs) -> list[Finding]:
     path = inp.config_path
+    note = f" ({inp.config_note})" if inp.config_note else ""
     if inp.config_error is not None:
         return [
-            Finding("config", path, Level.FAIL, inp.config_error, f"check the path: ls -l {path}")
+            Finding(
+                "config",
+                path,
+                Level.FAIL,
+                inp.config_error + note,
+                f"check the path: ls -l {path}",
+            )
         ]
     if inp.config_issues:
         return [
@@ -135,7 +128,7 @@ def _config(inp: Inputs) -> list[Finding]:
         ]
     cfg = inp.config
     detail = f"{len(cfg.services)} service(s), {len(cfg.peers)} peer(s)" if cfg else ""
-    return [Finding("config", path, Level.OK, detail)]
+    return [Finding("config", path, Level.OK, (detail + note).strip())]
 
 
 def _kernel(inp: Inputs) -> list[Finding]:
@@ -312,11 +305,22 @@ _SERVICE_FIX = {
 }
 
 
-def _services(st: StatusResponse) -> list[Finding]:
+def _services(st: StatusResponse, config: Config | None) -> list[Finding]:
     out = []
+    configured = {c.name: c for c in config.services} if config is not None else {}
     for s in st.services:
         vips = ",".join(str(v) for v in s.vips)
-        what = "VIP and IPVS service" if s.mode == ServiceMode.IPVS else "VIP"
+        svc = configured.get(s.name)
+        if s.mode != ServiceMode.IPVS:
+            what = (
+                "VIP present"
+                if svc is None or svc.require_vip
+                else "announced without a VIP looked for (announce mode)"
+            )
+        elif svc is not None and not svc.ports:
+            what = "VIP present; no IPVS virtual service (no ports, or no -ipvs-setup)"
+        else:
+            what = "VIP and IPVS service present"
         fix = _SERVICE_FIX.get(s.reason)
         if fix is not None:
             out.append(
@@ -329,7 +333,7 @@ def _services(st: StatusResponse) -> list[Finding]:
                 )
             )
             continue
-        out.append(Finding("services", f"service {s.name} {vips}", Level.OK, f"{what} present"))
+        out.append(Finding("services", f"service {s.name} {vips}", Level.OK, what))
         for t in s.pool_tables:
             if not t.order_ok:
                 out.append(
@@ -433,22 +437,3 @@ def _withdraw_fix(s: ServiceStatus) -> str:
     if s.reason is Reason.NODE_DRAINING:
         return "bgp-lb undrain --all"
     return JOURNAL
-
-
-# --------------------------------------------------------------------------- text
-
-
-def render(report: Report) -> str:
-    lines = []
-    step = ""
-    for f in report.findings:
-        if f.step != step:
-            step = f.step
-            lines.append(f"== {step}")
-        mark = {Level.OK: "ok  ", Level.WARN: "WARN", Level.FAIL: "FAIL", Level.SKIP: "skip"}
-        lines.append(f"{mark[f.level]}  {f.name}" + (f": {f.detail}" if f.detail else ""))
-        if f.fix and f.level in (Level.FAIL, Level.WARN):
-            lines.append(f"      fix: {f.fix}")
-    failures = sum(f.level is Level.FAIL for f in report.findings)
-    lines.append("doctor: all good" if report.ok else f"doctor: {failures} failure(s)")
-    return "\n".join(lines)

@@ -14,6 +14,7 @@ from .agent import EXIT_CONFIG, Agent
 from .apitoken import ApiToken
 from .clock import SystemClock
 from .config import Config, ConfigError, load_config
+from .gocompat import GoFlags
 from .hostlinks import host_issues
 from .logs import register_secret, setup_logging
 from .sdnotify import watchdog_interval
@@ -69,8 +70,9 @@ def build_real_agent(
     config: Config,
     config_path: Path,
     config_adjust: Callable[[Config], Config] | None = None,
-    go_command_line: bool = False,
+    go_flags: GoFlags | None = None,
 ) -> Agent:
+    """``go_flags``: started from the Go command line (``config_adjust`` applies them)."""
     from .bfd.frr import FrrBfd
     from .bgp.exabgp import ExaBGPSpeaker
     from .buildinfo import image_version
@@ -82,7 +84,7 @@ def build_real_agent(
     clock = SystemClock()
     return Agent(
         config,
-        dataplane=NetlinkDataplane(config.node.state_dir, adopt_first_start=go_command_line),
+        dataplane=NetlinkDataplane(config.node.state_dir, adopt_first_start=go_flags is not None),
         speaker=ExaBGPSpeaker(clock),
         clock=clock,
         config_path=config_path,
@@ -91,18 +93,27 @@ def build_real_agent(
         knobs=KnobKeeper(ProcSysctls(), NetlinkIpvsKnobs(), clock=clock),
         image_version=image_version(),
         config_adjust=config_adjust,
-        legacy_metrics=go_command_line,
+        legacy_metrics=go_flags is not None,
         bfd=FrrBfd(clock),  # idle until a peer has bfd set
+        go_flags=go_flags,
     )
+
+
+def load_or_report(path: Path) -> Config | None:
+    """The config file for a process start; None after printing each issue as ``path: issue``
+    on stderr (the caller exits EXIT_CONFIG)."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for issue in err.errors:
+            print(f"{path}: {issue}", file=sys.stderr)
+        return None
 
 
 def run_agent(args: argparse.Namespace) -> int:
     path = Path(args.config)
-    try:
-        config = load_config(path)
-    except ConfigError as err:
-        for issue in err.errors:
-            print(f"{path}: {issue}", file=sys.stderr)
+    config = load_or_report(path)
+    if config is None:
         return EXIT_CONFIG
     setup_logging(
         args.log_format or config.node.log.format, args.log_level or config.node.log.level

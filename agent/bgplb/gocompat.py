@@ -58,6 +58,14 @@ class GoFlags:
     def metrics_listen(self) -> tuple[str, int]:
         return parse_listen_address(self.metrics_address)
 
+    def command_line(self) -> str:
+        """The flags as the Go command line, every one explicit (reports, the doctor)."""
+        return (
+            f"-config {self.config} -log-level {self.log_level} "
+            f"-network-setup={str(self.network_setup).lower()} "
+            f"-ipvs-setup={str(self.ipvs_setup).lower()} -metrics-address {self.metrics_address}"
+        )
+
 
 def is_go_command_line(argv: Sequence[str]) -> bool:
     """The first argument is one of the Go binary's flags (``-config``, ``--ipvs-setup=1``);

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .agent import EXIT_CONFIG
-from .config import ConfigError, load_config
 from .gocompat import USAGE, GoFlagError, GoHelp, adjust_config, parse_go_flags
 from .logs import setup_logging
 
@@ -26,17 +25,15 @@ def run_go_command_line(argv: Sequence[str]) -> int:
     except GoFlagError as e:
         print(f"bgp-lb: {e}\n{USAGE}", file=sys.stderr)
         return EXIT_USAGE
+    from .entry import build_real_agent, load_or_report, run_process
+
     path = Path(flags.config)
-    try:
-        config = load_config(path)
-    except ConfigError as err:
-        for issue in err.errors:
-            print(f"{path}: {issue}", file=sys.stderr)
+    loaded = load_or_report(path)
+    if loaded is None:
         return EXIT_CONFIG
     adjust = functools.partial(adjust_config, flags=flags)
-    config = adjust(config)
+    config = adjust(loaded)
     setup_logging(config.node.log.format, config.node.log.level)
-    from .entry import build_real_agent, run_process
 
-    agent = build_real_agent(config, path, config_adjust=adjust, go_command_line=True)
+    agent = build_real_agent(config, path, config_adjust=adjust, go_flags=flags)
     return run_process(agent)

@@ -162,6 +162,22 @@ class KernelKnobStatus(Frozen):
     error: str | None = Field(default=None, description="the last failure: file or call, errno")
 
 
+class GoFlagsStatus(Frozen):
+    """The Go bgp-lb's command line the agent was started with (docs/migrating-from-bgp-lb.md):
+    every flag's effective value, defaults included. The agent runs the config file as these
+    flags adjust it."""
+
+    config: str = Field(description="-config: the config file, as an absolute path")
+    network_setup: bool = Field(
+        description="-network-setup; false: every service in announce mode, no interface touched"
+    )
+    ipvs_setup: bool = Field(
+        description="-ipvs-setup; false: the dummy link and the VIP, no IPVS virtual service"
+    )
+    metrics_address: str = Field(description="-metrics-address: the metrics-only listener")
+    log_level: str = Field(description="-log-level")
+
+
 class NodeStatus(Frozen):
     router_id: ipaddress.IPv4Address
     local_as: int = Field(ge=1)
@@ -185,6 +201,11 @@ class NodeStatus(Frozen):
     )
     mutating_api: str | None = Field(
         default=None, description="why drain/undrain/reload are disabled; null: enabled"
+    )
+    go_flags: GoFlagsStatus | None = Field(
+        default=None,
+        description="null: started as 'bgp-lb run'; else started with the Go bgp-lb's command "
+        "line, with these effective flags (the config runs as they adjust it)",
     )
 
 

@@ -6,6 +6,7 @@ import the agent (which imports it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +17,7 @@ from .bgp.base import Speaker
 from .clock import Clock
 from .config import Config, ServiceConfig
 from .dataplane.prereq import Prerequisite
+from .gocompat import GoFlags
 from .health.tracker import CheckKey, CheckState
 from .linkbw import VipBandwidth, VipKey, bandwidth_bytes
 from .model import (
@@ -36,6 +38,7 @@ from .reconciler import AdminSource, HealthSource, PassResult
 from .statefile import FileHealth
 from .status import (
     CheckStatusModel,
+    GoFlagsStatus,
     KernelKnobStatus,
     NodeStatus,
     PeerStatusModel,
@@ -101,6 +104,8 @@ class StatusSource(Protocol):
     def api_token(self) -> ApiTokenLike | None: ...
     @property
     def last_reload(self) -> ReloadStatus | None: ...
+    @property
+    def go_flags(self) -> GoFlags | None: ...
     def ready(self) -> bool: ...
     def state_files(self) -> Mapping[str, FileHealth]: ...
 
@@ -146,6 +151,7 @@ def build_status(agent: StatusSource) -> StatusResponse:
         admin_persisted=agent.admin.persisted,
         drain_reason=agent.admin.fail_safe if admin.node_drained_at is not None else None,
         mutating_api=_mutating_api(agent),
+        go_flags=_go_flags(agent.go_flags),
     )
     return StatusResponse(
         node=node,
@@ -185,6 +191,18 @@ def _kernel_knobs(agent: StatusSource) -> list[KernelKnobStatus]:
         KernelKnobStatus(knob=k.knob, want=k.want, got=k.got, ok=k.ok, error=k.error)
         for k in keeper.states()
     ]
+
+
+def _go_flags(flags: GoFlags | None) -> GoFlagsStatus | None:
+    if flags is None:
+        return None
+    return GoFlagsStatus(
+        config=os.path.abspath(flags.config),
+        network_setup=flags.network_setup,
+        ipvs_setup=flags.ipvs_setup,
+        metrics_address=flags.metrics_address,
+        log_level=flags.log_level,
+    )
 
 
 def _mutating_api(agent: StatusSource) -> str | None:

@@ -122,6 +122,21 @@ async def test_go_command_line_with_the_go_example_config_announces_and_exports_
             assert level[("sessions", f"peer {bl.r1_v4(1)}")] == "ok", report
             assert level[("acknowledged", f"service matchbox -> {bl.r1_v4(1)}")] == "ok", report
             assert level[("checks", "matchbox/http")] == "ok", report
+            # the status says how it was started; the doctor diagnoses the config as the
+            # flags adjust it (announce only: no dummy/VIP/IPVS prerequisite) and says so
+            assert status_doc["node"]["go_flags"] == {
+                "config": str(config), "network_setup": False, "ipvs_setup": False,
+                "metrics_address": ":8081", "log_level": "debug",
+            }  # fmt: skip
+            assert level[("config", "Go flags")] == "ok", report
+            assert not [n for s, n in level if s == "kernel" and ("ip_vs" in n or "dummy" in n)]
+            # the same flags given to the doctor: they agree with the agent's
+            res = subprocess.run(
+                ["ip", "netns", "exec", ns, str(BGP_LB), "doctor", *flags, "--json"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            again = {(f["step"], f["name"]): f["level"] for f in json.loads(res.stdout)["findings"]}
+            assert again[("agent", "Go flags")] == "ok", res.stdout
             # the health check fails -> withdrawn, the gauge drops to 0 (as the Go tool did)
             (www / "healthz").unlink()
             await wait_until(lambda: bl.router.fib(VIP) == [], 20)

@@ -16,12 +16,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-from bgplb.agent import Agent
+from bgplb.agent import EXIT_CONFIG, Agent
 from bgplb.bgp.exabgp import ExaBGPSpeaker
 from bgplb.clock import SystemClock
-from bgplb.config import ConfigError, load_config
 from bgplb.dataplane.fake import FakeDataplane
-from bgplb.entry import serve_agent
+from bgplb.entry import load_or_report, serve_agent
 from bgplb.eventlog import EventLog
 from bgplb.logs import setup_logging
 
@@ -35,12 +34,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--log-level", default="debug")
     args = parser.parse_args(argv)
     path = Path(args.config)
-    try:
-        config = load_config(path)
-    except ConfigError as err:
-        for issue in err.errors:
-            print(f"{path}: {issue}", file=sys.stderr)
-        return 2
+    config = load_or_report(path)
+    if config is None:
+        return EXIT_CONFIG
     setup_logging(args.log_format, args.log_level)
     clock = SystemClock()
     agent = Agent(

@@ -185,6 +185,21 @@ async def test_drift_wakes_the_reconciler_and_is_repaired(
     assert (await dataplane.observe()).owned == want
 
 
+async def events_settled(dataplane: NetlinkDataplane, quiet: float = 3.0) -> None:
+    """Until no rtnetlink event came for ``quiet`` s (a fixed 0.5 s sleep was too short in a
+    loaded TCG guest: a late event of our own changes made a dump the test did not expect)."""
+    watcher = dataplane._watcher
+    assert watcher is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    last, since = watcher.generation, loop.time()
+    while loop.time() - since < quiet:
+        assert loop.time() < deadline, "the rtnetlink events never stopped"
+        await asyncio.sleep(0.05)
+        if watcher.generation != last:
+            last, since = watcher.generation, loop.time()
+
+
 async def test_a_steady_observe_reuses_the_dump_until_an_event_or_our_own_change(
     topology: Topology, dataplane: NetlinkDataplane
 ) -> None:
@@ -194,7 +209,7 @@ async def test_a_steady_observe_reuses_the_dump_until_an_event_or_our_own_change
     await dataplane.start(woken.set)
     want = service_state("eps", ["10.99.0.6"], [(80, 8080)], [topology.node_v4])
     await converge(dataplane, want)
-    await asyncio.sleep(0.5)  # the events of our own changes arrive
+    await events_settled(dataplane)  # the events of our own changes (and IPv6 DAD) arrive
     first = await dataplane.observe()
     dumps = dataplane._dumps.dumps
     again = await dataplane.observe()

@@ -132,3 +132,18 @@ def test_run_check_node_table_and_bad_config(
     broken = tmp_path / "broken.yaml"
     broken.write_text("node: {}\n")
     assert run_check_node(argparse.Namespace(config=str(broken), json=False)) == 2
+
+
+def test_ipvs_mode_without_ports_needs_the_dummy_link_but_no_ipvs(tmp_path: Path) -> None:
+    """The Go command line without -ipvs-setup: dummy + VIP, no virtual service."""
+    from bgplb.gocompat import GoFlags, adjust_config
+
+    config = adjust_config(load_config(EXAMPLES / "seed-format.json"), GoFlags())
+    names = {p.name for p in check_prerequisites(config, make_root(tmp_path))}
+    assert names == {
+        "module dummy",
+        "sysctl net.ipv4.conf.all.arp_ignore",
+        "sysctl net.ipv4.conf.all.arp_announce",
+    }
+    announce = adjust_config(config, GoFlags(network_setup=False))
+    assert check_prerequisites(announce, make_root(tmp_path / "b")) == []

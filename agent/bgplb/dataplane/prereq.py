@@ -42,7 +42,8 @@ class Prerequisite:
 class Needs:
     """What a config uses from the kernel. ``everything()`` when there is no config."""
 
-    ipvs: bool = True
+    dummy: bool = True  # an ipvs-mode service: its VIPs on a dummy link
+    ipvs: bool = True  # an ipvs-mode service with ports: IPVS virtual services
     schedulers: frozenset[str] = frozenset({DEFAULT_SCHEDULER})
     masq: bool = True
     masq_v6: bool = True
@@ -59,7 +60,9 @@ class Needs:
         # A service without real servers forwards to the node's own backend (masq).
         masq = [s for s in ipvs if s.ports and (not s.real_servers or _any_masq(s.real_servers))]
         return Needs(
-            ipvs=bool(ipvs),
+            dummy=bool(ipvs),
+            # no ports (the Go command line without -ipvs-setup): dummy + VIP, no IPVS
+            ipvs=bool(ports),
             schedulers=frozenset(p.scheduler for p in ports),
             masq=bool(masq),
             masq_v6=any(v.version == 6 for s in masq for v in s.vips),
@@ -170,8 +173,9 @@ def check_pool(root: Path, needs: Needs) -> list[Prerequisite]:
 def check_prerequisites(config: Config | None, root: Path = Path("/")) -> list[Prerequisite]:
     needs = Needs.of(config)
     out: list[Prerequisite] = []
-    if needs.ipvs:
+    if needs.dummy:
         out.append(check_module(root, "dummy", "a dummy link holds each service's VIPs", True))
+    if needs.ipvs:
         out.append(check_module(root, "ip_vs", "IPVS virtual services", autoload=False))
         out += [
             check_module(root, f"ip_vs_{s}", f"IPVS scheduler {s}", autoload=True)
@@ -190,6 +194,7 @@ def check_prerequisites(config: Config | None, root: Path = Path("/")) -> list[P
                     "persistent clients leave a real server set to weight 0",
                 )
             )  # fmt: skip
+    if needs.dummy:
         for key, want in (("arp_ignore", 1), ("arp_announce", 2)):
             out.append(
                 check_sysctl(
