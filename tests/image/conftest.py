@@ -42,16 +42,23 @@ class RouterSide:
     router: Router
     workdir: Path
     key: Path
+    image: Path  # the one disk every boot of the session starts (snapshot=on: never written)
+
+    @property
+    def public_key(self) -> str:
+        return self.key.with_suffix(".pub").read_text().strip()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def image() -> Path:
+    """The image `make image` built once; every boot (every module) starts this same file."""
     assert IMAGE.is_file(), f"{IMAGE} is missing: run `make image` first"
     return IMAGE
 
 
 @pytest.fixture(scope="module")
-def router_side() -> Iterator[RouterSide]:
+def router_side(request: pytest.FixtureRequest, image: Path) -> Iterator[RouterSide]:
+    """A fresh FRR (and namespace) per module: one boot per module, no state carried over."""
     # FRR runs as user frr: its directory must be reachable (pytest's tmp dirs are 0700).
     workdir = Path(tempfile.mkdtemp(prefix="bgplb-image-"))
     os.chmod(workdir, 0o755)
@@ -77,7 +84,7 @@ def router_side() -> Iterator[RouterSide]:
         lab.close()
         raise
     try:
-        yield RouterSide(lab, ns, router, workdir, key)
+        yield RouterSide(lab, ns, router, workdir, key, image)
     finally:
         router.stop()
         lab.close()
@@ -85,7 +92,12 @@ def router_side() -> Iterator[RouterSide]:
         LOGS.mkdir(parents=True, exist_ok=True)
         for f in [*workdir.glob("console-*.log"), workdir / "frr/frr.log"]:
             if f.exists():
-                shutil.copy(f, LOGS / f.name)
+                name = (
+                    f.name
+                    if f.name.startswith("console-")
+                    else f"frr-{request.module.__name__.rsplit('.', 1)[-1]}.log"
+                )
+                shutil.copy(f, LOGS / name)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -1,6 +1,7 @@
 """One appliance VM under qemu (TCG) on a tap device inside a test namespace, plus SSH into it.
 
-The disk is booted by itself (SeaBIOS -> extlinux on the image), with ``snapshot=on`` so the
+The disk is booted by itself (``firmware="bios"``: SeaBIOS -> extlinux on the image;
+``firmware="uefi"``: OVMF with a fresh copy of its variable store), with ``snapshot=on`` so the
 image file is never written. The serial console goes to a log file the tests read.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -18,6 +20,8 @@ from pathlib import Path
 from tests.harness.netns import alive
 
 GUEST_MAC = "52:54:00:00:00:10"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")  # Debian's ovmf
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
 @dataclass
@@ -31,10 +35,25 @@ class Guest:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     extra_args: list[str] = field(default_factory=list)
+    firmware: str = "bios"  # bios (SeaBIOS) | uefi (OVMF)
+
+    def firmware_args(self) -> list[str]:
+        if self.firmware == "bios":
+            return []
+        if self.firmware != "uefi":
+            raise ValueError(f"firmware {self.firmware!r}: bios or uefi")
+        variables = self.console.with_suffix(".ovmf-vars.fd")  # writable, one per guest
+        shutil.copyfile(OVMF_VARS, variables)
+        return [
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
+        ]  # fmt: skip
 
     def start(self) -> None:
         argv = ["ip", "netns", "exec", self.ns, "qemu-system-x86_64", "-accel", "tcg"]
         argv += ["-smp", "2", "-m", str(self.memory_mb), "-nographic", "-vga", "none"]
+        self.console.parent.mkdir(parents=True, exist_ok=True)
+        argv += self.firmware_args()
         argv += ["-no-reboot", "-drive", f"file={self.disk},if=virtio,snapshot=on"]
         if self.config_disk is not None:
             argv += ["-drive", f"file={self.config_disk},if=virtio,format=raw,readonly=on"]

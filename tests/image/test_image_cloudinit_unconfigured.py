@@ -62,6 +62,9 @@ def test_unconfigured_api_says_why(bad_seed_guest: Guest) -> None:
     assert status["state"] == "unconfigured"
     assert "cloud-init" in status["reason"]
     assert bad_seed_guest.wait_console(r"BGPLB-API-READYZ (\d+)", 1).group(1) == "503"
+    metrics = bad_seed_guest.wait_console(r"BGPLB-API-METRICS (\d+) (.*)$", 1)
+    assert metrics.group(1) == "200"
+    assert "bgplb_unconfigured 1.0" in metrics.group(2)
 
 
 def test_nothing_is_announced(bad_seed_guest: Guest, router_side: RouterSide) -> None:
