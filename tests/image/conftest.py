@@ -57,6 +57,12 @@ def image() -> Path:
 
 
 @pytest.fixture(scope="module")
+def firmware() -> str:
+    """How the node fixtures boot the disk (guest.firmware_args); test_image_uefi overrides it."""
+    return "bios"
+
+
+@pytest.fixture(scope="module")
 def router_side(request: pytest.FixtureRequest, image: Path) -> Iterator[RouterSide]:
     """A fresh FRR (and namespace) per module: one boot per module, no state carried over."""
     # FRR runs as user frr: its directory must be reachable (pytest's tmp dirs are 0700).

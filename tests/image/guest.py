@@ -1,8 +1,8 @@
 """One appliance VM under qemu (TCG) on a tap device inside a test namespace, plus SSH into it.
 
-The disk is booted by itself (``firmware="bios"``: SeaBIOS -> extlinux on the image;
-``firmware="uefi"``: OVMF with a fresh copy of its variable store), with ``snapshot=on`` so the
-image file is never written. The serial console goes to a log file the tests read.
+The disk is booted by itself, with ``snapshot=on`` so the image file is never written: by BIOS
+(SeaBIOS -> extlinux on the root) or by UEFI (OVMF -> shim -> GRUB on the ESP), see ``firmware``.
+The serial console goes to a log file the tests read.
 """
 
 from __future__ import annotations
@@ -20,8 +20,29 @@ from pathlib import Path
 from tests.harness.netns import alive
 
 GUEST_MAC = "52:54:00:00:00:10"
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")  # Debian's ovmf
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+OVMF = Path("/usr/share/OVMF")  # Debian's ovmf package
+
+
+def firmware_args(firmware: str, vars_copy: Path) -> list[str]:
+    """qemu arguments for ``firmware``: ``bios`` (SeaBIOS, qemu's default), ``uefi`` (OVMF with a
+    writable copy of its empty variable store) or ``uefi-secureboot`` (OVMF's Secure Boot build
+    with Microsoft's keys enrolled: q35 with SMM, as that build requires)."""
+    if firmware == "bios":
+        return []
+    code, store, machine = {
+        "uefi": ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd", []),
+        "uefi-secureboot": (
+            "OVMF_CODE_4M.secboot.fd",
+            "OVMF_VARS_4M.ms.fd",
+            ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"],
+        ),
+    }[firmware]
+    shutil.copyfile(OVMF / store, vars_copy)
+    return [
+        *machine,
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF / code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+    ]  # fmt: skip
 
 
 @dataclass
@@ -35,25 +56,12 @@ class Guest:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     extra_args: list[str] = field(default_factory=list)
-    firmware: str = "bios"  # bios (SeaBIOS) | uefi (OVMF)
-
-    def firmware_args(self) -> list[str]:
-        if self.firmware == "bios":
-            return []
-        if self.firmware != "uefi":
-            raise ValueError(f"firmware {self.firmware!r}: bios or uefi")
-        variables = self.console.with_suffix(".ovmf-vars.fd")  # writable, one per guest
-        shutil.copyfile(OVMF_VARS, variables)
-        return [
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
-        ]  # fmt: skip
+    firmware: str = "bios"  # bios | uefi | uefi-secureboot (firmware_args)
 
     def start(self) -> None:
         argv = ["ip", "netns", "exec", self.ns, "qemu-system-x86_64", "-accel", "tcg"]
         argv += ["-smp", "2", "-m", str(self.memory_mb), "-nographic", "-vga", "none"]
-        self.console.parent.mkdir(parents=True, exist_ok=True)
-        argv += self.firmware_args()
+        argv += firmware_args(self.firmware, self.console.with_suffix(".vars.fd"))
         argv += ["-no-reboot", "-drive", f"file={self.disk},if=virtio,snapshot=on"]
         if self.config_disk is not None:
             argv += ["-drive", f"file={self.config_disk},if=virtio,format=raw,readonly=on"]

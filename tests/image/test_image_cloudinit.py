@@ -40,24 +40,30 @@ FIRMWARE = os.environ.get("BGPLB_IMAGE_FIRMWARE_V2", "bios")
 
 
 @pytest.fixture(scope="module")
-def node(router_side: RouterSide) -> Iterator[Node]:
+def firmware() -> str:
+    """This boot's firmware (conftest's ``firmware`` fixture, overridden for this module)."""
+    return FIRMWARE
+
+
+@pytest.fixture(scope="module")
+def node(router_side: RouterSide, firmware: str) -> Iterator[Node]:
     seed = fleet_v2_seed(router_side.workdir, router_side.public_key, HOSTNAME, RISE)
-    console = f"console-cloudinit-v2-{FIRMWARE}.log"
-    with boot(router_side, console, [seed], firmware=FIRMWARE) as booted:
+    console = f"console-cloudinit-v2-{firmware}.log"
+    with boot(router_side, console, [seed], firmware=firmware) as booted:
         yield booted
 
 
-def test_configured_by_the_v2_seed_and_agent_active(node: Node) -> None:
+def test_configured_by_the_v2_seed_and_agent_active(node: Node, firmware: str) -> None:
     assert_configured_and_active(node)
-    print(f"\n[v2, {FIRMWARE}] qemu start -> BGPLB-BOOT configured: {node.boot_seconds:.1f} s")
+    print(f"\n[v2, {firmware}] qemu start -> BGPLB-BOOT configured: {node.boot_seconds:.1f} s")
     assert_configured_by_cloud_init(node, "DataSourceNoCloud", "nocloud")
     assert node.ssh.run("hostname").strip() == HOSTNAME
     # the v2 network-config: the NIC matched by MAC, renamed eth0, rendered for networkd
     assert f"{NODE_IP}/24" in node.ssh.run("ip -br -4 addr show dev eth0")
     rendered = node.ssh.run("cat /etc/systemd/network/10-cloud-init-eth0.network")
     assert f"MACAddress={GUEST_MAC}" in rendered, rendered
-    if FIRMWARE == "uefi":
-        assert node.ssh.run("test -d /sys/firmware/efi && echo efi").strip() == "efi"
+    booted_by = node.ssh.run("test -d /sys/firmware/efi && echo uefi || echo bios").strip()
+    assert booted_by == ("bios" if firmware == "bios" else "uefi")
 
 
 def test_vip_announced_only_after_rise(node: Node) -> None:
@@ -75,6 +81,6 @@ def test_traffic_through_the_vip_and_doctor_passes(node: Node) -> None:
     assert code == 200, body
     assert f"bgp-lb demo backend on {HOSTNAME}" in body, body
     assert_ipvs_serves_the_vip(node)
-    report = run_doctor(node, f"v2, {FIRMWARE}")
+    report = run_doctor(node, "v2")
     assert f"peer {ROUTER_IP} (r1): Established" in report, report
     assert f"service web {VIP}: VIP and IPVS service present" in report, report

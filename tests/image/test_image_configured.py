@@ -49,13 +49,14 @@ __all__ = ["CONFIG", "Node", "wait_for"]  # (shared with the other image modules
 
 
 @pytest.fixture(scope="module")
-def node(router_side: RouterSide) -> Iterator[Node]:
+def node(router_side: RouterSide, firmware: str) -> Iterator[Node]:
     seed = proxmox_v1_seed(router_side.workdir, router_side.public_key, HOSTNAME, CONFIG)
-    with boot(router_side, "console-configured-v1.log", [seed]) as booted:
+    console = f"console-configured-v1-{firmware}.log"
+    with boot(router_side, console, [seed], firmware=firmware) as booted:
         yield booted
 
 
-def test_boots_configured_by_cloud_init_and_agent_active(node: Node) -> None:
+def test_boots_configured_by_cloud_init_and_agent_active(node: Node, firmware: str) -> None:
     assert_configured_and_active(node)
     print(f"\nqemu start -> BGPLB-BOOT configured (v1 seed): {node.boot_seconds:.1f} s wall (TCG)")
     # bgp-lb after cloud-init and bgp-lb-cloud-init; every stage done, no errors, and cloud-init's
@@ -69,6 +70,8 @@ def test_boots_configured_by_cloud_init_and_agent_active(node: Node) -> None:
     assert node.ssh.run("hostname").strip() == HOSTNAME
     # Self-booted: the firmware + boot loader from the disk itself, root by PARTUUID.
     assert "root=PARTUUID=" in node.ssh.run("cat /proc/cmdline")
+    booted_by = node.ssh.run("test -d /sys/firmware/efi && echo uefi || echo bios").strip()
+    assert booted_by == ("bios" if firmware == "bios" else "uefi")
 
 
 def test_network_from_the_v1_seed_and_only_networkd_renders_it(node: Node) -> None:
