@@ -42,10 +42,16 @@ class RouterSide:
     router: Router
     workdir: Path
     key: Path
+    image: Path  # the one disk every boot of the session starts (snapshot=on: never written)
+
+    @property
+    def public_key(self) -> str:
+        return self.key.with_suffix(".pub").read_text().strip()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def image() -> Path:
+    """The image `make image` built once; every boot (every module) starts this same file."""
     assert IMAGE.is_file(), f"{IMAGE} is missing: run `make image` first"
     return IMAGE
 
@@ -57,7 +63,8 @@ def firmware() -> str:
 
 
 @pytest.fixture(scope="module")
-def router_side() -> Iterator[RouterSide]:
+def router_side(request: pytest.FixtureRequest, image: Path) -> Iterator[RouterSide]:
+    """A fresh FRR (and namespace) per module: one boot per module, no state carried over."""
     # FRR runs as user frr: its directory must be reachable (pytest's tmp dirs are 0700).
     workdir = Path(tempfile.mkdtemp(prefix="bgplb-image-"))
     os.chmod(workdir, 0o755)
@@ -83,7 +90,7 @@ def router_side() -> Iterator[RouterSide]:
         lab.close()
         raise
     try:
-        yield RouterSide(lab, ns, router, workdir, key)
+        yield RouterSide(lab, ns, router, workdir, key, image)
     finally:
         router.stop()
         lab.close()
@@ -91,7 +98,12 @@ def router_side() -> Iterator[RouterSide]:
         LOGS.mkdir(parents=True, exist_ok=True)
         for f in [*workdir.glob("console-*.log"), workdir / "frr/frr.log"]:
             if f.exists():
-                shutil.copy(f, LOGS / f.name)
+                name = (
+                    f.name
+                    if f.name.startswith("console-")
+                    else f"frr-{request.module.__name__.rsplit('.', 1)[-1]}.log"
+                )
+                shutil.copy(f, LOGS / name)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -108,5 +120,17 @@ def make_config_disk(out: Path, files: dict[str, str], keys: Path | None, units:
         argv += ["--keys", str(keys)]
     for unit in units:
         argv += ["--enable-unit", unit]
+    subprocess.run(argv, check=True, timeout=60, capture_output=True)
+    return out
+
+
+def cloud_localds(out: Path, seed: Path) -> Path:
+    """``cloud-localds [--network-config F] OUT user-data meta-data``: an ISO labelled cidata."""
+    tool = shutil.which("cloud-localds")
+    assert tool, "cloud-localds missing: apt-get install cloud-image-utils (make deps)"
+    argv = [tool]
+    if (seed / "network-config").exists():
+        argv += ["--network-config", str(seed / "network-config")]
+    argv += [str(out), str(seed / "user-data"), str(seed / "meta-data")]
     subprocess.run(argv, check=True, timeout=60, capture_output=True)
     return out

@@ -1,165 +1,139 @@
-"""The appliance image, booted by itself under qemu (TCG) with a config disk, against FRR.
+"""The appliance image, booted by itself under qemu (TCG) and configured the platforms' way: a
+NoCloud ``cidata`` seed made by ``cloud-localds`` as a Proxmox VE node writes it (network-config
+version 1, Proxmox's own user-data keys, plus ``write_files`` for the agent config and
+firewall.yaml and a ``runcmd`` starting the demo backend). Against FRR.
 
-Order matters (one VM for the module): boot -> session up, no route while the backend is
+Order matters (one VM for the module): boot -> configured by cloud-init (bgp-lb after it, no
+schema warning), the network from the seed -> session up, no route while the backend is
 unhealthy -> route after ``rise`` good checks -> HTTP through the VIP and IPVS -> /metrics from
-the router -> no password login -> hardening -> stop withdraws by UPDATE -> SIGKILL of the
-agent drops the route within 1 s.
+the router -> no password login -> hardening -> ``bgp-lb doctor`` exit 0 -> stop withdraws by
+UPDATE -> SIGKILL of the agent drops the route within 1 s.
+
+The BGPLB disk and the OpenStack config-2 drive are booted by ``make test-image-full``
+(test_image_bgplb_disk.py, test_image_config2.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.harness.frr import fib
-
-from .conftest import (
-    BOOT_TIMEOUT,
-    IMAGE,
-    NODE_AS,
-    NODE_IP,
-    ROUTER_AS,
-    ROUTER_IP,
-    VIP,
-    RouterSide,
-    make_config_disk,
+from .conftest import IMAGE, NODE_IP, ROUTER_IP, VIP, RouterSide
+from .guest import GUEST_MAC
+from .node import (
+    Node,
+    assert_announced_only_after_rise,
+    assert_configured_and_active,
+    assert_configured_by_cloud_init,
+    boot,
+    run_doctor,
+    wait_for,
 )
-from .guest import Guest, Ssh
+from .seeds import API_PORT, agent_config, proxmox_v1_seed
 
 pytestmark = pytest.mark.image
 
 RISE = 4
 INTERVAL = 1.0
 GRACE = 5.0
-API_PORT = 9180
+CONFIG = agent_config(RISE, GRACE, INTERVAL)
+HOSTNAME = "lbnode-v1"
 
-CONFIG = f"""\
-node:
-  router_id: {NODE_IP}
-  local_as: {NODE_AS}
-  shutdown_grace: {GRACE}
-  api:
-    listen: 0.0.0.0
-    port: {API_PORT}
-  log:
-    format: json
-    level: info
-peers:
-  - address: {ROUTER_IP}
-    asn: {ROUTER_AS}
-    hold_time: 3
-services:
-  - name: web
-    vips: [{VIP}]
-    ports:
-      - port: 80
-        target_port: 8080
-    checks:
-      - type: http
-        port: 8080
-        path: /ok
-        interval: {INTERVAL}
-        fast_interval: {INTERVAL}
-        timeout: 0.8
-        rise: {RISE}
-        fall: 2
-"""
-NETWORK = f"""\
-[Match]
-MACAddress=52:54:00:00:00:10
-
-[Network]
-Address={NODE_IP}/24
-LinkLocalAddressing=no
-IPv6AcceptRA=no
-"""
-FIREWALL = f"api_sources: [{ROUTER_IP}/32]\n"
-
-
-@dataclass
-class Node:
-    guest: Guest
-    ssh: Ssh
-    side: RouterSide
-    boot_seconds: float
-
-    def fib(self) -> list[str]:
-        return fib(self.side.ns, f"{VIP}/32")
-
-    def bgp_state(self) -> str:
-        data = self.side.router.vtysh_json(f"show bgp neighbors {NODE_IP} json")
-        info = data.get(NODE_IP, {})
-        return str(info.get("bgpState", "")) if isinstance(info, dict) else ""
-
-    def curl(self, url: str, timeout: float = 10.0) -> tuple[int, str]:
-        res = subprocess.run(
-            ["ip", "netns", "exec", self.side.ns, "curl", "-s", "-m", str(timeout), "-w",
-             "\n%{http_code}", url],
-            capture_output=True, text=True, timeout=timeout + 5, check=False,
-        )  # fmt: skip
-        body, _, code = res.stdout.rpartition("\n")
-        return int(code or 0), body
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "") -> float:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what or predicate} not within {timeout}s")
-        time.sleep(interval)
-    return time.monotonic() - start
+__all__ = ["CONFIG", "Node", "wait_for"]  # (shared with the other image modules)
 
 
 @pytest.fixture(scope="module")
-def node(image: Path, router_side: RouterSide, firmware: str) -> Iterator[Node]:
-    disk = make_config_disk(
-        router_side.workdir / "node1.iso",
-        {"config.yaml": CONFIG, "10-uplink.network": NETWORK, "firewall.yaml": FIREWALL},
-        router_side.key.with_suffix(".pub"),
-        ["bgp-lb-demo-backend.service"],
-    )
-    console = "console-1.log" if firmware == "bios" else f"console-{firmware}.log"
-    guest = Guest(router_side.ns, image, router_side.workdir / console, disk, firmware=firmware)
-    guest.start()
-    ssh = Ssh(router_side.ns, NODE_IP, router_side.key, router_side.workdir)
-    try:
-        guest.wait_console(r"BGPLB-BOOT state=\S+ bgp-lb=\S+", BOOT_TIMEOUT)
-        boot = time.monotonic() - guest.started_at
-        ssh.wait_ready(120)
-        yield Node(guest, ssh, router_side, boot)
-    finally:
-        ssh.close()
-        guest.stop()
+def node(router_side: RouterSide, firmware: str) -> Iterator[Node]:
+    seed = proxmox_v1_seed(router_side.workdir, router_side.public_key, HOSTNAME, CONFIG)
+    console = f"console-configured-v1-{firmware}.log"
+    with boot(router_side, console, [seed], firmware=firmware) as booted:
+        yield booted
 
 
-def test_boots_configured_and_agent_active(node: Node) -> None:
-    line = node.guest.wait_console(r"BGPLB-BOOT .*$", 1).group(0)
-    assert "state=configured" in line, node.guest.console_text()[-4000:]
-    assert node.ssh.run("systemctl is-active bgp-lb.service").strip() == "active"
-    assert node.ssh.run("systemctl is-active bgp-lb-unconfigured.service", check=False).strip() in (
-        "inactive",
-        "unknown",
+def test_boots_configured_by_cloud_init_and_agent_active(node: Node, firmware: str) -> None:
+    assert_configured_and_active(node)
+    print(f"\nqemu start -> BGPLB-BOOT configured (v1 seed): {node.boot_seconds:.1f} s wall (TCG)")
+    # bgp-lb after cloud-init and bgp-lb-cloud-init; every stage done, no errors, and cloud-init's
+    # schema check of the image's config plus this user-data passes (no "Invalid cloud-config")
+    assert_configured_by_cloud_init(node, "DataSourceNoCloud", "nocloud")
+    # the agent config and the firewall the seed wrote are the ones in force
+    assert f"router_id: {NODE_IP}" in node.ssh.run("cat /etc/bgp-lb/config.yaml")
+    ruleset = node.ssh.run("nft list table inet bgplb_filter")
+    assert ROUTER_IP in ruleset, ruleset  # the configured policy (BGP from the peer) ...
+    assert "UNCONFIGURED" not in ruleset, ruleset  # ... was loaded over the early one
+    assert node.ssh.run("hostname").strip() == HOSTNAME
+    # Self-booted: the firmware + boot loader from the disk itself, root by PARTUUID.
+    assert "root=PARTUUID=" in node.ssh.run("cat /proc/cmdline")
+    booted_by = node.ssh.run("test -d /sys/firmware/efi && echo uefi || echo bios").strip()
+    assert booted_by == ("bios" if firmware == "bios" else "uefi")
+
+
+def test_network_from_the_v1_seed_and_only_networkd_renders_it(node: Node) -> None:
+    # cloud-init renamed the NIC (matched by MAC) to eth0 and rendered Proxmox's v1 config for
+    # systemd-networkd; the image bakes no .network for a NIC (nothing for the seed's to lose
+    # against), and nothing else (ifupdown, netplan, NetworkManager) holds one.
+    nic = node.ssh.run(f"ip -o link | awk -F': ' '/{GUEST_MAC}/ {{print $2}}'").strip()
+    assert nic == "eth0", nic
+    assert f"{NODE_IP}/24" in node.ssh.run("ip -br -4 addr show dev eth0")
+    baked = node.ssh.run("ls /usr/lib/systemd/network/ /etc/systemd/network/").split()
+    for name in baked:
+        if name.endswith(".network"):
+            assert name.startswith(("80-", "10-cloud-init-")), baked  # systemd's: not NICs
+    rendered = node.ssh.run("cat /etc/systemd/network/10-cloud-init-eth0.network")
+    assert f"MACAddress={GUEST_MAC}" in rendered, rendered
+    status = node.ssh.run("networkctl status eth0")
+    assert "Network File: /etc/systemd/network/10-cloud-init-eth0.network" in status, status
+    leftovers = node.ssh.run(
+        "find /etc/network/interfaces.d /etc/netplan /etc/NetworkManager/system-connections "
+        "-type f 2>/dev/null; dpkg -l ifupdown netplan.io network-manager 2>/dev/null | grep ^ii; "
+        "command -v ifup netplan NetworkManager; true"
     )
-    # Self-booted: SeaBIOS + extlinux from the disk itself, root by PARTUUID.
-    cmdline = node.ssh.run("cat /proc/cmdline")
-    assert "root=PARTUUID=" in cmdline
-    assert node.ssh.run("test -d /sys/firmware/efi && echo uefi || echo bios").strip() == "bios"
-    print(f"\nboot to BGPLB-BOOT marker: {node.boot_seconds:.1f} s wall (TCG)")
+    assert leftovers.strip() == "", leftovers
+    # no wait-online stall: the unit is masked
+    wait_online = node.ssh.run(
+        "systemctl is-enabled systemd-networkd-wait-online.service", check=False
+    )
+    assert wait_online.strip().startswith("masked"), wait_online
+    # Proxmox's gateway and nameserver
+    assert f"default via {ROUTER_IP}" in node.ssh.run("ip -4 route show default")
+    assert "DNS=192.0.2.1" in rendered.replace(" ", ""), rendered
+
+
+def test_appliance_cloud_init_modules_stay_off(node: Node) -> None:
+    log = node.ssh.run("cat /var/log/cloud-init.log")
+    # cloud-init logs "Running config-<module> using lock" as the module list spells the name
+    ran = {
+        name.replace("-", "_") for name in re.findall(r"Running config-([\w-]+) using lock", log)
+    }
+    # package_upgrade: true in the user-data: the module that would run apt is not configured
+    for module in ("package_update_upgrade_install", "growpart", "resizefs", "apt_configure",
+                   "set_passwords", "mounts", "phone_home"):  # fmt: skip
+        assert module not in ran, (module, ran)
+    assert "write_files" in ran, ran
+    # root logs in with the seed's key (no "Please login as" prefix); no default user was made
+    assert "command=" not in node.ssh.run("cat /root/.ssh/authorized_keys")
+    assert node.ssh.run("getent passwd debian", check=False).strip() == ""
 
 
 def test_session_up_and_nothing_announced_while_unhealthy(node: Node) -> None:
     wait_for(lambda: node.bgp_state() == "Established", 120, 0.5, "BGP session Established")
     since = time.monotonic() - node.guest.started_at
     print(f"\nqemu start -> BGP session Established (as FRR sees it): {since:.1f} s")
+    # runcmd (cloud-final) started the demo backend; its /ok is 404 until touched
+    wait_for(
+        lambda: node.ssh.run(
+            "systemctl is-active bgp-lb-demo-backend.service", check=False
+        ).startswith("active"),
+        120,
+        1,
+        "demo backend started by the seed's runcmd",
+    )
     deadline = time.monotonic() + 3 * INTERVAL
     while time.monotonic() < deadline:
         assert node.fib() == [], "VIP announced although its health check fails"
@@ -190,25 +164,7 @@ def test_route_only_after_rise_good_checks(node: Node) -> None:
     assert successes, text
     assert max(successes) >= RISE, text
     # The agent's log: the check went up after RISE successes, and only then was "web" announced.
-    journal = node.ssh.run("journalctl -b -u bgp-lb.service -o cat --no-pager")
-    events = []
-    for line in journal.splitlines():
-        with contextlib.suppress(ValueError):
-            events.append(json.loads(line))
-    up = [
-        i
-        for i, e in enumerate(events)
-        if e.get("event") == "health_check_changed" and e.get("status") == "up"
-    ]
-    announce = [
-        i
-        for i, e in enumerate(events)
-        if e.get("event") == "service_decision" and e.get("decision") == "announce"
-    ]
-    assert up, journal[-3000:]
-    assert announce, journal[-3000:]
-    assert events[up[0]]["successes"] >= RISE
-    assert up[0] < announce[0], "announced before the check was up"
+    assert_announced_only_after_rise(node, RISE)
 
 
 def test_http_through_the_vip_reaches_the_backend_via_ipvs(node: Node) -> None:
@@ -297,6 +253,12 @@ def test_unit_hardening_and_exabgp_in_the_agents_cgroup(node: Node) -> None:
     ruleset = node.ssh.run("nft list table inet bgplb_filter")
     assert ROUTER_IP in ruleset, ruleset
     assert f"{VIP} . tcp . 80" in ruleset, ruleset
+
+
+def test_doctor_passes_in_the_guest(node: Node) -> None:
+    report = run_doctor(node, "configured v1")
+    assert f"peer {ROUTER_IP}: Established" in report, report
+    assert f"service web {VIP}: VIP and IPVS service present" in report, report
 
 
 def test_stop_withdraws_by_update_and_keeps_the_session_for_the_grace(node: Node) -> None:

@@ -3,6 +3,10 @@ with the same config disk, against FRR: one short boot that checks the firmware 
 the agent is active, the VIP is announced and serves HTTP through IPVS, and `bgp-lb doctor`
 passes. The node fixture is test_image_configured.py's own; only ``firmware`` differs.
 
+Part of `make test-image-full`, not of `make test`: `make test-image` already boots the disk under
+OVMF (test_image_cloudinit.py, the v2 seed) and SeaBIOS (test_image_configured.py, the v1 seed);
+this module is the Secure Boot check and a UEFI boot of the configured node's full setup.
+
 ``BGPLB_IMAGE_UEFI=uefi-secureboot`` boots OVMF's Secure Boot build with Microsoft's keys
 enrolled instead (q35 + SMM, slower under TCG) and then also checks that Secure Boot was on.
 """
@@ -21,7 +25,7 @@ from .test_image_configured import (  # the configured boot, reused as it is
     wait_for,
 )
 
-pytestmark = pytest.mark.image
+pytestmark = [pytest.mark.image, pytest.mark.image_full]
 
 FIRMWARE = os.environ.get("BGPLB_IMAGE_UEFI", "uefi")
 # EFI global variable GUID: SecureBoot-<guid> holds 4 attribute bytes, then 1 (on) or 0 (off).

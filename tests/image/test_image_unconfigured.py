@@ -15,7 +15,7 @@ from tests.harness.frr import fib
 from .conftest import BOOT_TIMEOUT, NODE_IP, VIP, RouterSide
 from .guest import Guest
 
-pytestmark = pytest.mark.image
+pytestmark = [pytest.mark.image, pytest.mark.image_full]
 
 
 @pytest.fixture(scope="module")
