@@ -7,14 +7,14 @@ WORK := _work
 
 .PHONY: help deps venv vng lint fmt test test-unit test-api test-kernel test-bgp test-faults demo clean
 .PHONY: image config-disk test-image test-image-full
-.PHONY: lab-up lab-down test-lab test-lab-pool test-lab-roll
+.PHONY: lab-up lab-down test-lab test-lab-pool test-lab-roll test-lab-extra
 .PHONY: dashboards test-observability
 
 help:
 	@echo "make demo   - bring the ECMP lab up and show bgp-lb at work (POOL=1: also pool mode vs control)"
 	@echo "make test   - install everything and run every test (lint, unit, kernel, BGP, image, observability, lab)"
 	@echo "make lint | test-unit | test-api | test-kernel | test-bgp | test-faults"
-	@echo "make lab-up [TOPO=containerlab/minimal.clab.yml] | lab-down | test-lab | test-lab-pool | test-lab-roll   (containerlab/README.md)"
+	@echo "make lab-up [TOPO=containerlab/minimal.clab.yml] | lab-down | test-lab | test-lab-pool | test-lab-roll | test-lab-extra   (containerlab/README.md)"
 	@echo "make image | test-image (3 boots, in make test) | test-image-full (4 more boots)"
 	@echo "make dashboards (regenerate dashboards/*.json) | test-observability   (docs/observability.md)"
 
@@ -176,6 +176,17 @@ test-lab-roll: deps venv vng
 	@$(BIN)/python -m tests.lab down >/dev/null
 	@rc=0; LAB_TESTS=tests/lab/test_roll.py BGPLB_LAB_TIMEOUT=1500 $(LAB_ENV) \
 	  timeout 1600 $(BIN)/python -m tests.lab test -ra -q -s || rc=$$?; \
+	  $(BIN)/python -m tests.lab down; exit $$rc
+
+# The lab tests make test-lab leaves out for time, on one lab session: the BFD silent node death
+# (tests/lab/test_death.py) and the rolling upgrade (tests/lab/test_roll.py, last: it replaces
+# every agent). Not part of `make test`.
+test-lab-extra: deps venv vng
+	$(need_root)
+	@mkdir -p $(WORK)
+	@$(BIN)/python -m tests.lab down >/dev/null
+	@rc=0; LAB_TESTS="tests/lab/test_death.py tests/lab/test_roll.py" BGPLB_LAB_TIMEOUT=1800 \
+	  $(LAB_ENV) timeout 1900 $(BIN)/python -m tests.lab test -ra -q -s || rc=$$?; \
 	  $(BIN)/python -m tests.lab down; exit $$rc
 
 # The pool lab (issue 15: pool mode vs its control, containerlab/pool.clab.yml): ~25 min of one
