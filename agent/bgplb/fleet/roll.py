@@ -344,32 +344,42 @@ class Roll:
 
     def _healthy(self, tag: str, node: str) -> str:
         """Poll the status until the node is healthy at the new version."""
-        t0 = self.now()
-        last = "no status yet"
-        while True:
-            try:
-                view = self.ops.status(node)
-            except StepFailed as e:
-                last = f"status: {e}"
-            else:
-                wrong = mismatch(view, self.target)
-                if not wrong and view.healthy:
-                    if not view.drained:
-                        self.say(
-                            f"{tag}: note: it came up undrained (a replaced disk should start "
-                            "drained: node.start_drained, docs/operations.md)"
-                        )
-                    return view.describe()
-                last = "; ".join(wrong) if wrong else view.describe()
-            if self.now() - t0 >= self.timing.healthy_timeout:
-                raise StepFailed(
-                    f"not healthy at {self.target.describe()} within "
-                    f"{self.timing.healthy_timeout:g} s: {last}"
-                )
-            self.sleep(self.timing.poll)
+
+        def judge(view: NodeView) -> tuple[str | None, str]:
+            wrong = mismatch(view, self.target)
+            if not wrong and view.healthy:
+                if not view.drained:
+                    self.say(
+                        f"{tag}: note: it came up undrained (a replaced disk should start "
+                        "drained: node.start_drained, docs/operations.md)"
+                    )
+                return view.describe(), ""
+            return None, "; ".join(wrong) if wrong else view.describe()
+
+        timeout = self.timing.healthy_timeout
+        return self._poll(
+            node, judge, timeout, f"not healthy at {self.target.describe()} within {timeout:g} s"
+        )
 
     def _undrain(self, node: str) -> str:
         self.ops.undrain(node)
+        timeout = self.timing.announce_timeout
+        return self._poll(
+            node,
+            lambda view: ("announced", "") if view.announced else (None, view.describe()),
+            timeout,
+            f"undrained but not announced within {timeout:g} s",
+        )
+
+    def _poll(
+        self,
+        node: str,
+        judge: Callable[[NodeView], tuple[str | None, str]],
+        timeout: float,
+        failure: str,
+    ) -> str:
+        """Read the node's status every poll interval until ``judge`` returns a result (its
+        first item); after ``timeout`` fail with ``failure`` and the last reason it gave."""
         t0 = self.now()
         last = "no status yet"
         while True:
@@ -378,13 +388,11 @@ class Roll:
             except StepFailed as e:
                 last = f"status: {e}"
             else:
-                if view.announced:
-                    return "announced"
-                last = view.describe()
-            if self.now() - t0 >= self.timing.announce_timeout:
-                raise StepFailed(
-                    f"undrained but not announced within {self.timing.announce_timeout:g} s: {last}"
-                )
+                done, last = judge(view)
+                if done is not None:
+                    return done
+            if self.now() - t0 >= timeout:
+                raise StepFailed(f"{failure}: {last}")
             self.sleep(self.timing.poll)
 
     def _read_counter(self) -> Counts | None:
