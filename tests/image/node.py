@@ -170,3 +170,28 @@ def run_doctor(node: Node, label: str) -> str:
     report = node.ssh.run(f"{GUEST_BGP_LB} doctor /etc/bgp-lb/config.yaml", timeout=180)
     print(f"\n[{label}] bgp-lb doctor (exit 0):\n{report}")
     return report
+
+
+def assert_unconfigured_api_says(guest: Guest, reason: str) -> None:
+    """An unconfigured node's console report: /api/v1/status 200 ``unconfigured`` whose reason
+    names ``reason``, /readyz 503, ``bgplb_unconfigured 1`` on /metrics."""
+    m = guest.wait_console(r"BGPLB-API-STATUS (\d+) (.*)$", 1)
+    assert m.group(1) == "200"
+    status = json.loads(json.loads(m.group(2)))
+    assert status["state"] == "unconfigured"
+    assert reason in status["reason"]
+    assert guest.wait_console(r"BGPLB-API-READYZ (\d+)", 1).group(1) == "503"
+    metrics = guest.wait_console(r"BGPLB-API-METRICS (\d+) (.*)$", 1)
+    assert metrics.group(1) == "200"
+    assert "bgplb_unconfigured 1.0" in metrics.group(2)
+
+
+def assert_nothing_announced(guest: Guest, router_side: RouterSide) -> None:
+    """No BGP session and no ExaBGP on the node, no VIP route and no Established session at r1."""
+    m = guest.wait_console(r"BGPLB-BGP sessions=(\d+) exabgp_processes=(\d+)", 1)
+    assert m.groups() == ("0", "0")
+    assert fib(router_side.ns, f"{VIP}/32") == []
+    data = router_side.router.vtysh_json(f"show bgp neighbors {NODE_IP} json")
+    info = data.get(NODE_IP, {})
+    assert isinstance(info, dict)
+    assert info.get("bgpState") != "Established"

@@ -4,17 +4,15 @@ datasource and what cloud-init logged), and announces nothing."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness.frr import fib
-
-from .conftest import BOOT_TIMEOUT, NODE_IP, VIP, RouterSide, cloud_localds
+from .conftest import BOOT_TIMEOUT, RouterSide, cloud_localds
 from .guest import Guest
+from .node import assert_nothing_announced, assert_unconfigured_api_says
 
 pytestmark = pytest.mark.image
 
@@ -56,22 +54,8 @@ def test_bad_user_data_means_unconfigured(bad_seed_guest: Guest) -> None:
 
 
 def test_unconfigured_api_says_why(bad_seed_guest: Guest) -> None:
-    m = bad_seed_guest.wait_console(r"BGPLB-API-STATUS (\d+) (.*)$", 1)
-    assert m.group(1) == "200"
-    status = json.loads(json.loads(m.group(2)))
-    assert status["state"] == "unconfigured"
-    assert "cloud-init" in status["reason"]
-    assert bad_seed_guest.wait_console(r"BGPLB-API-READYZ (\d+)", 1).group(1) == "503"
-    metrics = bad_seed_guest.wait_console(r"BGPLB-API-METRICS (\d+) (.*)$", 1)
-    assert metrics.group(1) == "200"
-    assert "bgplb_unconfigured 1.0" in metrics.group(2)
+    assert_unconfigured_api_says(bad_seed_guest, "cloud-init")
 
 
 def test_nothing_is_announced(bad_seed_guest: Guest, router_side: RouterSide) -> None:
-    m = bad_seed_guest.wait_console(r"BGPLB-BGP sessions=(\d+) exabgp_processes=(\d+)", 1)
-    assert m.groups() == ("0", "0")
-    assert fib(router_side.ns, f"{VIP}/32") == []
-    data = router_side.router.vtysh_json(f"show bgp neighbors {NODE_IP} json")
-    info = data.get(NODE_IP, {})
-    assert isinstance(info, dict)
-    assert info.get("bgpState") != "Established"
+    assert_nothing_announced(bad_seed_guest, router_side)

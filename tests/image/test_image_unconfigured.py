@@ -3,17 +3,15 @@ is announced (no BGP session, no ExaBGP, no route on the router)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness.frr import fib
-
-from .conftest import BOOT_TIMEOUT, NODE_IP, VIP, RouterSide
+from .conftest import BOOT_TIMEOUT, RouterSide
 from .guest import Guest
+from .node import assert_nothing_announced, assert_unconfigured_api_says
 
 pytestmark = [pytest.mark.image, pytest.mark.image_full]
 
@@ -39,22 +37,8 @@ def test_no_config_disk_means_unconfigured(bare_guest: Guest) -> None:
 
 
 def test_unconfigured_api_says_why(bare_guest: Guest) -> None:
-    m = bare_guest.wait_console(r"BGPLB-API-STATUS (\d+) (.*)$", 1)
-    assert m.group(1) == "200"
-    status = json.loads(json.loads(m.group(2)))
-    assert status["state"] == "unconfigured"
-    assert "no config disk" in status["reason"]
-    assert bare_guest.wait_console(r"BGPLB-API-READYZ (\d+)", 1).group(1) == "503"
-    metrics = bare_guest.wait_console(r"BGPLB-API-METRICS (\d+) (.*)$", 1)
-    assert metrics.group(1) == "200"
-    assert "bgplb_unconfigured 1.0" in metrics.group(2)
+    assert_unconfigured_api_says(bare_guest, "no config disk")
 
 
 def test_nothing_is_announced(bare_guest: Guest, router_side: RouterSide) -> None:
-    m = bare_guest.wait_console(r"BGPLB-BGP sessions=(\d+) exabgp_processes=(\d+)", 1)
-    assert m.groups() == ("0", "0")
-    assert fib(router_side.ns, f"{VIP}/32") == []
-    data = router_side.router.vtysh_json(f"show bgp neighbors {NODE_IP} json")
-    info = data.get(NODE_IP, {})
-    assert isinstance(info, dict)
-    assert info.get("bgpState") != "Established"
+    assert_nothing_announced(bare_guest, router_side)
