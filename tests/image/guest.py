@@ -21,6 +21,7 @@ from tests.harness.netns import alive
 
 GUEST_MAC = "52:54:00:00:00:10"
 OVMF = Path("/usr/share/OVMF")  # Debian's ovmf package
+SLOW_SSH_SECONDS = 5.0
 
 
 def firmware_args(firmware: str, vars_copy: Path) -> list[str]:
@@ -139,6 +140,7 @@ class Ssh:
         ]  # fmt: skip
 
     def run(self, command: str, timeout: float = 60.0, check: bool = True) -> str:
+        t0 = time.monotonic()
         res = subprocess.run(
             [*self._base("-o", "ControlMaster=no"), command],
             capture_output=True,
@@ -146,6 +148,9 @@ class Ssh:
             timeout=timeout,
             check=False,
         )
+        took = time.monotonic() - t0
+        if took >= SLOW_SSH_SECONDS:  # where a boot's minutes go (TCG): printed, not asserted
+            print(f"  (ssh {command[:60]!r}: {took:.1f} s)")
         if check and res.returncode != 0:
             raise AssertionError(f"ssh {command!r} -> {res.returncode}: {res.stderr}{res.stdout}")
         return res.stdout

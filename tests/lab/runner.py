@@ -425,9 +425,8 @@ class Lab:
         env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
         # under TCG a starting ExaBGP needs far longer than the agent's default to connect back
         env.setdefault("BGPLB_EXABGP_CONNECT_TIMEOUT", "300")
-        # and its vtysh (BFD state, peers[].bfd) far longer than 2 s; 3 agents at 1 Hz saturated it
+        # and a starved bfdd may not answer its vty within the default 2 s (peers[].bfd)
         env.setdefault("BGPLB_BFD_VTYSH_TIMEOUT", "30")
-        env.setdefault("BGPLB_BFD_POLL_INTERVAL", "3")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(node), *argv],
             stdin=subprocess.DEVNULL,

@@ -84,6 +84,22 @@ def in_vm(command: Sequence[str], log: Path, timeout: float, interactive: bool =
         raise SystemExit("vng not found: `make vng` installs it into .venv-vng")
     t0 = time.monotonic()
     tarball = build_tarball(WORK / f"lab-python-{os.getpid()}.tar")  # one per run: VMs overlap
+    try:
+        return boot_and_run(kernel, tarball, command, log, timeout, interactive, env, t0)
+    finally:  # ~340 MB each: a leftover per run filled _work/ before
+        tarball.unlink(missing_ok=True)
+
+
+def boot_and_run(
+    kernel: Path,
+    tarball: Path,
+    command: Sequence[str],
+    log: Path,
+    timeout: float,
+    interactive: bool,
+    env: dict[str, str],
+    t0: float,
+) -> int:
     inner = "env PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 " + shlex.join(command)
     script = f"{guest_prelude(tarball)} && {inner}" + ("" if interactive else " 2>&1")
     WORK.mkdir(parents=True, exist_ok=True)

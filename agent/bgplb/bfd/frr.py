@@ -38,6 +38,7 @@ from .spec import (
     render_zebra,
     session,
 )
+from .vty import run_commands
 
 log = logging.getLogger("bgplb.bfd")
 
@@ -68,10 +69,10 @@ class FrrBfd:
         self._clock = clock
         self._netns = netns
         self._bin = frr_bin
-        # 1 s / 2 s by default. A slow host (the lab's TCG guest: a vtysh start there takes
-        # ~0.5 s idle and seconds under load, three agents polled at 1 Hz) raises them with
-        # BGPLB_BFD_POLL_INTERVAL / BGPLB_BFD_VTYSH_TIMEOUT: a call that always times out leaves
-        # every session "unknown", and a BFD peer gets no route until its session is Up.
+        # 1 s / 2 s by default. A slow host (a loaded TCG guest, where bfdd itself may not be
+        # scheduled for seconds) raises them with BGPLB_BFD_POLL_INTERVAL /
+        # BGPLB_BFD_VTYSH_TIMEOUT (the vty exchange's bound): a call that always times out
+        # leaves every session "unknown", and a BFD peer gets no route until it is Up.
         self._poll_interval = _env_seconds("BGPLB_BFD_POLL_INTERVAL", poll_interval, 1.0)
         self._steady_interval = steady_interval
         self._vtysh_timeout = _env_seconds("BGPLB_BFD_VTYSH_TIMEOUT", vtysh_timeout, 2.0)
@@ -248,24 +249,8 @@ class FrrBfd:
             self._wake()
 
     async def _vtysh(self, commands: Sequence[str]) -> str:
-        argv = ["vtysh", "--vty_socket", str(self._dir)]
-        for c in commands:
-            argv += ["-c", c]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self._vtysh_timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"vtysh exit {proc.returncode}: {err.decode(errors='replace').strip()}"
-            )
-        return out.decode(errors="replace")
+        """``commands`` on bfdd's vty socket (what vtysh speaks; no vtysh process)."""
+        return await run_commands(self._dir / "bfdd.vty", commands, self._vtysh_timeout)
 
 
 def _env_seconds(name: str, given: float | None, default: float) -> float:

@@ -223,11 +223,12 @@ def check_prerequisites(config: Config | None, root: Path = Path("/")) -> list[P
     return out
 
 
-FRR_PROGRAMS = ("usr/lib/frr/zebra", "usr/lib/frr/bfdd", "usr/bin/vtysh")
+FRR_PROGRAMS = ("usr/lib/frr/zebra", "usr/lib/frr/bfdd")
 
 
 def check_frr(root: Path) -> list[Prerequisite]:
-    """peers[].bfd: FRR's zebra, bfdd and vtysh (Debian package frr, docs/bgp.md#bfd)."""
+    """peers[].bfd: FRR's zebra and bfdd (Debian package frr, docs/bgp.md#bfd); the agent
+    speaks to bfdd's vty socket itself (no vtysh)."""
     out = []
     for rel in FRR_PROGRAMS:
         path = root / rel
