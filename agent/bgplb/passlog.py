@@ -4,7 +4,7 @@ order (moved out of reconciler.py; the events keep the reconciler's logger)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .logs import log_event
 from .model import VirtualServiceKey
@@ -12,6 +12,31 @@ from .policy import ServiceDecision
 from .pool import PoolView
 
 log = logging.getLogger("bgplb.reconciler")
+
+SLOW_PASS_SECONDS = 2.0  # a pass this long is logged with where its time went
+
+
+class PassTimer:
+    """Seconds spent per phase of one pass, on the injected clock; ``log_if_slow`` logs one
+    ``reconcile_slow`` WARNING with them when the pass took ``SLOW_PASS_SECONDS`` or more (a
+    starved host: the lab's TCG guest took 9 s between a drain call and its decision)."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+        self.started = self._last = now()
+        self.phases: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        """The time since the previous mark goes to ``phase``."""
+        t = self._now()
+        self.phases[phase] = self.phases.get(phase, 0.0) + (t - self._last)
+        self._last = t
+
+    def log_if_slow(self) -> None:
+        total = self._last - self.started
+        if total >= SLOW_PASS_SECONDS:
+            phases = {f"{k}_seconds": round(v, 3) for k, v in self.phases.items()}
+            log_event(log, "reconcile_slow", logging.WARNING, seconds=round(total, 3), **phases)
 
 
 def log_pools(

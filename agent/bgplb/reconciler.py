@@ -49,7 +49,7 @@ from .model import (
     RouteSet,
     VirtualServiceKey,
 )
-from .passlog import log_changes, log_pools
+from .passlog import PassTimer, log_changes, log_pools
 from .plan import plan
 from .policy import (
     Desired,
@@ -284,7 +284,8 @@ class Reconciler:
             await call
 
     async def _pass(self) -> PassResult:
-        started = self._clock.now()
+        timer = PassTimer(self._clock.now)
+        started = timer.started
         config = self._config
         fast_seen = self._gate.fast_withdrawals
         health = self._health.snapshot()
@@ -297,10 +298,14 @@ class Reconciler:
             (t for t in (desired.next_change, self._bandwidth.next_change) if t is not None),
             default=None,
         )
+        timer.mark("desired")
         await self._withdraw_early(desired)
+        timer.mark("withdraw_early")
         observed = await self._applier.observe()
+        timer.mark("observe")
         if self._knobs is not None:  # sysctls, IPVS timeouts, sync daemons (knobkeeper.py)
             await self._knobs.reconcile(config)
+            timer.mark("knobs")
         advertised = self._gate.advertised()
         steps = plan(desired, observed, advertised)
         withdrew = not same_routes(steps.withdraw, advertised)
@@ -315,11 +320,13 @@ class Reconciler:
             await self._applier.claim(steps.actions)
             applied, errors = await self._applier.apply_all(steps.actions)
             observed = await self._applier.observe()
+        timer.mark("plan_apply")
         routes, decisions = await run_cooperatively(
             announceable_steps(desired, observed, steps.conflicts)
         )
         held = held_peers(config, self._bfd.sessions()) if self._bfd is not None else {}
         routes = await self._gate.announce(hold_routes(routes, held), fast_seen, self._wanted_now)
+        timer.mark("announce")
         result = PassResult(
             decisions=decisions,
             observed=observed,
@@ -334,6 +341,7 @@ class Reconciler:
             bandwidth=dict(self._bandwidth.vips),
         )
         self._order_warned = log_pools(result.pools, steps.rebuilt, self._order_warned)
+        timer.log_if_slow()
         log_changes(self.last.decisions if self.last is not None else {}, result.decisions)
         self.last = result
         self.passes += 1
