@@ -31,7 +31,7 @@ def test_both_routers_have_three_next_hops_for_the_v4_and_v6_vip(lab: Lab) -> No
     assert set(snap) == {(r, v) for r in ("r1", "r2") for v in ("10.99.0.1", "fd00:99::1")}
     for key, nodes in snap.items():
         assert list(nodes) == LBS, key
-    # BFD (fleet.yaml's 300 ms x 3 on both sides): every router's session to every node is Up
+    # BFD (fleet.yaml's 1000 ms x 3 on both sides): every router's session to every node is Up
     for router, states in bfd_states(lab).items():
         assert sorted(n for n, st in states.items() if st == "up") == LBS, (router, states)
 
