@@ -84,33 +84,20 @@ def in_vm(command: Sequence[str], log: Path, timeout: float, interactive: bool =
         raise SystemExit("vng not found: `make vng` installs it into .venv-vng")
     t0 = time.monotonic()
     tarball = build_tarball(WORK / f"lab-python-{os.getpid()}.tar")  # one per run: VMs overlap
-    try:
-        return boot_and_run(kernel, tarball, command, log, timeout, interactive, env, t0)
-    finally:  # ~340 MB each: a leftover per run filled _work/ before
-        tarball.unlink(missing_ok=True)
-
-
-def boot_and_run(
-    kernel: Path,
-    tarball: Path,
-    command: Sequence[str],
-    log: Path,
-    timeout: float,
-    interactive: bool,
-    env: dict[str, str],
-    t0: float,
-) -> int:
     inner = "env PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 " + shlex.join(command)
     script = f"{guest_prelude(tarball)} && {inner}" + ("" if interactive else " 2>&1")
     WORK.mkdir(parents=True, exist_ok=True)
     argv = ["vng", "--run", str(kernel), "--disable-kvm", "--memory", MEMORY, "--cpus", "2"]
     argv += [f"--rwdir={WORK}"]  # logs written in the guest land on the host
     print(f"==> booting {kernel.name} in a virtme-ng VM (TCG; this kernel has no IPVS/dummy)")
-    if interactive:
-        return subprocess.run(
-            [*argv, "--exec", f"{script}; bash -i"], env=env, check=False
-        ).returncode
-    status = stream([*argv, "--exec", script], log, timeout, env)
+    try:
+        if interactive:
+            return subprocess.run(
+                [*argv, "--exec", f"{script}; bash -i"], env=env, check=False
+            ).returncode
+        status = stream([*argv, "--exec", script], log, timeout, env)
+    finally:  # ~340 MB each: a leftover per run filled _work/ before
+        tarball.unlink(missing_ok=True)
     print(f"==> VM finished with exit {status} after {time.monotonic() - t0:.0f}s (log: {log})")
     return status
 
