@@ -21,7 +21,7 @@ from .fixtures import node
 
 
 class ScriptedFrr(FrrBfd):
-    """FrrBfd whose vtysh answers from ``self.answer`` (an exception is raised) and which
+    """FrrBfd whose bfdd answers from ``self.answer`` (an exception is raised) and which
     starts no daemon."""
 
     def __init__(self, clock: FakeClock) -> None:
@@ -35,7 +35,7 @@ class ScriptedFrr(FrrBfd):
     async def _spawn(self) -> None:
         self._poller = asyncio.create_task(self._poll())
 
-    async def _vtysh(self, commands: Sequence[str]) -> str:
+    async def _bfdd(self, commands: Sequence[str]) -> str:
         self.calls.append(self._clock.now())
         if isinstance(self.answer, Exception):
             raise self.answer

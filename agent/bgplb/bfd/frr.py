@@ -116,7 +116,7 @@ class FrrBfd:
         commands = edit_commands(old, new)
         if commands:
             try:
-                await self._vtysh(commands)
+                await self._bfdd(commands)
                 log_event(log, "bfd_reconfigured", peers=len(new))
             except (OSError, RuntimeError, TimeoutError) as e:
                 log_event(log, "bfd_reconfigure_failed", level=logging.WARNING, error=str(e))
@@ -220,7 +220,7 @@ class FrrBfd:
         """One ``show bfd peers json``; wakes the reconciler when a state changed."""
         now = self._clock.now()
         try:
-            text = await self._vtysh(["show bfd peers json"])
+            text = await self._bfdd(["show bfd peers json"])
             fresh = parse_sessions(text, self._specs, self._sessions, now)
             self.last_error = ""
         except (OSError, RuntimeError, TimeoutError, ValueError) as e:
@@ -248,7 +248,7 @@ class FrrBfd:
                 )
             self._wake()
 
-    async def _vtysh(self, commands: Sequence[str]) -> str:
+    async def _bfdd(self, commands: Sequence[str]) -> str:
         """``commands`` on bfdd's vty socket (what vtysh speaks; no vtysh process)."""
         return await run_commands(self._dir / "bfdd.vty", commands, self._vtysh_timeout)
 
