@@ -10,6 +10,9 @@ Failures never refuse a drain and never stop the agent (docs/operations.md#state
 - a change is applied in memory first (the safe direction), then written atomically; when the
   write fails (disk full, read-only) the change stays in force, ``persisted`` is False with the
   reason, and :meth:`AdminStore.retry` (each reconcile pass) writes it once the disk allows;
+- the agent's store defers its writes (``deferred_writes``): the change is in force at once and
+  :meth:`AdminStore.persist` writes it in a worker thread (tmp + fsync + rename + dir fsync:
+  10-100 ms the event loop no longer waits for; bench/RESULTS.md "Event loop lag");
 - an unreadable, corrupt or unknown-version file is renamed ``admin.json.corrupt-<time>``
   and the node starts **drained** (nobody knows which drains were in force) until an operator
   undrains it; ``fail_safe`` says why. Version 1 files (N-1) are migrated.
@@ -17,6 +20,8 @@ Failures never refuse a drain and never stop the agent (docs/operations.md#state
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -67,7 +72,14 @@ class _Loaded:
 class AdminStore:
     """The drain state, kept in memory and mirrored to ``<state_dir>/admin.json``."""
 
-    def __init__(self, state_dir: Path | str, clock: Clock, start_drained: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: Path | str,
+        clock: Clock,
+        start_drained: bool = False,
+        *,
+        deferred_writes: bool = False,
+    ) -> None:
         self._dir = Path(state_dir)
         self._path = self._dir / STATE_FILE
         self._clock = clock
@@ -75,6 +87,9 @@ class AdminStore:
         self.fail_safe: str | None = None  # why the agent drained the node itself
         self.persisted = True
         self._retry_at = -math.inf
+        self._deferred = False  # the writes at start (fail-safe, start_drained) happen at once
+        self._dirty = False  # deferred: a change persist() has not written yet
+        self._persisting = asyncio.Lock()  # one write at a time: they share a temporary file
         try:
             loaded = _load(self._path)
         except AdminStateError as e:
@@ -87,6 +102,7 @@ class AdminStore:
             self.fail_safe = loaded.reason  # drained by a fail-safe before a restart
             if loaded.reason != START_DRAINED_REASON:  # start_drained: no file problem
                 self.health.problem = loaded.reason
+        self._deferred = deferred_writes
 
     @property
     def state(self) -> AdminState:
@@ -157,11 +173,46 @@ class AdminStore:
         return new
 
     def _write(self) -> None:
-        doc = _encode(self._state, self._walls, self.fail_safe, self._clock.wall())
+        if self._deferred:
+            self._dirty = True  # persist() writes it, off the event loop
+            return
+        self._written(self._try_write(self._document()))
+
+    async def persist(self, wait: float | None = None) -> None:
+        """Write the changes made since the last write, in a worker thread (deferred writes;
+        a no-op otherwise). ``persisted`` and ``problem`` say how it went. Writes are one at
+        a time and each writes the state of *now*, so the file ends at the latest state.
+        A write is never abandoned half-way: a cancelled caller, or one that stops waiting
+        after ``wait`` seconds (a stalled disk must not stall a reconcile pass), leaves it
+        running and recorded."""
+        job = asyncio.shield(self._persist())
+        if wait is None:
+            await job
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(job, wait)
+
+    async def _persist(self) -> None:
+        async with self._persisting:
+            while self._dirty:
+                self._dirty = False
+                doc = self._document()
+                self._written(await asyncio.to_thread(self._try_write, doc))
+
+    def _document(self) -> bytes:
+        return _encode(self._state, self._walls, self.fail_safe, self._clock.wall())
+
+    def _try_write(self, doc: bytes) -> OSError | None:
+        """The write itself (may run in a worker thread: touches nothing of ``self``)."""
         try:
             write_atomic(self._path, doc)
         except OSError as e:
-            reason = f"state_dir {why(e, self._dir)}"
+            return e
+        return None
+
+    def _written(self, error: OSError | None) -> None:
+        if error is not None:
+            reason = f"state_dir {why(error, self._dir)}"
             self._retry_at = self._clock.now() + RETRY_INTERVAL
             if self.persisted or self.health.problem != reason:
                 log_event(

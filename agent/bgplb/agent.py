@@ -54,6 +54,7 @@ log = logging.getLogger("bgplb.agent")
 EXIT_CRASH = 1
 EXIT_CONFIG = 2
 TASKS_BUDGET = 10.0  # seconds for the cancelled tasks to end, the dataplane to close
+PERSIST_WAIT = 1.0  # seconds a pass waits for a retried admin.json write (it goes on after)
 
 Notify = Callable[[str], object]
 
@@ -100,7 +101,10 @@ class Agent(AgentControl):
         self.check_node = check_node
         self.started_at = clock.now()
         self.admin = AdminStore(
-            config.node.state_dir, clock, start_drained=config.node.start_drained
+            config.node.state_dir,
+            clock,
+            start_drained=config.node.start_drained,
+            deferred_writes=True,  # persist() fsyncs in a worker thread, off the event loop
         )
         self.health = HealthRunner(clock, self._wake, prober)
         self.health.on_result = self._on_check_result
@@ -179,6 +183,7 @@ class Agent(AgentControl):
         await asyncio.sleep(0)
         self.metrics.set_pool_tables(result.pools)
         self.admin.retry()  # a drain the disk refused is written once it allows
+        await self.admin.persist(wait=PERSIST_WAIT)
         self.metrics.set_state_files(self.state_files())
         if self.knobs is not None:
             self.metrics.set_knobs(self.knobs.states(), self.knobs.errors, self.knobs.daemon_up())
@@ -310,19 +315,23 @@ class Agent(AgentControl):
         """In force at once even when state_dir refuses the write (returns why)."""
         self._known(service)
         self.admin.drain(service)
-        return self._admin_changed("drain", service)
+        return await self._admin_changed("drain", service)
 
     async def undrain(self, service: str | None) -> str | None:
         self._known(service)
         self.admin.undrain(service)
-        return self._admin_changed("undrain", service)
+        return await self._admin_changed("undrain", service)
 
-    def _admin_changed(self, action: str, service: str | None) -> str | None:
+    async def _admin_changed(self, action: str, service: str | None) -> str | None:
+        """The change is in force: the reconciler acts on it while the file is written (in a
+        worker thread, AdminStore.persist), then metrics, the log line and the answer say
+        whether it reached the disk."""
+        self.reconciler.wake()
+        await self.admin.persist()
         self.metrics.set_drained(self.admin.state, self.config)
         self.metrics.set_state_files(self.state_files())
         not_persisted = None if self.admin.persisted else self.admin.problem
         log_event(log, action, service=service or "*", persisted=not_persisted is None)
-        self.reconciler.wake()
         return not_persisted
 
     def _known(self, service: str | None) -> None:

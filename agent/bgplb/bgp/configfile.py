@@ -8,6 +8,7 @@ spawn tries again, so ExaBGP starts once the disk allows.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -64,17 +65,27 @@ class ConfigFile:
         self.config, self.rendered, self.secrets = config, rendered, secrets
 
     def write(self, config: Config, rendered: render.Rendered) -> None:
+        """Write the file now, on the caller's thread (start and before each spawn)."""
         path = config.node.runtime_dir / CONFIG_NAME
+        self._written(path, _write(config, path, rendered.text))
+
+    async def write_off_loop(self, config: Config, rendered: render.Rendered) -> None:
+        """The same write with its fsyncs in a worker thread (every reload: 7-87 ms the
+        event loop no longer waits for; bench/RESULTS.md "Event loop lag")."""
+        path = config.node.runtime_dir / CONFIG_NAME
+        self._written(path, await asyncio.to_thread(_write, config, path, rendered.text))
+
+    def _written(self, path: Path, error: OSError | None) -> None:
         self.health.path = path
-        try:
-            render.ensure_dir(config.node.runtime_dir)
-            render.write_private(path, rendered.text)
-        except OSError as e:
-            problem = f"cannot write {path}: {e.strerror or e}; ExaBGP is not started until it can"
+        if error is not None:
+            problem = (
+                f"cannot write {path}: {error.strerror or error}; "
+                "ExaBGP is not started until it can"
+            )
             if self.health.problem != problem:
                 log.error("state_file_unwritable: %s", problem)
             self.health.failed(problem)
-            raise SpeakerError(f"cannot write exabgp config: {e}") from e
+            raise SpeakerError(f"cannot write exabgp config: {error}") from error
         self.health.fine()
 
     def rewrite(self) -> Path:
@@ -90,3 +101,13 @@ class ConfigFile:
         cfg = config or self.config
         assert cfg is not None
         return cfg.node.runtime_dir / SOCKET_NAME
+
+
+def _write(config: Config, path: Path, text: str) -> OSError | None:
+    """The directory and the file (may run in a worker thread: touches no shared state)."""
+    try:
+        render.ensure_dir(config.node.runtime_dir)
+        render.write_private(path, text)
+    except OSError as e:
+        return e
+    return None

@@ -128,7 +128,7 @@ class ExaBGPSpeaker:
         rendered, secrets = self._file.prepare(config)
         reset = {k for k, b in rendered.blocks.items() if old is None or old.blocks.get(k) != b}
         removed = set(self._status) - set(rendered.blocks)
-        self._file.write(config, rendered)
+        await self._file.write_off_loop(config, rendered)
         if (reset or removed) and self._link.connected:
             log.info(
                 "exabgp reload: new/changed peers %s, removed %s", sorted(reset), sorted(removed)
@@ -138,7 +138,7 @@ class ExaBGPSpeaker:
             except SpeakerError:
                 if old is not None and self._file.config is not None:
                     with contextlib.suppress(SpeakerError):
-                        self._file.write(self._file.config, old)
+                        await self._file.write_off_loop(self._file.config, old)
                 raise
         self._file.commit(config, rendered, secrets)
         for key in removed:
