@@ -400,7 +400,7 @@ class Agent(AgentControl):
                 await self.bfd.reconfigure(new)
         self.config = new
         self.loop_lag.interval = new.node.loop_lag_interval  # from the next tick on
-        self.health.configure(new)
+        self.health.configure_checks(prepared.checks)  # resolved before the switch
         self.reconciler.set_config(new)
         self.metrics.set_drained(self.admin.state, new)
         self.metrics.set_vip_services(vip_services(new.services))

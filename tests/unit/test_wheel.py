@@ -79,3 +79,57 @@ def test_system_clock_timers_follow_the_running_loop() -> None:
     for _ in range(2):
         late = asyncio.run(once())
         assert 0 <= late < 0.01 + 0.05  # up to one slot late (+ scheduling slack)
+
+
+async def test_a_crowded_slot_gives_the_loop_turns_and_keeps_its_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slot whose callbacks take longer than the budget runs them over several turns of
+    the loop (another callback gets in between), in the order they were added."""
+    import time
+
+    monkeypatch.setattr("bgplb.wheel.BUDGET", 0.002)
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel(loop, resolution=0.01)
+    ran: list[str] = []
+
+    def slow(name: str) -> None:
+        time.sleep(0.001)  # 1 ms of work each: 20 of them are ~10 budgets
+        ran.append(name)
+
+    when = loop.time() + 0.02
+    for i in range(20):
+        wheel.call_at(when, slow, f"t{i:02d}")
+    interleaved: list[int] = []
+
+    def ticker() -> None:  # what the event loop also has to run
+        interleaved.append(len(ran))
+        if len(ran) < 20:
+            loop.call_soon(ticker)
+
+    wheel.call_at(when - 0.01, ticker)  # running before the crowded slot, then every turn
+    await asyncio.sleep(0.1)
+    assert ran == [f"t{i:02d}" for i in range(20)]
+    # the ticker ran in between the slot's callbacks, not only before and after all 20
+    assert any(0 < n < 20 for n in interleaved), interleaved
+
+
+async def test_close_stops_the_rest_of_a_crowded_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr("bgplb.wheel.BUDGET", 0.001)
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel(loop, resolution=0.01)
+    ran: list[int] = []
+
+    def slow(i: int) -> None:
+        time.sleep(0.002)
+        ran.append(i)
+        if i == 0:
+            wheel.close()
+
+    when = loop.time() + 0.02
+    for i in range(5):
+        wheel.call_at(when, slow, i)
+    await asyncio.sleep(0.08)
+    assert ran == [0]
