@@ -23,7 +23,7 @@ from .bgp.base import Speaker
 from .buildinfo import exabgp_version
 from .clock import Clock
 from .config import Config
-from .cooperative import freeze_heap
+from .cooperative import freeze_heap, run_cooperatively
 from .dataplane.base import Dataplane
 from .dataplane.knobs import desired_knobs
 from .dataplane.prereq import Prerequisite, check_prerequisites
@@ -385,6 +385,8 @@ class Agent(AgentControl):
                 failed_checks=refused.failed,
             )
         new = prepared.config
+        # the checks' carry-over, computed before the switch (cooperatively; issue 13 item 8)
+        carried = await run_cooperatively(self.health.carry_steps(prepared.checks))
         if new.peers != old.peers or new.node != old.node:
             # the one step that can fail, before anything else switched
             try:
@@ -400,7 +402,7 @@ class Agent(AgentControl):
                 await self.bfd.reconfigure(new)
         self.config = new
         self.loop_lag.interval = new.node.loop_lag_interval  # from the next tick on
-        self.health.configure_checks(prepared.checks)  # resolved before the switch
+        self.health.configure_checks(prepared.checks, carried)  # prepared before the switch
         self.reconciler.set_config(new)
         self.metrics.set_drained(self.admin.state, new)
         self.metrics.set_vip_services(vip_services(new.services))

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, TypeVar
 
+from .cooperative import Steps, run_to_end
 from .model import (
     AddAddress,
     AddRealServer,
@@ -43,7 +44,7 @@ from .model import (
 )
 from .policy import Desired, VipNeed
 from .pool import PoolTable, order_repairable
-from .routeset import freeze_routes
+from .routeset import freeze_routes, kept_routes
 
 T = TypeVar("T")
 
@@ -64,19 +65,28 @@ class Plan:
 
 
 def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) -> Plan:
+    return run_to_end(plan_steps(desired, observed, advertised))
+
+
+def plan_steps(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) -> Steps[Plan]:
+    """:func:`plan` as steps the event loop can interleave (cooperative.py): 5-19 ms at
+    1,000 services in one piece, every pass (bench/RESULTS.md, "Event loop lag")."""
     want = desired.dataplane
     have = observed.owned
-    skipped, conflicts = _skipped(desired.vips, want, observed)
+    skipped, conflicts = yield from _skipped(desired.vips, want, observed)
 
     actions: list[DataplaneAction] = []
     actions += [EnsureLink(x) for x in in_order(want.links - have.links - skipped.links)]
     actions += [
         AddAddress(x) for x in in_order(want.addresses - have.addresses - skipped.addresses)
     ]
+    yield
 
     have_vs = {s.key: s for s in have.services}
     rebuild = _rebuild(desired.pools, observed, advertised, have_vs.keys() - skipped.service_keys())
+    yield
     for vs in in_order(want.services - skipped.services):
+        yield
         old = have_vs.get(vs.key)
         if vs.key in rebuild:
             actions += [RemoveVirtualService(vs.key), AddVirtualService(vs)]
@@ -88,6 +98,7 @@ def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) ->
     have_rs = {r.key: r for r in have.real_servers}
     pooled: dict[VirtualServiceKey, dict[RealServerKey, RealServerSpec]] = {}
     for rs in in_order(want.real_servers - skipped.real_servers):
+        yield
         if rs.key.service in desired.pools:
             pooled.setdefault(rs.key.service, {})[rs.key] = rs
             continue
@@ -97,8 +108,10 @@ def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) ->
         elif old_rs != rs:
             actions.append(UpdateRealServer(rs))
     for key in in_order(pooled):
+        yield
         current = {} if key in rebuild else have_rs
         actions += _pool_real_servers(desired.pools[key], pooled[key], current)
+    yield
 
     want_rs, want_vs = want.real_server_keys(), want.service_keys()
     actions += [
@@ -107,14 +120,13 @@ def plan(desired: Desired, observed: ObservedDataplane, advertised: RouteSet) ->
     actions += [RemoveVirtualService(k) for k in in_order(have_vs.keys() - want_vs)]
     actions += [RemoveAddress(x) for x in in_order(have.addresses - want.addresses)]
     actions += [RemoveLink(x) for x in in_order(have.links - want.links)]
+    yield
 
     gone = vips_taken_away(actions, want)
-    withdraw = freeze_routes(
-        {
-            peer: (r for r in routes if r.prefix.network_address not in gone)
-            for peer, routes in advertised.items()
-        }
-    )
+    if gone:
+        withdraw = kept_routes(advertised, lambda _, prefix: prefix.network_address not in gone)
+    else:  # nothing taken away (every steady pass): the advertised set as it is
+        withdraw = freeze_routes(advertised)
     return Plan(withdraw, tuple(actions), conflicts, skipped, frozenset(rebuild))
 
 
@@ -207,7 +219,7 @@ def vips_taken_away(
 
 def _skipped(
     needs: Iterable[VipNeed], want: DataplaneState, observed: ObservedDataplane
-) -> tuple[DataplaneState, Mapping[str, str]]:
+) -> Steps[tuple[DataplaneState, Mapping[str, str]]]:
     """Desired objects the plan must not create, and the conflict (if any) per service."""
     have = observed.owned
     have_vs = have.service_keys()
@@ -217,6 +229,7 @@ def _skipped(
     vs_keys: set[VirtualServiceKey] = set()
     conflicts: dict[str, str] = {}
     for need in needs:
+        yield
         if need.address in have.addresses:
             problem = ""
         elif need.shared and need.address in observed.foreign_addresses:
@@ -243,6 +256,7 @@ def _skipped(
         if need.address not in have.addresses:
             addresses.add(need.address)
         vs_keys.update(need.virtual_services - have_vs)
+    yield
     skipped = DataplaneState(
         links=frozenset(links),
         addresses=frozenset(addresses),

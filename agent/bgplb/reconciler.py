@@ -50,7 +50,7 @@ from .model import (
     VirtualServiceKey,
 )
 from .passlog import PassTimer, log_changes, log_pools
-from .plan import plan
+from .plan import plan, plan_steps
 from .policy import (
     Desired,
     ServiceDecision,
@@ -306,8 +306,8 @@ class Reconciler:
         if self._knobs is not None:  # sysctls, IPVS timeouts, sync daemons (knobkeeper.py)
             await self._knobs.reconcile(config)
             timer.mark("knobs")
-        advertised = self._gate.advertised()
-        steps = plan(desired, observed, advertised)
+        advertised = self._gate.advertised()  # a snapshot: the plan's inputs never change
+        steps = await run_cooperatively(plan_steps(desired, observed, advertised))
         withdrew = not same_routes(steps.withdraw, advertised)
         if withdrew:
             stay = prefix_sets(steps.withdraw)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError, ConfigIssue
 from .config.offloop import load_config_async
+from .cooperative import Steps, run_cooperatively, run_to_end
 from .health.checks import Prober
 from .health.runner import BACKSTOP
 from .health.targets import ResolvedCheck, resolve_checks
@@ -58,11 +59,20 @@ class PreparedReload:
 def changed_services(old: Config, new: Config) -> list[str]:
     """Services added or changed, then services removed (a renamed one is both). Linear: one
     name index per side (``Config.service`` per name was 0.3 s on the loop at 1,000)."""
+    return run_to_end(changed_services_steps(old, new))
+
+
+def changed_services_steps(old: Config, new: Config) -> Steps[list[str]]:
+    """:func:`changed_services` as steps (a deep comparison per service: ~7-10 ms at 1,000
+    in one go; cooperative.py)."""
     before = {s.name: s for s in old.services}
     after = {s.name: s for s in new.services}
-    return sorted(s.name for s in new.services if before.get(s.name) != s) + sorted(
-        s.name for s in old.services if s.name not in after
-    )
+    changed = []
+    for svc in new.services:
+        yield
+        if before.get(svc.name) != svc:
+            changed.append(svc.name)
+    return sorted(changed) + sorted(s.name for s in old.services if s.name not in after)
 
 
 def changed_checks(
@@ -111,8 +121,7 @@ async def prepare_reload(
         if failed:
             errors = [f"{len(failed)} of {probed} changed check(s) failed their probe"]
             raise ReloadRefused(errors, failed, probed)
-    changed = changed_services(current, new)
-    await asyncio.sleep(0)
+    changed = await run_cooperatively(changed_services_steps(current, new))
     return PreparedReload(new, changed, checks, probed)
 
 

@@ -683,3 +683,25 @@ async def test_a_poke_probes_at_once_unless_a_probe_is_running() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert h.prober.closed == ["c"]
+
+
+async def test_a_carry_over_prepared_before_a_result_keeps_that_result(h: Harness) -> None:
+    """A reload computes the carry-over before its switch (HealthRunner.carry_steps, run
+    cooperatively); a result that lands in between is not lost: the retimed check is built
+    from the entry's state at the switch. A preparation made for other entries is ignored."""
+    from bgplb.cooperative import run_to_end
+
+    configure(h, spec(interval=1.0, fall=3))
+    await h.until("c", UP, 3.0)
+    retimed = spec(interval=0.5, timeout=0.4, fast_interval=0.2, fall=3)
+    prepared = run_to_end(h.runner.carry_steps({retimed.key: retimed}))
+    h.prober.mode["c"] = "once"  # one failure lands after the preparation
+    await h.until_result(lambda s: s.failures == 1, 3.0)
+    h.runner.configure_checks({retimed.key: retimed}, prepared)
+    assert h.state().failures == 1  # the result that came in between is kept
+    assert h.state().status is UP
+    # stale: the entries changed since; the carry-over is computed again (a new key: DOWN)
+    other = spec(check="d")
+    h.runner.configure_checks({other.key: other}, prepared)
+    assert set(h.runner.snapshot()) == {other.key}
+    assert h.runner.snapshot()[other.key].status is DOWN

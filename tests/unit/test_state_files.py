@@ -4,6 +4,7 @@ the mutating API. The whole agent runs on the fakes with a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from collections.abc import AsyncIterator
@@ -112,7 +113,13 @@ async def test_drain_on_a_full_disk_answers_200_not_persisted_and_is_written_lat
     monkeypatch.setattr(admin_module, "write_atomic", write_atomic)  # the disk has room again
     await h.clock.advance(RETRY_INTERVAL + 1.0)
     h.agent.reconciler.wake()
-    await h.until(lambda: h.agent.admin.persisted)  # retried by a reconcile pass
+    # retried by a reconcile pass; the write itself runs in a worker thread, in real time
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30.0
+    while not h.agent.admin.persisted:
+        assert loop.time() < deadline, "admin.json not written within 30 s"
+        await h.clock.advance(0.05)
+        await asyncio.sleep(0.01)
     assert h.agent.status().node.admin_persisted
     assert metric(h, 'bgplb_state_file_ok{file="admin"}').endswith(" 1.0")
     on_disk = yaml.safe_load((tmp_state(h) / STATE_FILE).read_text())

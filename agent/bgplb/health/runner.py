@@ -23,12 +23,14 @@ import functools
 import logging
 import types
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from ..clock import Clock
 from ..config import Config
+from ..cooperative import Steps
 from .checks import CallbackProber, Prober, RealProber
 from .schedule import BACKSTOP as BACKSTOP  # re-exported: reload.py, tests
-from .schedule import Entry, carry_over
+from .schedule import Carries, Entry, carry_over, carry_steps
 from .schedule import splay as splay  # re-exported: tests
 from .targets import ResolvedCheck, resolve_checks
 from .tracker import CheckKey, CheckResult, CheckState, HealthSnapshot, advance
@@ -60,6 +62,14 @@ class ErrorLimiter:
 
     def forget(self, key: object) -> None:
         self._last.pop(key, None)
+
+
+@dataclass(frozen=True)
+class PreparedChecks:
+    """:meth:`HealthRunner.carry_steps`' result: valid for the entries it was computed from."""
+
+    entries: Mapping[CheckKey, Entry]
+    carries: Carries
 
 
 class HealthRunner:
@@ -101,7 +111,16 @@ class HealthRunner:
         """Rebuild the set of checks from ``config``."""
         self.configure_checks(resolve_checks(config))
 
-    def configure_checks(self, specs: Mapping[CheckKey, ResolvedCheck]) -> None:
+    def carry_steps(self, specs: Mapping[CheckKey, ResolvedCheck]) -> Steps[PreparedChecks]:
+        """The costly half of :meth:`configure_checks`, as steps the loop can interleave
+        (a reload runs them before its switch; schedule.carry_steps)."""
+        entries = self._entries
+        carries = yield from carry_steps(entries, specs)
+        return PreparedChecks(entries, carries)
+
+    def configure_checks(
+        self, specs: Mapping[CheckKey, ResolvedCheck], prepared: PreparedChecks | None = None
+    ) -> None:
         """Switch to ``specs`` (a reload: docs/config.md, "Reloading"). Per key:
 
         - unchanged spec: untouched (state, schedule, probe in flight);
@@ -117,8 +136,10 @@ class HealthRunner:
         - a new key (a new check, a renamed service or check) starts DOWN, first probe within
           one interval; a removed one stops and is forgotten.
 
-        Configuring wakes nobody: no status changes here."""
-        entries = carry_over(self._entries, specs, self._clock.now())
+        Configuring wakes nobody: no status changes here. ``prepared``: :meth:`carry_steps`
+        of the same specs (ignored if the checks were configured since)."""
+        carries = prepared.carries if prepared and prepared.entries is self._entries else None
+        entries = carry_over(self._entries, specs, self._clock.now(), carries)
         for key, old in self._entries.items():
             if entries.get(key) is not old:
                 old.stop()
