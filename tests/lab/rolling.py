@@ -138,6 +138,8 @@ def _run_printed(argv: list[str], t0: float, timeout: float = 1300.0) -> tuple[i
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:  # left open it failed the test (an unraisable warning)
+            proc.stdout.close()
 
 
 def roll_under_load(
