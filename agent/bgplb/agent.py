@@ -164,6 +164,7 @@ class Agent(AgentControl):
     async def _on_pass(self, result: PassResult) -> None:
         """Awaited by the reconciler after each pass: metrics follow the new state. The loop
         gets a turn between the per-service families (each walks every service)."""
+        await asyncio.sleep(0)  # after the pass's own last piece (announce, logs)
         self.metrics.reconcile_pass(result)
         self.metrics.set_peers(self.speaker.peers())
         if self.bfd is not None:
@@ -404,8 +405,10 @@ class Agent(AgentControl):
         self.loop_lag.interval = new.node.loop_lag_interval  # from the next tick on
         self.health.configure_checks(prepared.checks, carried)  # prepared before the switch
         self.reconciler.set_config(new)
+        await asyncio.sleep(0)  # switched; what follows is bookkeeping, in pieces of its own
         self.metrics.set_drained(self.admin.state, new)
         self.metrics.set_vip_services(vip_services(new.services))
+        await asyncio.sleep(0)
         freeze_heap()  # the new config's objects too
         return ReloadResult(
             ok=True,

@@ -127,11 +127,6 @@ def status_steps(agent: StatusSource) -> Steps[StatusResponse]:
     admin = agent.admin.state
     snapshot = agent.health.snapshot()
     advertised = agent.speaker.advertised()
-    # grouped once: per service, each lookup below is then O(own items), not O(all)
-    checks = _by_service(snapshot)
-    routes = _routes_by_service(advertised)
-    real_servers = _real_servers_by_vip(last.observed if last else None)
-    counters = last.observed.service_counters if last else {}
     node = NodeStatus(
         router_id=config.node.router_id,
         local_as=config.node.local_as,
@@ -172,6 +167,15 @@ def status_steps(agent: StatusSource) -> Steps[StatusResponse]:
         kernel_knobs=_kernel_knobs(agent),
         last_reload=agent.last_reload,
     )
+    yield  # every input is read; the rest works on those snapshots (immutable)
+    # grouped once: per service, each lookup below is then O(own items), not O(all)
+    checks = _by_service(snapshot)
+    yield
+    routes = _routes_by_service(advertised)
+    yield
+    real_servers = _real_servers_by_vip(last.observed if last else None)
+    counters = last.observed.service_counters if last else {}
+    yield
     services: list[ServiceStatus] = []
     for svc in config.services:
         services.append(
