@@ -93,3 +93,19 @@ async def test_a_daemon_that_exits_is_restarted_with_backoff_until_stopped() -> 
     await asyncio.sleep(0.2)
     assert len(exits) == seen  # stopped: no more restarts
     assert daemon.restarts == seen
+
+
+def test_the_guard_also_notices_a_parent_gone_without_its_signal() -> None:
+    """The fallback to PR_SET_PDEATHSIG: the parent pid changes (reparented) -> gone() once."""
+    import threading
+
+    from bgplb.bfd.guard import watch_parent
+
+    ppids = iter([100, 100, 1, 1])
+    calls: list[str] = []
+    stopping = threading.Event()
+    watch_parent(100, lambda: next(ppids), lambda: calls.append("gone"), stopping, 0.001)
+    assert calls == ["gone"]
+    stopping.set()  # once stopping, it returns without looking
+    watch_parent(100, lambda: 1, lambda: calls.append("again"), stopping, 0.001)
+    assert calls == ["gone"]
