@@ -68,8 +68,6 @@ class TimerWheel:
         self._run_from(timers, 0)
 
     def _run_from(self, timers: list[WheelTimer], start: int) -> None:
-        if self._closed:
-            return
         deadline = time.perf_counter() + BUDGET
         for i in range(start, len(timers)):
             if self._closed:
