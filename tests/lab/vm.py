@@ -32,14 +32,15 @@ WORK = REPO / "_work"
 VNG_BIN = REPO / ".venv-vng" / "bin"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MEMORY = "2G"
-VM_TESTS = ("tests/lab/test_ecmp.py", "tests/lab/test_observability.py")
+# The pool lab first (tests/lab/test_pool.py: pool mode, a silent death and the control, two
+# builds of 10 namespaces; 357 s of a quiet TCG guest on this 2-core host), then the ECMP lab (a
+# session fixture, built after the pool lab is down, so the two never run at once).
+VM_TESTS = ("tests/lab/test_pool.py", "tests/lab/test_ecmp.py", "tests/lab/test_observability.py")
 # The rolling upgrade (tests/lab/test_roll.py: it replaces every agent, so it runs last when
 # given with the others) runs by `make test-lab-roll`: its added time under TCG could not be
 # shown to fit make test-lab's budget (containerlab/README.md).
-# The pool lab (tests/lab/test_pool.py: two builds of 10 namespaces, ~25 min of one TCG VM on
-# this 2-core host) runs by `make test-lab-pool` (LAB_TESTS), not in `make test`: with it the
-# fresh-clone `make test` would take ~55 of its 40 minutes (containerlab/README.md).
-VM_TIMEOUT = float(os.environ.get("BGPLB_LAB_TIMEOUT", "900"))  # the ECMP lab: ~4-6 min
+# the pool + ECMP labs: 582 s in a quiet TCG guest, ~1,900 s estimated on a loaded host
+VM_TIMEOUT = float(os.environ.get("BGPLB_LAB_TIMEOUT", "2100"))
 # Not needed at run time in the guest (dev tools, docs, tests): left out of the tarball.
 EXCLUDE = (
     "test", "idlelib", "tkinter", "ensurepip", "lib2to3", "pydoc_data", "turtledemo",
@@ -107,15 +108,14 @@ def native() -> bool:
 
 
 def run_lab_tests(pytest_args: Sequence[str], native: bool = False) -> int:
-    """``make test-lab``: host tests here, then the pool and ECMP tests (one VM boot if
-    needed)."""
+    """``make test-lab``: host tests here, then the pool and ECMP labs' tests (one VM boot
+    if needed)."""
     pytest = [str(REPO / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider", "-m", "lab"]
     host = subprocess.run(
         [*pytest, "tests/lab/test_runner_host.py", *pytest_args], cwd=REPO, check=False
     ).returncode
     # LAB_TESTS picks the files (make test-lab-pool: LAB_TESTS=tests/lab/test_pool.py); with
-    # several, list the pool lab first: the ECMP lab (a session fixture) is built after it, so the
-    # two never run at once in the VM.
+    # several, list the pool lab first (as VM_TESTS does).
     files = os.environ.get("LAB_TESTS", "").split() or list(VM_TESTS)
     ecmp = [*pytest, *files, *pytest_args]
     if native or running_kernel_has_dataplane():
