@@ -23,7 +23,7 @@ from .bgp.base import Speaker
 from .buildinfo import exabgp_version
 from .clock import Clock
 from .config import Config
-from .cooperative import freeze_heap, run_cooperatively
+from .cooperative import run_cooperatively
 from .dataplane.base import Dataplane
 from .dataplane.knobs import desired_knobs
 from .dataplane.prereq import Prerequisite, check_prerequisites
@@ -31,6 +31,7 @@ from .gocompat import GoFlags
 from .health.checks import Prober
 from .health.runner import HealthRunner
 from .health.tracker import CheckKey, CheckResult, CheckState
+from .heap import freeze_after_next_full_collection, freeze_heap
 from .hostlinks import host_issues
 from .knobkeeper import KnobKeeper
 from .logs import log_event, register_secret
@@ -409,7 +410,7 @@ class Agent(AgentControl):
         self.metrics.set_drained(self.admin.state, new)
         self.metrics.set_vip_services(vip_services(new.services))
         await asyncio.sleep(0)
-        freeze_heap()  # the new config's objects too
+        freeze_after_next_full_collection()  # the new config's objects too
         return ReloadResult(
             ok=True,
             changed_services=prepared.changed_services,

@@ -14,7 +14,6 @@ immutable snapshots taken before the first step.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Callable, Generator
 from typing import TypeVar
@@ -51,19 +50,3 @@ async def run_cooperatively(
         if timer() >= deadline:
             await asyncio.sleep(0)
             deadline = timer() + budget
-
-
-def freeze_heap() -> None:
-    """Move every object alive now (the config, the check schedule, the modules: long-lived)
-    out of the cyclic collector's reach. At 1,000 services a full (generation 2) collection
-    walked all of them on the loop: 0.27-0.33 s at once (bench/RESULTS.md, "Event loop lag").
-    Frozen objects are still freed by reference counting; only cycles among them stay.
-
-    So collect first: the freeze takes every object the collector tracks, garbage included,
-    and cyclic garbage frozen is never freed. pyroute2 leaves cycles after every call (each
-    parsed message holds itself: ``msg.chain = [self]``), so freezing without collecting
-    kept whatever the last passes left behind, at every reload: the soak's agent grew
-    ~0.25 MiB/min (bench/NOTES.md, "Soak"). The collection walks only what is not frozen yet
-    (the new config and what changed since the last freeze)."""
-    gc.collect()
-    gc.freeze()

@@ -1,4 +1,5 @@
-"""freeze_heap() must not make cyclic garbage immortal (the soak's RSS growth, bench/NOTES.md)."""
+"""The heap freezes must not make cyclic garbage immortal (the soak's RSS growth,
+bench/NOTES.md), and the deferred one must wait for the collector's own full pass."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bgplb.cooperative import freeze_heap
+from bgplb.heap import deferred_freeze_pending, freeze_after_next_full_collection, freeze_heap
 
 
 class _Node:
@@ -18,7 +19,7 @@ class _Node:
 
 @pytest.fixture
 def no_auto_gc() -> Iterator[None]:
-    """The automatic collector must not free the garbage before freeze_heap() sees it."""
+    """The automatic collector must not free the garbage before the freeze sees it."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -29,13 +30,18 @@ def no_auto_gc() -> Iterator[None]:
             gc.enable()
 
 
-def test_cyclic_garbage_is_freed_not_frozen(no_auto_gc: None) -> None:
+def _garbage(n: int = 100) -> list[weakref.ref[_Node]]:
     refs = []
-    for _ in range(100):
+    for _ in range(n):
         node = _Node()
         refs.append(weakref.ref(node))
         del node
     assert all(r() is not None for r in refs)  # garbage, not yet collected
+    return refs
+
+
+def test_cyclic_garbage_is_freed_not_frozen(no_auto_gc: None) -> None:
+    refs = _garbage()
     freeze_heap()
     gc.collect()
     assert all(r() is None for r in refs)
@@ -47,3 +53,27 @@ def test_live_objects_are_frozen(no_auto_gc: None) -> None:
     freeze_heap()
     assert gc.get_freeze_count() >= before + len(live)
     del live
+
+
+def test_deferred_freeze_waits_for_a_full_collection_and_keeps_no_garbage(
+    no_auto_gc: None,
+) -> None:
+    freeze_heap()
+    before = gc.get_freeze_count()
+    freeze_after_next_full_collection()
+    refs = _garbage()
+    live = [_Node() for _ in range(100)]
+    gc.collect(0)
+    gc.collect(1)
+    assert deferred_freeze_pending()
+    assert gc.get_freeze_count() == before  # young collections do not freeze
+    gc.collect()  # a full one: the garbage goes, then what is alive is frozen
+    assert not deferred_freeze_pending()
+    assert all(r() is None for r in refs)
+    assert gc.get_freeze_count() >= before + len(live)
+    # once: the next full collection does not freeze again
+    frozen = gc.get_freeze_count()
+    more = [_Node() for _ in range(10)]
+    gc.collect()
+    assert gc.get_freeze_count() == frozen
+    del live, more
