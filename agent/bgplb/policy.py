@@ -26,11 +26,10 @@ from .config import (
 )
 from .cooperative import Steps, run_to_end
 from .health.targets import real_server_target
-from .health.tracker import CheckKey, CheckState, HealthSnapshot
+from .health.tracker import CheckKey, HealthSnapshot
 from .linkbw import VipKey, vip_communities, with_bandwidth
 from .model import (
     AddressSpec,
-    CheckStatus,
     DataplaneState,
     Decision,
     ForwardMethod,
@@ -50,6 +49,7 @@ from .model import (
 )
 from .pool import PoolTable
 from .routeset import freeze_routes
+from .servicehealth import is_up, service_health
 
 CHUNK = 50  # items between two yields of a generator below that walks VIPs or routes
 
@@ -175,7 +175,7 @@ def decide(
     now: float,
 ) -> ServiceDecision:
     """Health first, then the drain (which wins: a drained service never announces normally)."""
-    reason, detail = _health(svc, states)
+    reason, detail = service_health(svc, states)
     if reason is Reason.HEALTHY:
         decision = Decision.ANNOUNCE
     elif reason is not Reason.STARTING and svc.on_down == "announce_degraded":
@@ -271,71 +271,6 @@ def _drain_delay(node: NodeConfig, svc: ServiceConfig) -> float:
     return svc.drain_delay if svc.drain_delay is not None else node.drain_delay
 
 
-def _never_up(state: CheckState | None) -> bool:
-    return state is None or (state.status is not CheckStatus.UP and state.changed_at is None)
-
-
-def _is_up(state: CheckState | None) -> bool:
-    return state is not None and state.status is CheckStatus.UP
-
-
-def _health(svc: ServiceConfig, states: HealthSnapshot) -> tuple[Reason, str]:
-    failed: list[str] = []
-    starting: list[str] = []
-    for check in svc.checks:
-        state = states.get(CheckKey(svc.name, None, check.label))
-        if _never_up(state):
-            starting.append(check.label)
-        elif not _is_up(state):
-            failed.append(check.label)
-    if failed:
-        return Reason.CHECK_FAILED, ", ".join(failed)
-    if starting:
-        return Reason.STARTING, ", ".join(starting)
-    if svc.preserve_connections:
-        unsettled = _unsettled(svc, states)
-        if unsettled:
-            return Reason.POOL_SETTLING, (
-                f"{len(unsettled)} real-server checks not settled yet "
-                f"(pool mode waits for all): {', '.join(unsettled[:3])}"
-            )
-    if svc.mode is ServiceMode.IPVS and svc.real_servers:
-        up = 0
-        all_new = True
-        for rs in svc.real_servers:
-            rs_states = [
-                states.get(CheckKey(svc.name, real_server_target(svc, rs), c.label))
-                for c in rs.checks
-            ]
-            if all(_is_up(s) for s in rs_states):
-                up += 1 if rs.weight > 0 else 0
-            elif not all(_never_up(s) for s in rs_states if not _is_up(s)):
-                all_new = False
-        if up < svc.min_healthy:
-            reason = Reason.STARTING if all_new else Reason.BELOW_MIN_HEALTHY
-            return reason, f"{up}/{len(svc.real_servers)} real servers up (min {svc.min_healthy})"
-    return Reason.HEALTHY, ""
-
-
-def _unsettled(svc: ServiceConfig, states: HealthSnapshot) -> list[str]:
-    """Real-server checks still in their initial state: no rise/fall decision yet (never
-    changed, and fewer than ``fall`` failures in a row). A pool-mode node announces only when
-    there are none, so its weights, hence its Maglev table, equal the other nodes'."""
-    out: list[str] = []
-    for rs in svc.real_servers:
-        target = real_server_target(svc, rs)
-        for check in rs.checks:
-            state = states.get(CheckKey(svc.name, target, check.label))
-            settled = state is not None and (
-                state.changed_at is not None
-                or state.status is CheckStatus.UP
-                or state.failures >= check.fall
-            )
-            if not settled:
-                out.append(f"{target}/{check.label}")
-    return out
-
-
 def _vip_objects(
     node: NodeConfig,
     svc: ServiceConfig,
@@ -381,7 +316,7 @@ def _real_servers(
         rs_states = [
             states.get(CheckKey(svc.name, real_server_target(svc, rs), c.label)) for c in rs.checks
         ]
-        healthy = all(_is_up(s) for s in rs_states)
+        healthy = all(is_up(s) for s in rs_states)
         if not healthy and svc.unhealthy_real_server == "remove":
             continue
         weight = rs.weight if healthy else 0
