@@ -31,7 +31,7 @@ from .gocompat import GoFlags
 from .health.checks import Prober
 from .health.runner import HealthRunner
 from .health.tracker import CheckKey, CheckResult, CheckState
-from .heap import freeze_after_next_full_collection, freeze_heap
+from .heap import freeze_heap
 from .hostlinks import host_issues
 from .knobkeeper import KnobKeeper
 from .logs import log_event, register_secret
@@ -409,8 +409,7 @@ class Agent(AgentControl):
         await asyncio.sleep(0)  # switched; what follows is bookkeeping, in pieces of its own
         self.metrics.set_drained(self.admin.state, new)
         self.metrics.set_vip_services(vip_services(new.services))
-        await asyncio.sleep(0)
-        freeze_after_next_full_collection()  # the new config's objects too
+        # the new config is not frozen: a freeze now would keep in-flight cycles (heap.py)
         return ReloadResult(
             ok=True,
             changed_services=prepared.changed_services,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import os
 import signal
@@ -241,6 +242,26 @@ async def test_reload_changed_file_touches_only_changed_services(tmp_path: Path)
         assert "'web'" not in repr(e.detail), e
     assert VIP in h.announced()
     assert not [e for e in h.log.events[mark:] if e.kind in ("reconfigure", "restart")]
+    await h.stop()
+
+
+async def test_start_freezes_the_heap_once_and_a_reload_never(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A freeze while the agent works keeps the cycles in use at that moment for good (the
+    soak's RSS growth: bench/NOTES.md, heap.py): only start freezes."""
+    freezes: list[int] = []
+    monkeypatch.setattr(gc, "freeze", lambda: freezes.append(1))
+    h = Harness(tmp_path)
+    await h.start()
+    await h.until(lambda: len(h.announced()) == 2)
+    assert len(freezes) == 1
+    raw = raw_config(tmp_path)
+    raw["services"].append(ipvs_service("new", vips=("10.99.0.3",), ports=(53,)))
+    write(h.path, raw)
+    assert (await h.agent.reload()).ok
+    await h.clock.advance(1.0)
+    assert len(freezes) == 1
     await h.stop()
 
 
