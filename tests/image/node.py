@@ -63,6 +63,18 @@ class Node:
         body, _, code = res.stdout.rpartition("\n")
         return int(code or 0), body
 
+    def wait_demo_backend(self, timeout: float = 120) -> float:
+        """The seed's runcmd (cloud-final, ``--no-block``) starts the demo backend, which can
+        come after the agent's BGP session: wait until the unit is active."""
+        return wait_for(
+            lambda: self.ssh.run(
+                "systemctl is-active bgp-lb-demo-backend.service", check=False
+            ).startswith("active"),
+            timeout,
+            1,
+            "demo backend started by the seed's runcmd",
+        )
+
     def agent_events(self) -> list[dict[str, object]]:
         """The agent's JSON log lines of this boot."""
         journal = self.ssh.run("journalctl -b -u bgp-lb.service -o cat --no-pager")

@@ -125,15 +125,7 @@ def test_session_up_and_nothing_announced_while_unhealthy(node: Node) -> None:
     wait_for(lambda: node.bgp_state() == "Established", 120, 0.5, "BGP session Established")
     since = time.monotonic() - node.guest.started_at
     print(f"\nqemu start -> BGP session Established (as FRR sees it): {since:.1f} s")
-    # runcmd (cloud-final) started the demo backend; its /ok is 404 until touched
-    wait_for(
-        lambda: node.ssh.run(
-            "systemctl is-active bgp-lb-demo-backend.service", check=False
-        ).startswith("active"),
-        120,
-        1,
-        "demo backend started by the seed's runcmd",
-    )
+    node.wait_demo_backend()  # its /ok is 404 until touched
     deadline = time.monotonic() + 3 * INTERVAL
     while time.monotonic() < deadline:
         assert node.fib() == [], "VIP announced although its health check fails"

@@ -66,16 +66,7 @@ def test_uefi_boot_configured_and_agent_active(node: Node) -> None:  # noqa: F81
 
 def test_uefi_route_announced_and_http_through_the_vip(node: Node) -> None:  # noqa: F811 (the fixture)
     wait_for(lambda: node.bgp_state() == "Established", 120, 0.5, "BGP session Established")
-    # the seed's runcmd (cloud-final, --no-block) starts the demo backend, which may come after
-    # the agent's session (test_image_configured.py waits for it the same way)
-    wait_for(
-        lambda: node.ssh.run(
-            "systemctl is-active bgp-lb-demo-backend.service", check=False
-        ).startswith("active"),
-        120,
-        1,
-        "demo backend started by the seed's runcmd",
-    )
+    node.wait_demo_backend()
     node.ssh.run("touch /run/bgp-lb-demo/ok")
     wait_for(lambda: node.fib() == [NODE_IP], 60, 0.1, "VIP in the router's FIB")
     print(f"\nqemu start -> VIP in r1's FIB: {time.monotonic() - node.guest.started_at:.1f} s")

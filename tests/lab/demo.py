@@ -234,17 +234,10 @@ def run_demo(native: bool = False) -> int:
     from .vm import in_vm, running_kernel_has_dataplane
 
     if not native and not running_kernel_has_dataplane():
-        pool = "1" if _with_pool() else "0"  # the guest's environment is not this one
-        cmd = [
-            "env",
-            f"BGPLB_DEMO_POOL={pool}",
-            sys.executable,
-            "-m",
-            "tests.lab",
-            "demo",
-            "--native",
-        ]
-        return in_vm(cmd, VM_WORK / "demo.log", timeout=2700 if _with_pool() else 1800)
+        pool = _with_pool()  # passed on: the guest's environment is not this one
+        env = ["env", f"BGPLB_DEMO_POOL={int(pool)}"]
+        cmd = [*env, sys.executable, "-m", "tests.lab", "demo", "--native"]
+        return in_vm(cmd, VM_WORK / "demo.log", timeout=2700 if pool else 1800)
     t0 = time.monotonic()
     lab = Lab(load_topology(ECMP), keep_logs=WORK / "lab-logs")
     left = teardown(lab.topology.name)
